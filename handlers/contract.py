@@ -1,0 +1,147 @@
+"""The one handler protocol every handler style is adapted to, and the request/response types.
+
+A handler is built in the server's master process (imports user code, checks its contract) and
+loaded in each worker after fork (``load``: the model goes into memory there). After that the
+worker calls ``handle`` with a batch of one or more requests from a single inference thread and
+gets back one result per request, in order: a response, or the exception that request failed with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from serve.codecs import CodecRegistry
+
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+
+
+class HandlerLoadError(Exception):
+    """A handler could not be found, imported or loaded; the message says which file and why."""
+
+
+class Headers(Mapping[str, str]):
+    """Request headers with case-insensitive lookup; iteration gives the names as sent."""
+
+    __slots__ = ("_items", "_lower")
+
+    def __init__(self, items: Mapping[str, str] | Sequence[tuple[str, str]] = ()) -> None:
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        self._items = dict(pairs)
+        self._lower = {name.lower(): value for name, value in pairs}
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lower
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """One invocation as the handler sees it.
+
+    Attributes:
+        body: the raw request body.
+        content_type: the Content-Type header as sent, parameters included.
+        accept: the Accept header, with a missing or ``*/*`` value replaced by the default.
+        headers: every request header (Custom-Attributes, Inference-Id, ...).
+        request_id: the Inference-Id when the caller gave one, else a generated id.
+    """
+
+    body: bytes
+    content_type: str
+    accept: str
+    headers: Headers = field(default_factory=Headers)
+    request_id: str = ""
+
+    @property
+    def custom_attributes(self) -> str | None:
+        return self.headers.get(CUSTOM_ATTRIBUTES)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    """What a handler answers one request with.
+
+    Attributes:
+        body: bytes, or text (sent as UTF-8).
+        content_type: the response's Content-Type.
+        status: the HTTP status, 200 unless the handler sets another.
+        headers: extra response headers, e.g. X-Amzn-SageMaker-Custom-Attributes.
+    """
+
+    body: bytes | str
+    content_type: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body_bytes(self) -> bytes:
+        return self.body.encode("utf-8") if isinstance(self.body, str) else bytes(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """What a handler gets when it loads in a worker.
+
+    Attributes:
+        model_dir: the extracted model directory.
+        manifest: the archive's manifest (TorchServe layout), empty when there is none.
+        gpu_id: the GPU this worker uses, or None on CPU.
+        batch_size: the largest batch the server will pass to ``handle``.
+        codecs: the app's codec registry, for handlers that decode or encode payloads.
+        allow_pickled_models: whether whole pickled modules may be loaded (explicit opt-in).
+        options: free-form per-model settings (from the archive's config file).
+    """
+
+    model_dir: Path
+    manifest: Mapping[str, Any]
+    gpu_id: int | None
+    batch_size: int
+    codecs: CodecRegistry
+    allow_pickled_models: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        model = self.manifest.get("model", {})
+        name = model.get("modelName") if isinstance(model, Mapping) else None
+        return str(name or self.model_dir.name or "model")
+
+
+Result = InferenceResponse | BaseException
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """The protocol the server calls. Adapters turn every existing handler style into this.
+
+    Attributes:
+        source: the file (or built-in name) the handler came from, for messages.
+        max_batch_size: the largest batch ``handle`` accepts; 1 for handlers that cannot batch.
+        options: per-model settings the handler brings (batch size and delay from an archive).
+    """
+
+    source: str
+    max_batch_size: int
+    options: Mapping[str, Any]
+
+    def load(self, context: LoadContext) -> None:
+        """Load the model into memory; called once per worker, after fork."""
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
+        """Answer a batch: one result per request, in order, each a response or an exception."""
+        ...

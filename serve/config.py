@@ -1,0 +1,214 @@
+"""Serving configuration: one frozen object, built once from the environment.
+
+Every environment variable the server honours is declared here and nowhere else. SageMaker's own
+names are kept so that existing scripts carry over; settings SageMaker has no name for use the
+``BYOSERVE_`` prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serve.cpus import available_cpus
+
+MIB = 1024 * 1024
+DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot start with."""
+
+
+def _int(value: str) -> int:
+    return int(value.strip(), 10)
+
+
+def _positive_int(value: str) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value.strip())
+    if not number >= 0:
+        raise ValueError("must be zero or more")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value.strip())
+    if not number > 0:
+        raise ValueError("must be more than zero")
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ValueError("must be true, false, 1 or 0")
+
+
+def _port(value: str) -> int:
+    number = _int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a port number between 1 and 65535")
+    return number
+
+
+def _port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    if not sep:
+        raise ValueError("must look like LOW-HIGH")
+    first, last = _port(low), _port(high)
+    if first > last:
+        raise ValueError("the first port is above the last")
+    return (first, last)
+
+
+def _log_level(value: str) -> int:
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    level = logging.getLevelName(text.upper())
+    if not isinstance(level, int):
+        raise ValueError("must be a number or a level name such as INFO")
+    return level
+
+
+def _media_type(value: str) -> str:
+    text = value.strip()
+    if "/" not in text:
+        raise ValueError("must be a media type such as application/json")
+    return text
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = value.strip().upper() if options[0].isupper() else value.strip().lower()
+        if text not in options:
+            raise ValueError("must be one of " + ", ".join(options))
+        return text
+
+    return parse
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _path(value: str) -> Path:
+    return Path(value.strip())
+
+
+def _megabytes(value: str) -> int:
+    return int(_positive_float(value) * MIB)
+
+
+def setting(default: Any, *env: str, parse: Callable[[str], Any] = _text) -> Any:
+    """Declare one setting: its default, the variables it is read from (first wins), its parser."""
+    return field(default=default, metadata={"env": env, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """Everything the server needs to know, read once at start and passed down.
+
+    Attributes documented by their environment variables; see the README for the table.
+    """
+
+    model_dir: Path = setting(Path("/opt/ml/model"), "BYOSERVE_MODEL_DIR", parse=_path)
+    unpack_dir: Path | None = setting(None, "BYOSERVE_UNPACK_DIR", parse=_path)
+    host: str = setting("0.0.0.0", "BYOSERVE_HOST")
+    port: int = setting(8080, "SAGEMAKER_BIND_TO_PORT", parse=_port)
+    safe_port_range: tuple[int, int] | None = setting(
+        None, "SAGEMAKER_SAFE_PORT_RANGE", parse=_port_range
+    )
+    workers: int = setting(0, "SAGEMAKER_MODEL_SERVER_WORKERS", parse=_positive_int)
+    threads: int = setting(32, "BYOSERVE_WORKER_THREADS", parse=_positive_int)
+    torch_threads: int = setting(0, "BYOSERVE_TORCH_THREADS", parse=_positive_int)
+    timeout: float = setting(60.0, "SAGEMAKER_MODEL_SERVER_TIMEOUT", parse=_positive_float)
+    startup_timeout: float = setting(600.0, "SAGEMAKER_STARTUP_TIMEOUT", parse=_positive_float)
+    graceful_timeout: float = setting(25.0, "BYOSERVE_GRACEFUL_TIMEOUT", parse=_positive_float)
+    max_request_size: int = setting(
+        DEFAULT_MAX_REQUEST_SIZE, "SAGEMAKER_MAX_REQUEST_SIZE", parse=_positive_int
+    )
+    max_payload_mb: int | None = setting(None, "SAGEMAKER_MAX_PAYLOAD_IN_MB", parse=_megabytes)
+    default_accept: str = setting(
+        "application/json", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", parse=_media_type
+    )
+    log_level: int = setting(logging.INFO, "SAGEMAKER_CONTAINER_LOG_LEVEL", parse=_log_level)
+    log_format: str = setting("text", "BYOSERVE_LOG_FORMAT", parse=_choice("text", "json"))
+    program: str | None = setting(None, "SAGEMAKER_PROGRAM")
+    install_requirements: bool = setting(True, "BYOSERVE_INSTALL_REQUIREMENTS", parse=_bool)
+    max_batch_size: int | None = setting(
+        None, "BYOSERVE_MAX_BATCH_SIZE", "SAGEMAKER_TS_BATCH_SIZE", parse=_positive_int
+    )
+    max_batch_delay_ms: float | None = setting(
+        None, "BYOSERVE_MAX_BATCH_DELAY_MS", "SAGEMAKER_TS_MAX_BATCH_DELAY",
+        parse=_non_negative_float,
+    )
+    queue_size: int = setting(0, "BYOSERVE_QUEUE_SIZE", parse=_positive_int)
+    batch_strategy: str = setting(
+        "MULTI_RECORD", "SAGEMAKER_BATCH_STRATEGY", parse=_choice("MULTI_RECORD", "SINGLE_RECORD")
+    )
+    max_concurrent_transforms: int | None = setting(
+        None, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", parse=_positive_int
+    )
+    multi_model: bool = setting(False, "SAGEMAKER_MULTI_MODEL", parse=_bool)
+    allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
+    metrics: bool = setting(True, "BYOSERVE_METRICS", parse=_bool)
+
+    def __post_init__(self) -> None:
+        cpus = available_cpus()
+        if self.workers == 0:
+            object.__setattr__(self, "workers", cpus)
+        if self.torch_threads == 0:
+            object.__setattr__(self, "torch_threads", max(1, cpus // self.workers))
+        if self.queue_size == 0:
+            object.__setattr__(self, "queue_size", max(64, 4 * self.threads))
+        if self.multi_model:
+            raise ConfigError(
+                "SAGEMAKER_MULTI_MODEL=true: multi-model endpoints are not served by this image"
+            )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServingConfig:
+        """Build the configuration from environment variables, then apply ``overrides``.
+
+        Raises:
+            ConfigError: a variable holds a value that cannot be used; the message names both.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            for name in spec.metadata["env"]:
+                raw = environ.get(name)
+                if raw is None or raw.strip() == "":
+                    continue
+                try:
+                    values[spec.name] = spec.metadata["parse"](raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={raw!r}: {exc}") from exc
+                break
+        if "max_request_size" not in values and values.get("max_payload_mb"):
+            values["max_request_size"] = values["max_payload_mb"]
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    @property
+    def max_payload_in_mb(self) -> int:
+        """The request size limit in whole MiB, as /execution-parameters reports it."""
+        return max(1, self.max_request_size // MIB)

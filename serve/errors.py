@@ -1,0 +1,87 @@
+"""The error hierarchy: each class carries the HTTP status it is answered with."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServingError(Exception):
+    """Base of every error the server answers on purpose.
+
+    The message is sent to the caller, so it must be short and safe: never a traceback.
+    """
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequestError(ServingError):
+    """The payload could not be decoded (malformed JSON, CSV, image, array...)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFoundError(ServingError):
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowedError(ServingError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class NotAcceptableError(ServingError):
+    """No response type the server can produce matches the Accept header."""
+
+    status_code = 406
+    code = "not_acceptable"
+
+
+class PayloadTooLargeError(ServingError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ServingError):
+    """The request's Content-Type has no decoder."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class UnprocessableError(ServingError):
+    """The payload decoded but the model cannot use it (wrong shape, wrong fields)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
+class ModelError(ServingError):
+    """User code raised: the caller sees the exception's message, the log its traceback."""
+
+    status_code = 500
+    code = "model_error"
+
+
+class NotReadyError(ServingError):
+    status_code = 503
+    code = "not_ready"
+
+
+class OverloadedError(ServingError):
+    """The worker's queue is full: come back later (sent with Retry-After)."""
+
+    status_code = 503
+    code = "overloaded"
+
+
+class InferenceTimeoutError(ServingError):
+    status_code = 504
+    code = "timeout"

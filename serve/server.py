@@ -1,0 +1,97 @@
+"""gunicorn embedded from Python: one process per worker, each a pool of request threads.
+
+The master prepares the model directory and imports the handler (so contract errors stop the
+start-up); each worker starts its model runtime after fork. A worker whose model cannot load exits
+with gunicorn's boot-error status, which stops the whole server with that error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+from serve.config import ServingConfig
+from serve.runtime import ModelRuntime
+
+logger = logging.getLogger(__name__)
+
+WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts the server when a worker exits with this
+KEEPALIVE_SECONDS = 65  # longer than a load balancer's idle timeout, so it closes first
+
+
+def exit_worker(exc: BaseException) -> None:
+    """A worker whose model cannot load ends at once with the boot-error status."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(WORKER_BOOT_ERROR)
+
+
+class PropagatingLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's own lines go through the root logger, so they share our format and level."""
+
+    def setup(self, cfg: Any) -> None:
+        for log in (self.error_log, self.access_log):
+            log.handlers[:] = []
+            log.propagate = True
+        self.error_log.setLevel(logging.getLogger().level)
+
+
+class ServeApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn application serving one Flask app with settings from ServingConfig."""
+
+    def __init__(self, app: Flask, runtime: ModelRuntime, config: ServingConfig) -> None:
+        self.application = app
+        self.runtime = runtime
+        self.serving = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in gunicorn_settings(self.serving, self.runtime).items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Flask:
+        return self.application
+
+
+def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str, Any]:
+    """The gunicorn settings for this configuration, one per line."""
+
+    def post_worker_init(worker: Any) -> None:
+        runtime.start(worker_index=max(0, worker.age - 1))
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        runtime.stop(timeout=1.0)
+
+    return {
+        "bind": [f"{config.host}:{config.port}"],
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": max(120, int(config.timeout) + 30),
+        "graceful_timeout": config.graceful_timeout,
+        "keepalive": KEEPALIVE_SECONDS,
+        "backlog": 2048,
+        "accesslog": None,
+        "logger_class": PropagatingLogger,
+        "proc_name": "byoserve",
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
+        "limit_request_field_size": 16384,
+    }
+
+
+def run_server(app: Flask, runtime: ModelRuntime, config: ServingConfig) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    logger.info(
+        "serving %s on %s:%d with %d workers x %d threads",
+        runtime.handler.source, config.host, config.port, config.workers, config.threads,
+    )
+    ServeApplication(app, runtime, config).run()
+    return 0

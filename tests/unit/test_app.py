@@ -1,0 +1,245 @@
+"""The HTTP layer through Flask's test client, with small in-process handlers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from handlers.contract import (
+    CUSTOM_ATTRIBUTES,
+    INFERENCE_ID,
+    InferenceRequest,
+    InferenceResponse,
+    LoadContext,
+    Result,
+)
+from serve.app import create_app
+from serve.codecs import default_codecs
+from serve.config import ServingConfig
+from serve.errors import BadRequestError, ModelError
+from serve.modeldir import ModelDirectory
+from serve.runtime import ModelRuntime
+
+
+class EchoHandler:
+    """Decodes the body with the codecs and answers it back, as JSON or what Accept asks."""
+
+    source = "echo"
+    max_batch_size = 8
+    options: Mapping[str, Any] = {}
+
+    def __init__(self, load_delay: float = 0.0, fail_load: bool = False) -> None:
+        self.load_delay = load_delay
+        self.fail_load = fail_load
+        self.batches: list[int] = []
+
+    def load(self, context: LoadContext) -> None:
+        time.sleep(self.load_delay)
+        if self.fail_load:
+            raise RuntimeError("weights are corrupt")
+        self.codecs = context.codecs
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
+        self.batches.append(len(requests))
+        return [self._one(request) for request in requests]
+
+    def _one(self, request: InferenceRequest) -> Result:
+        try:
+            value = self.codecs.decode(request.body, request.content_type)
+            if value == "boom":
+                raise ValueError("the model cannot digest boom")
+            if value == "sleep":
+                time.sleep(1.0)
+            body, content_type = self.codecs.encode(value, request.accept)
+        except BadRequestError as exc:
+            return exc
+        except ValueError as exc:
+            return ModelError(f"ValueError: {exc}")
+        except Exception as exc:
+            return exc
+        headers = {}
+        if request.custom_attributes:
+            headers[CUSTOM_ATTRIBUTES] = "seen=" + request.custom_attributes
+        return InferenceResponse(body, content_type, headers=headers)
+
+
+def make_client(
+    handler: EchoHandler, tmp_path: Path, start: bool = True, **config: Any
+) -> tuple[FlaskClient, ModelRuntime]:
+    settings = ServingConfig.from_env({}, model_dir=tmp_path, workers=1, **config)
+    model = ModelDirectory(root=tmp_path, code_dir=None, manifest={}, manifest_path=None)
+    runtime = ModelRuntime(handler, model, settings, default_codecs())
+    app = create_app(settings, runtime)
+    if start:
+        runtime.start()
+        assert runtime.wait_ready(10)
+    return app.test_client(), runtime
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[FlaskClient]:
+    test_client, runtime = make_client(EchoHandler(), tmp_path)
+    yield test_client
+    runtime.stop()
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body: dict[str, Any] = response.get_json()["error"]
+    assert "Traceback" not in body["message"]
+    return body
+
+
+def test_ping_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
+    test_client, runtime = make_client(EchoHandler(load_delay=0.5), tmp_path, start=False)
+    assert test_client.get("/ping").status_code == 503
+    runtime.start()
+    assert test_client.get("/ping").status_code == 503
+    assert error_of(test_client.post("/invocations", json=[1]))["code"] == "not_ready"
+    assert runtime.wait_ready(5)
+    assert test_client.get("/ping").status_code == 200
+    runtime.stop()
+
+
+def test_a_model_that_fails_to_load_stays_unready_with_a_clear_error(tmp_path: Path) -> None:
+    test_client, runtime = make_client(EchoHandler(fail_load=True), tmp_path, start=False)
+    runtime.start()
+    deadline = time.monotonic() + 5
+    while runtime.load_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert test_client.get("/ping").status_code == 503
+    response = test_client.post("/invocations", json=[1])
+    assert response.status_code == 503
+    assert "failed to load" in error_of(response)["message"]
+
+
+def test_invocations_round_trip_and_alias(client: FlaskClient) -> None:
+    response = client.post("/invocations", json={"x": [1, 2]})
+    assert response.status_code == 200
+    assert response.get_json() == {"x": [1, 2]}
+    alias = client.post("/endpoints/sentiment/invocations", json=[3])
+    assert alias.status_code == 200 and alias.get_json() == [3]
+
+
+def test_accept_negotiation_and_default(client: FlaskClient) -> None:
+    body = json.dumps([[1.5, 2.0]])
+    headers = {"Content-Type": "application/json", "Accept": "application/json;q=0.2, text/csv"}
+    response = client.post("/invocations", data=body, headers=headers)
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    starred = client.post("/invocations", data=body, headers={"Accept": "*/*"},
+                          content_type="application/json")
+    assert starred.mimetype == "application/json"
+
+
+def test_request_id_is_echoed_and_custom_attributes_reach_the_handler(client: FlaskClient) -> None:
+    response = client.post(
+        "/invocations", json=[1], headers={INFERENCE_ID: "abc-123", CUSTOM_ATTRIBUTES: "k=v"}
+    )
+    assert response.headers["X-Request-Id"] == "abc-123"
+    assert response.headers[CUSTOM_ATTRIBUTES] == "seen=k=v"
+    generated = client.post("/invocations", json=[1]).headers["X-Request-Id"]
+    assert len(generated) == 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"data": b"{not json", "content_type": "application/json"}, 400, "bad_request"),
+        ({"data": b"x", "content_type": "application/x-made-up"}, 415, "unsupported_media_type"),
+        ({"json": [1], "headers": {"Accept": "image/x-nothing"}}, 406, "not_acceptable"),
+        ({"json": "boom"}, 500, "model_error"),
+        ({"json": [1], "headers": {CUSTOM_ATTRIBUTES: "x" * 1025}}, 400, "bad_request"),
+    ],
+)
+def test_bad_requests_get_their_status_and_a_json_error(
+    client: FlaskClient, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    response = client.post("/invocations", **kwargs)
+    assert response.status_code == status
+    error = error_of(response)
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert client.post("/invocations", json=[1]).status_code == 200  # still serving
+
+
+def test_model_error_message_has_no_traceback(client: FlaskClient) -> None:
+    response = client.post("/invocations", json="boom")
+    assert error_of(response)["message"] == "ValueError: the model cannot digest boom"
+
+
+def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
+    missing = client.get("/nothing")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
+    wrong = client.get("/invocations")
+    assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
+
+
+def test_size_limit_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
+    test_client, runtime = make_client(EchoHandler(), tmp_path, max_request_size=100)
+    response = test_client.post("/invocations", data=b"[" + b"1," * 100 + b"1]",
+                                content_type="application/json")
+    assert response.status_code == 413
+    assert "SAGEMAKER_MAX_REQUEST_SIZE" in error_of(response)["message"]
+    assert test_client.post("/invocations", json=[1]).status_code == 200
+    runtime.stop()
+
+
+def test_timeout_answers_504(tmp_path: Path) -> None:
+    test_client, runtime = make_client(EchoHandler(), tmp_path, timeout=0.2)
+    response = test_client.post("/invocations", json="sleep")
+    assert response.status_code == 504
+    assert "SAGEMAKER_MODEL_SERVER_TIMEOUT" in error_of(response)["message"]
+    runtime.stop()
+
+
+def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
+    handler = EchoHandler()
+    test_client, runtime = make_client(handler, tmp_path, queue_size=1, threads=4)
+    results: list[int] = []
+
+    def call() -> None:
+        results.append(test_client.post("/invocations", json="sleep").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200, 200, 503]
+    overloaded = test_client.application.test_client()
+    assert overloaded.post("/invocations", json=[1]).status_code == 200
+    runtime.stop()
+
+
+def test_execution_parameters(client: FlaskClient) -> None:
+    params = client.get("/execution-parameters").get_json()
+    assert params == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+                      "MaxPayloadInMB": 6}
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path: Path) -> None:
+    handler = EchoHandler()
+    test_client, runtime = make_client(
+        handler, tmp_path, max_batch_size=8, max_batch_delay_ms=200.0
+    )
+    answers: dict[int, Any] = {}
+
+    def call(i: int) -> None:
+        answers[i] = test_client.post("/invocations", json={"i": i}).get_json()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {i: {"i": i} for i in range(6)}
+    assert max(handler.batches) > 1
+    runtime.stop()
