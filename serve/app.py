@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers, InferenceRequest
 from serve.config import ServingConfig
@@ -27,6 +27,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CUSTOM_ATTRIBUTES = 1024
 MAX_INFERENCE_ID = 64
+READ_CHUNK = 256 * 1024
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
 
 
@@ -38,7 +39,6 @@ def create_app(config: ServingConfig, runtime: ModelRuntime) -> Flask:
         runtime: the worker's model runtime; start it after fork (``runtime.start()``).
     """
     app = Flask("byoserve")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
     app.extensions["byoserve.runtime"] = runtime
     app.extensions["byoserve.config"] = config
 
@@ -70,7 +70,7 @@ def _config() -> ServingConfig:
 def _app() -> Flask:
     from flask import current_app
 
-    return current_app  # type: ignore[return-value]
+    return current_app
 
 
 def _assign_request_id() -> None:
@@ -124,18 +124,21 @@ def _invoke(endpoint_name: str | None = None) -> Response:
 
 
 def _read_body(limit: int) -> bytes:
-    try:
-        return request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise PayloadTooLargeError(_too_large_message(None, limit)) from None
+    """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated."""
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(_too_large_message(None, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large_message(length: int | None, limit: int) -> str:
     size = f"{length} bytes" if length is not None else "the request body"
-    return (
-        f"{size} is over the {limit}-byte limit "
-        "(set SAGEMAKER_MAX_REQUEST_SIZE to raise it)"
-    )
+    return f"{size} is over the {limit}-byte limit (set SAGEMAKER_MAX_REQUEST_SIZE to raise it)"
 
 
 def _execution_parameters() -> Response:
@@ -175,7 +178,9 @@ def _http_error(exc: HTTPException) -> Response:
         response.headers.update({k: v for k, v in allowed if k.lower() == "allow"})
         return response
     if status == 413:
-        return _serving_error(PayloadTooLargeError(_too_large_message(None, _config().max_request_size)))
+        return _serving_error(
+            PayloadTooLargeError(_too_large_message(None, _config().max_request_size))
+        )
     return _error_response(status, "http_error", exc.description or exc.name, {})
 
 

@@ -50,8 +50,17 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
     overrides = {
         name: getattr(args, name)
         for name in (
-            "model_dir", "host", "port", "workers", "threads", "torch_threads", "timeout",
-            "max_request_size", "max_batch_size", "max_batch_delay_ms", "program",
+            "model_dir",
+            "host",
+            "port",
+            "workers",
+            "threads",
+            "torch_threads",
+            "timeout",
+            "max_request_size",
+            "max_batch_size",
+            "max_batch_delay_ms",
+            "program",
         )
     }
     if args.log_level is not None:
@@ -76,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["archive"]:
         from serve.archiver import main as archive_main
 
-        return archive_main(argv[1:])
+        status: int = archive_main(argv[1:])
+        return status
     if argv[:1] == ["serve"]:
         argv = argv[1:]
     args = build_parser().parse_args(argv)

@@ -155,7 +155,9 @@ class ServingConfig:
         None, "BYOSERVE_MAX_BATCH_SIZE", "SAGEMAKER_TS_BATCH_SIZE", parse=_positive_int
     )
     max_batch_delay_ms: float | None = setting(
-        None, "BYOSERVE_MAX_BATCH_DELAY_MS", "SAGEMAKER_TS_MAX_BATCH_DELAY",
+        None,
+        "BYOSERVE_MAX_BATCH_DELAY_MS",
+        "SAGEMAKER_TS_MAX_BATCH_DELAY",
         parse=_non_negative_float,
     )
     queue_size: int = setting(0, "BYOSERVE_QUEUE_SIZE", parse=_positive_int)
@@ -183,9 +185,7 @@ class ServingConfig:
             )
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> ServingConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServingConfig:
         """Build the configuration from environment variables, then apply ``overrides``.
 
         Raises:

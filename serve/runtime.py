@@ -3,8 +3,8 @@ serves batches gathered from a bounded queue.
 
 Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, which enqueues the
 request and waits on a future. The inference thread takes the first waiting request, gathers more
-until the batch is full or ``max_batch_delay`` has passed since that first request arrived, and calls
-the handler once for the whole batch. User code therefore always runs on one thread, as in
+until the batch is full or ``max_batch_delay`` has passed since that first request arrived, and
+calls the handler once for the whole batch. User code therefore always runs on one thread, as in
 TorchServe, and the request threads only wait.
 """
 
@@ -196,7 +196,11 @@ class ModelRuntime:
         while len(batch) < self.policy.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is _STOP:

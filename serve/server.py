@@ -75,7 +75,7 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
         "worker_class": "gthread",
         "threads": config.threads,
         "timeout": max(120, int(config.timeout) + 30),
-        "graceful_timeout": config.graceful_timeout,
+        "graceful_timeout": max(1, int(config.graceful_timeout)),
         "keepalive": KEEPALIVE_SECONDS,
         "backlog": 2048,
         "accesslog": None,
@@ -84,6 +84,7 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
         "limit_request_field_size": 16384,
+        "control_socket_disable": True,  # gunicorn 27's shared ~/.gunicorn socket: not needed
     }
 
 
@@ -91,7 +92,11 @@ def run_server(app: Flask, runtime: ModelRuntime, config: ServingConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     logger.info(
         "serving %s on %s:%d with %d workers x %d threads",
-        runtime.handler.source, config.host, config.port, config.workers, config.threads,
+        runtime.handler.source,
+        config.host,
+        config.port,
+        config.workers,
+        config.threads,
     )
     ServeApplication(app, runtime, config).run()
     return 0

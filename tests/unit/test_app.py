@@ -133,8 +133,9 @@ def test_accept_negotiation_and_default(client: FlaskClient) -> None:
     response = client.post("/invocations", data=body, headers=headers)
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
-    starred = client.post("/invocations", data=body, headers={"Accept": "*/*"},
-                          content_type="application/json")
+    starred = client.post(
+        "/invocations", data=body, headers={"Accept": "*/*"}, content_type="application/json"
+    )
     assert starred.mimetype == "application/json"
 
 
@@ -183,8 +184,9 @@ def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
 
 def test_size_limit_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
     test_client, runtime = make_client(EchoHandler(), tmp_path, max_request_size=100)
-    response = test_client.post("/invocations", data=b"[" + b"1," * 100 + b"1]",
-                                content_type="application/json")
+    response = test_client.post(
+        "/invocations", data=b"[" + b"1," * 100 + b"1]", content_type="application/json"
+    )
     assert response.status_code == 413
     assert "SAGEMAKER_MAX_REQUEST_SIZE" in error_of(response)["message"]
     assert test_client.post("/invocations", json=[1]).status_code == 200
@@ -221,8 +223,11 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
 
 def test_execution_parameters(client: FlaskClient) -> None:
     params = client.get("/execution-parameters").get_json()
-    assert params == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
-                      "MaxPayloadInMB": 6}
+    assert params == {
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path: Path) -> None:

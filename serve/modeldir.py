@@ -1,0 +1,345 @@
+"""The model directory: find it, unpack its archive safely, read its manifest, install its needs.
+
+On SageMaker the model tree is already extracted into ``/opt/ml/model``. Locally the same path is
+often a mounted directory holding a ``model.tar.gz``; that archive is unpacked here, once, refusing
+members that would land outside the target (absolute paths, ``..``, links, devices).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PREFERRED_ARCHIVE = "model.tar.gz"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".mar")
+EXTRACTED_NAME = ".byoserve-extracted"
+MARKER_NAME = ".byoserve-unpacked"
+# A lone top-level directory with one of these names is content, not a tar packaging mistake.
+_NEVER_FLATTEN = frozenset({"code", "MAR-INF"})
+_PIP_TAIL_LINES = 20
+_FILTER_REASONS: dict[type[tarfile.FilterError], str] = {
+    tarfile.AbsolutePathError: "absolute path",
+    tarfile.OutsideDestinationError: "path escapes the target directory",
+    tarfile.SpecialFileError: "device or other special file",
+    tarfile.AbsoluteLinkError: "link to an absolute path",
+    tarfile.LinkOutsideDestinationError: "link escapes the target directory",
+}
+
+
+class ModelDirError(Exception):
+    """Start-up error: the message names the file and what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDirectory:
+    """The prepared model tree, as handlers see it.
+
+    Attributes:
+        root: The extracted model tree (TorchServe's ``model_dir``).
+        code_dir: ``root / "code"`` when that directory exists, else None.
+        manifest: Parsed ``MAR-INF/MANIFEST.json``, else ``root/MANIFEST.json``, else empty.
+        manifest_path: The file the manifest was read from, or None.
+    """
+
+    root: Path
+    code_dir: Path | None
+    manifest: Mapping[str, Any]
+    manifest_path: Path | None
+
+
+def prepare_model_dir(
+    path: Path, *, unpack_dir: Path | None = None, install_requirements: bool = True
+) -> ModelDirectory:
+    """Turn a model path into a ready model tree.
+
+    Rules, in order: an archive file given directly is unpacked. A directory holding
+    ``model.tar.gz`` has it unpacked even when other files sit beside it (the local
+    ``docker run -v dir:/opt/ml/model`` case). A directory whose only non-hidden entry is one
+    ``*.tar.gz``, ``*.tgz``, ``*.tar`` or ``*.mar`` has that unpacked. Any other directory is an
+    extracted tree, used in place.
+
+    Archives go to ``unpack_dir / ".byoserve-extracted"`` when ``unpack_dir`` is given, else to
+    ``.byoserve-extracted`` beside the archive when that directory is writable, else to a stable
+    directory under the system temp dir. An unpacked tree that holds a single top-level directory
+    (``tar czf model.tar.gz mymodel/``) is replaced by that directory. ``sys.path`` is not touched;
+    see :func:`activate_code_paths`.
+
+    Args:
+        path: The model directory or archive, usually ``/opt/ml/model``.
+        unpack_dir: Where to unpack an archive instead of the default locations.
+        install_requirements: Install ``code/requirements.txt`` and the manifest's
+            ``model.requirementsFile`` with pip.
+
+    Raises:
+        ModelDirError: The path is missing, an archive is unsafe or corrupt, the manifest is not
+            a JSON object, or pip failed.
+    """
+    if path.is_file():
+        archive: Path | None = path
+    elif path.is_dir():
+        archive = find_archive(path)
+    else:
+        raise ModelDirError(f"model directory {path}: does not exist")
+    root = path
+    if archive is not None:
+        root = _flatten(unpack_archive(archive, _unpack_target(archive, unpack_dir)))
+    code_dir = root / "code"
+    manifest, manifest_path = _read_manifest(root)
+    model = ModelDirectory(root, code_dir if code_dir.is_dir() else None, manifest, manifest_path)
+    if install_requirements:
+        for requirements in _requirements_files(model):
+            install_requirements_file(requirements)
+    return model
+
+
+def find_archive(directory: Path) -> Path | None:
+    """The archive to unpack from ``directory``, or None when it holds an extracted tree.
+
+    Returns ``model.tar.gz`` when present, else the one archive that is the only non-hidden entry.
+    """
+    preferred = directory / PREFERRED_ARCHIVE
+    if preferred.is_file():
+        return preferred
+    entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_file() and entries[0].name.endswith(ARCHIVE_SUFFIXES):
+        return entries[0]
+    return None
+
+
+def directory_is_writable(directory: Path) -> bool:
+    """Whether files can really be created in ``directory`` (a read-only mount fails the probe)."""
+    if not os.access(directory, os.W_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def unpack_archive(archive: Path, target: Path) -> Path:
+    """Unpack a tar or zip (``.mar``) archive into ``target``, safely, atomically, idempotently.
+
+    It is extracted, under a lock file, into a temporary sibling renamed into place, so a crash
+    never leaves half a tree. A marker in ``target`` records the archive's path, size, mtime and
+    SHA-256; while path, size and mtime match, nothing is done. The format is read from the
+    content, not the extension. Returns ``target``.
+
+    Raises:
+        ModelDirError: The archive is corrupt, not tar or zip, or has an unsafe member.
+    """
+    st = archive.stat()
+    fingerprint = {"archive": str(archive.resolve()), "size": st.st_size}
+    fingerprint["mtime_ns"] = st.st_mtime_ns
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem = target.name.lstrip(".")
+    with (target.parent / f".{stem}.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        if _marker_matches(target / MARKER_NAME, fingerprint):
+            logger.debug("model archive %s already unpacked in %s", archive, target)
+            return target
+        for stale in target.parent.glob(f".{stem}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        logger.info("unpacking model archive %s into %s", archive, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=target.parent))
+        try:
+            tmp.chmod(0o755)
+            _extract(archive, tmp)
+            with archive.open("rb") as handle:
+                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+            (tmp / MARKER_NAME).write_text(json.dumps({**fingerprint, "sha256": sha256}))
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=target.parent))
+                target.rename(old / "old")
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def install_requirements_file(requirements: Path) -> None:
+    """Install a requirements file with pip; one holding only blanks and comments is skipped.
+
+    Raises:
+        ModelDirError: The file cannot be read, or pip failed (its last lines are included).
+    """
+    try:
+        text = requirements.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"requirements file {requirements}: cannot read: {exc}") from exc
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+        logger.info("requirements file %s is empty; nothing to install", requirements)
+        return
+    logger.info("installing requirements from %s", requirements)
+    cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
+    result = subprocess.run(
+        [*cmd, "-r", str(requirements)],
+        cwd=requirements.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-_PIP_TAIL_LINES:])
+        raise ModelDirError(
+            f"requirements file {requirements}: pip install failed "
+            f"(exit {result.returncode}):\n{tail}"
+        )
+
+
+def activate_code_paths(model: ModelDirectory) -> None:
+    """Put ``model.code_dir`` then ``model.root`` at the front of ``sys.path``, each once."""
+    for entry in (model.root, model.code_dir):  # reversed: the last inserted ends up first
+        if entry is None:
+            continue
+        sys.path[:] = [p for p in sys.path if p != str(entry)]
+        sys.path.insert(0, str(entry))
+
+
+def _unpack_target(archive: Path, unpack_dir: Path | None) -> Path:
+    if unpack_dir is not None:
+        return unpack_dir / EXTRACTED_NAME
+    if directory_is_writable(archive.parent):
+        return archive.parent / EXTRACTED_NAME
+    # Keyed on the archive's path only, so a changed archive replaces its old tree in place.
+    digest = hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"byoserve-model-{digest}"
+
+
+def _marker_matches(marker: Path, fingerprint: Mapping[str, Any]) -> bool:
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in fingerprint.items())
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    is_zip = zipfile.is_zipfile(archive)
+    try:
+        if is_zip and (archive.suffix in (".mar", ".zip") or not tarfile.is_tarfile(archive)):
+            _extract_zip(archive, dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                tar.extractall(dest, filter=_tar_filter())
+        else:
+            raise ModelDirError(f"model archive {archive}: not a tar or zip archive")
+    except tarfile.FilterError as exc:
+        name, reason = exc.tarinfo.name, _FILTER_REASONS.get(type(exc), str(exc))
+        raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {reason}") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise ModelDirError(f"model archive {archive}: cannot extract: {exc}") from exc
+
+
+class _BeneathLinkError(tarfile.FilterError):
+    def __init__(self, tarinfo: tarfile.TarInfo) -> None:
+        super().__init__("path lies beneath a symlink member")
+        self.tarinfo = tarinfo
+
+
+def _tar_filter() -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]:
+    """The "data" filter plus lexical checks that do not rely on resolving links on disk."""
+    links: set[PurePosixPath] = set()
+
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        if member.name.startswith("/"):  # "data" would strip the "/" and extract anyway
+            raise tarfile.AbsolutePathError(member)
+        name = PurePosixPath(posixpath.normpath(member.name))
+        if links.intersection(name.parents):  # so every real path equals its lexical path
+            raise _BeneathLinkError(member)
+        if member.issym() or member.islnk():
+            base = posixpath.dirname(str(name)) if member.issym() else ""
+            points_to = posixpath.normpath(posixpath.join(base, member.linkname))
+            if points_to == ".." or points_to.startswith("../"):
+                raise tarfile.LinkOutsideDestinationError(member, points_to)
+            if member.issym():
+                links.add(name)
+        return tarfile.data_filter(member, dest)
+
+    return check
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if reason := _unsafe_zip_reason(info):
+                name = info.filename
+                raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {reason}")
+        zf.extractall(dest)
+
+
+def _unsafe_zip_reason(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename.replace("\\", "/")
+    mode = info.external_attr >> 16
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "path contains '..'"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "special file"
+    return None
+
+
+def _flatten(root: Path) -> Path:
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    single = len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink()
+    if not single or entries[0].name in _NEVER_FLATTEN:
+        return root
+    logger.info("model archive holds a single directory; using %s as root", entries[0])
+    return entries[0]
+
+
+def _read_manifest(root: Path) -> tuple[Mapping[str, Any], Path | None]:
+    for candidate in (root / "MAR-INF" / "MANIFEST.json", root / "MANIFEST.json"):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text())
+            except (ValueError, OSError) as exc:
+                raise ModelDirError(f"model manifest {candidate}: invalid JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ModelDirError(f"model manifest {candidate}: must be a JSON object")
+            return MappingProxyType(data), candidate
+    return MappingProxyType({}), None
+
+
+def _requirements_files(model: ModelDirectory) -> list[Path]:
+    found: list[Path] = []
+    if model.code_dir is not None and (model.code_dir / "requirements.txt").is_file():
+        found.append(model.code_dir / "requirements.txt")
+    section = model.manifest.get("model")
+    named = section.get("requirementsFile") if isinstance(section, dict) else None
+    if named:
+        path = model.root / str(named)
+        if not path.resolve().is_relative_to(model.root.resolve()) or not path.is_file():
+            raise ModelDirError(
+                f"model manifest {model.manifest_path}: requirementsFile {named!r} "
+                f"is not a file inside {model.root}"
+            )
+        if all(path.resolve() != p.resolve() for p in found):
+            found.append(path)
+    return found

@@ -1,0 +1,160 @@
+"""Every error status over real HTTP: a JSON error, no traceback, and the server keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures import handler_styles as styles
+from tests.fixtures.modeldirs import model_dir
+from tests.fixtures.models import DigitsModel
+from tests.fixtures.server import ServerProcess, start_server
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, digits: DigitsModel
+) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("errors")
+    directory = model_dir(
+        root / "m", digits.directory, {"code/inference.py": styles.TOOLKIT_ANY_CODEC}
+    )
+    process = start_server(directory, root / "logs", env={"SAGEMAKER_MAX_REQUEST_SIZE": "4096"})
+    yield process
+    process.stop(10)
+
+
+def _check_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return error
+
+
+CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
+    (
+        "post",
+        "/invocations",
+        {"data": b"[[1, 2", "headers": {"Content-Type": "application/json"}},
+        400,
+        "bad_request",
+    ),
+    (
+        "post",
+        "/invocations",
+        {"data": b"1,2\n3", "headers": {"Content-Type": "text/csv"}},
+        400,
+        "bad_request",
+    ),
+    (
+        "post",
+        "/invocations",
+        {"data": b"not an image", "headers": {"Content-Type": "image/png"}},
+        400,
+        "bad_request",
+    ),
+    ("get", "/no-such-route", {}, 404, "not_found"),
+    ("get", "/invocations", {}, 405, "method_not_allowed"),
+    (
+        "post",
+        "/invocations",
+        {"json": [[0.0] * 64], "headers": {"Accept": "application/x-protobuf"}},
+        406,
+        "not_acceptable",
+    ),
+    (
+        "post",
+        "/invocations",
+        {"data": b"[" + b"0.0," * 2000 + b"0]", "headers": {"Content-Type": "application/json"}},
+        413,
+        "payload_too_large",
+    ),
+    (
+        "post",
+        "/invocations",
+        {"data": b"<xml/>", "headers": {"Content-Type": "application/xml"}},
+        415,
+        "unsupported_media_type",
+    ),
+    ("post", "/invocations", {"json": [[1.0, 2.0, 3.0]]}, 500, "model_error"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "code"), CASES)
+def test_error_statuses(
+    server: ServerProcess,
+    digits: DigitsModel,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    response = getattr(requests, method)(f"{server.url}{path}", timeout=10, **kwargs)
+    _check_error(response, status, code)
+    healthy = requests.post(
+        f"{server.url}/invocations", json=digits.images[:1].tolist(), timeout=10
+    )
+    assert healthy.status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413(server: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(2000):
+            yield b"0.0,"
+        yield b"0]"
+
+    response = requests.post(
+        f"{server.url}/invocations",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    _check_error(response, 413, "payload_too_large")
+
+
+def test_inference_id_is_the_request_id(server: ServerProcess) -> None:
+    response = requests.post(
+        f"{server.url}/invocations",
+        data=b"{",
+        timeout=10,
+        headers={"Content-Type": "application/json", "X-Amzn-SageMaker-Inference-Id": "my-id-1"},
+    )
+    assert _check_error(response, 400, "bad_request")["request_id"] == "my-id-1"
+    assert "my-id-1" in server.log()
+
+
+def test_timeout_is_504_and_503_before_the_model_loads(
+    tmp_path: Path, serve_model: Callable[..., ServerProcess]
+) -> None:
+    directory = tmp_path / "slow"
+    (directory / "code").mkdir(parents=True)
+    (directory / "code" / "inference.py").write_text(styles.TOOLKIT_SLOW)
+    (directory / "load_delay").write_text("3")
+    server = serve_model(directory, args=["--timeout", "0.5"], wait=False)
+    server_url = server.url
+    seen_503 = False
+    while not seen_503:
+        try:
+            response = requests.post(f"{server_url}/invocations", json={}, timeout=5)
+        except requests.ConnectionError:
+            continue
+        _check_error(response, 503, "not_ready")
+        assert requests.get(f"{server_url}/ping", timeout=2).status_code == 503
+        seen_503 = True
+    server.wait_ready(30)
+    crashed = requests.post(f"{server_url}/invocations", json={"crash": True}, timeout=10)
+    message = _check_error(crashed, 500, "model_error")["message"]
+    assert message == "RuntimeError: the model fell over"
+    assert "Traceback" in server.log()  # the traceback goes to the log, not the caller
+    assert requests.post(f"{server_url}/invocations", json={}, timeout=10).json() == {"slept": 0}
+    slow = requests.post(f"{server_url}/invocations", json={"sleep": 2}, timeout=10)
+    _check_error(slow, 504, "timeout")

@@ -1,0 +1,241 @@
+"""Start-up, archives, worker death, SIGTERM drain, the container entrypoint, and boto3."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.fixtures import handler_styles as styles
+from tests.fixtures.modeldirs import model_dir, tar_gz
+from tests.fixtures.models import DigitsModel
+from tests.fixtures.server import REPO, ServerProcess, free_port
+
+Serve = Callable[..., ServerProcess]
+
+
+def _run_serve(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _toolkit_dir(tmp_path: Path, digits: DigitsModel) -> Path:
+    return model_dir(
+        tmp_path / "m", digits.directory, {"code/inference.py": styles.TOOLKIT_INFERENCE}
+    )
+
+
+def _predict_ok(server: ServerProcess, digits: DigitsModel) -> None:
+    response = requests.post(
+        f"{server.url}/invocations", json=digits.images[:2].tolist(), timeout=10
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == digits.predict(digits.images[:2]).argmax(1).tolist()
+
+
+def test_model_tar_gz_inside_the_model_dir_and_given_directly(
+    tmp_path: Path, digits: DigitsModel, serve_model: Serve
+) -> None:
+    mounted = tmp_path / "mounted"
+    tar_gz(_toolkit_dir(tmp_path, digits), mounted / "model.tar.gz")
+    _predict_ok(serve_model(mounted), digits)
+    _predict_ok(serve_model(mounted / "model.tar.gz"), digits)  # second start: already unpacked
+
+
+def test_a_malicious_archive_stops_the_start(tmp_path: Path) -> None:
+    archive = tmp_path / "evil" / "model.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"owned"
+        member = tarfile.TarInfo("../../escaped.txt")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    result = _run_serve(["--model-dir", str(archive.parent), "--port", str(free_port())])
+    assert result.returncode != 0
+    assert "escaped.txt" in result.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many'"),
+        ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "SAGEMAKER_BIND_TO_PORT='70000'"),
+        ({"BYOSERVE_INSTALL_REQUIREMENTS": "yes"}, "BYOSERVE_INSTALL_REQUIREMENTS='yes'"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_naming_it(env: dict[str, str], expected: str) -> None:
+    result = _run_serve(["--model-dir", "/nonexistent"], env=env)
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_handler_errors_stop_the_start_naming_the_file(tmp_path: Path, digits: DigitsModel) -> None:
+    broken = model_dir(
+        tmp_path / "syntax", digits.directory, {"code/inference.py": "def model_fn(:\n"}
+    )
+    result = _run_serve(["--model-dir", str(broken), "--port", str(free_port())])
+    assert result.returncode != 0
+    assert "inference.py" in result.stderr and "Traceback" not in result.stderr
+
+    mixed = (
+        styles.TOOLKIT_INFERENCE
+        + "\ndef transform_fn(model, body, content_type, accept):\n    pass\n"
+    )
+    both = model_dir(tmp_path / "mixed", digits.directory, {"code/inference.py": mixed})
+    result = _run_serve(["--model-dir", str(both), "--port", str(free_port())])
+    assert result.returncode != 0
+    assert "transform_fn" in result.stderr
+
+
+def test_a_model_fn_that_raises_stops_the_server(tmp_path: Path, digits: DigitsModel) -> None:
+    failing = "def model_fn(model_dir):\n    raise FileNotFoundError('weights.bin is missing')\n"
+    directory = model_dir(tmp_path / "m", digits.directory, {"code/inference.py": failing})
+    result = _run_serve(["--model-dir", str(directory), "--port", str(free_port())])
+    assert result.returncode != 0
+    assert "weights.bin is missing" in result.stderr
+
+
+def test_bind_to_port_moves_the_port(tmp_path: Path, digits: DigitsModel) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve",
+                "--model-dir",
+                str(_toolkit_dir(tmp_path, digits)),
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "1",
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port)},
+        )
+    server = ServerProcess(proc, port, log)
+    try:
+        server.wait_ready(60)
+    finally:
+        server.stop(10)
+
+
+def _workers(master: int) -> set[int]:
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                children.add(int(entry.name))
+    return children
+
+
+def test_a_dead_worker_is_replaced(tmp_path: Path, digits: DigitsModel, serve_model: Serve) -> None:
+    server = serve_model(_toolkit_dir(tmp_path, digits), workers=2)
+    deadline = time.monotonic() + 30
+    while len(before := _workers(server.proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    while time.monotonic() < deadline:
+        now = _workers(server.proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"worker not replaced: {server.log()}")
+    for _ in range(10):  # both workers, the new one included, answer once it has loaded
+        server.wait_ready(30)
+        _predict_ok(server, digits)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: Serve) -> None:
+    directory = tmp_path / "slow"
+    (directory / "code").mkdir(parents=True)
+    (directory / "code" / "inference.py").write_text(styles.TOOLKIT_SLOW)
+    server = serve_model(directory)
+    answers: list[requests.Response] = []
+    request = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(f"{server.url}/invocations", json={"sleep": 3}, timeout=30)
+        )
+    )
+    request.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    request.join(30)
+    assert server.wait_exit(30) == 0
+    assert time.monotonic() - started < 30
+    assert answers and answers[0].status_code == 200 and answers[0].json() == {"slept": 3}
+
+
+def test_container_entrypoint_train_fails_clearly() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "container" / "serve"), "train"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert "cannot train" in result.stderr
+
+
+def test_boto3_invoke_endpoint_against_the_local_alias(
+    tmp_path: Path, digits: DigitsModel, serve_model: Serve
+) -> None:
+    server = serve_model(_toolkit_dir(tmp_path, digits))
+    client = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    response = client.invoke_endpoint(
+        EndpointName="digits",
+        Body=json.dumps(digits.images[:3].tolist()),
+        ContentType="application/json",
+        Accept="application/json",
+        CustomAttributes="user=42",
+    )
+    assert response["ContentType"] == "application/json"
+    assert response["CustomAttributes"] == "echo=user=42"
+    body = json.loads(response["Body"].read())
+    assert body["predictions"] == digits.predict(digits.images[:3]).argmax(1).tolist()
+    with pytest.raises(ClientError) as failure:
+        client.invoke_endpoint(
+            EndpointName="digits", Body=b"0" * (6 * 1024 * 1024 + 1), ContentType="application/json"
+        )
+    assert failure.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413

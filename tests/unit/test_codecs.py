@@ -1,0 +1,469 @@
+"""Codecs and content negotiation: round trips, charsets, malformed payloads, Accept handling."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serve.codecs import (
+    Codec,
+    CodecRegistry,
+    default_codecs,
+    parse_accept,
+    parse_media_type,
+    to_numpy,
+)
+from serve.errors import (
+    BadRequestError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    ServingError,
+    UnsupportedMediaTypeError,
+)
+
+
+@pytest.fixture
+def codecs() -> CodecRegistry:
+    return default_codecs()
+
+
+def assert_clean(error: ServingError, status: int) -> None:
+    assert error.status_code == status
+    assert "Traceback" not in error.message
+    assert 'File "' not in error.message
+    assert "\n" not in error.message
+
+
+def npy_bytes(array: np.ndarray[Any, Any], allow_pickle: bool = False) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=allow_pickle)
+    return out.getvalue()
+
+
+def image_bytes(image_format: str, mode: str = "RGB", size: tuple[int, int] = (8, 6)) -> bytes:
+    image = Image.new(mode, size, color=(200, 30, 60) if mode == "RGB" else 128)
+    out = io.BytesIO()
+    image.save(out, format=image_format)
+    return out.getvalue()
+
+
+# media types and Accept parsing
+
+
+def test_parse_media_type_lowercases_type_and_names_and_unquotes() -> None:
+    assert parse_media_type("Application/JSON; charset=UTF-8") == (
+        "application/json",
+        {"charset": "UTF-8"},
+    )
+    assert parse_media_type('text/plain; Charset="latin-1"; x="a;b"') == (
+        "text/plain",
+        {"charset": "latin-1", "x": "a;b"},
+    )
+    assert parse_media_type("") == ("", {})
+
+
+def test_parse_accept_sorts_by_q_then_specificity_then_order() -> None:
+    ranges = parse_accept("*/*;q=0.1, text/*, application/json;q=0.5, text/csv, a/b;q=x")
+    assert [(r, q) for r, _, q in ranges] == [
+        ("text/csv", 1.0),
+        ("text/*", 1.0),
+        ("application/json", 0.5),
+        ("*/*", 0.1),
+    ]
+    assert all("q" not in params for _, params, _ in ranges)
+
+
+@pytest.mark.parametrize("bad", ["text/csv;q=2", "text/csv;q=-1", "text/csv;q=nan", "csv"])
+def test_parse_accept_ignores_malformed_entries(bad: str) -> None:
+    assert parse_accept(f"{bad}, application/json") == [("application/json", {}, 1.0)]
+
+
+# negotiation
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("application/json;q=0.5, text/csv", "text/csv"),
+        ("*/*", "application/json"),
+        ("", "application/json"),
+        ("text/*", "text/csv"),
+        ("text/plain, text/*;q=0.9", "text/plain"),
+        ("application/json;q=0, */*", "application/jsonlines"),
+        ("text/*;q=0.5, text/csv;q=0", "text/plain"),
+        ("application/json; charset=utf-8", "application/json"),
+        ("text/csv, application/x-npy", "text/csv"),
+        ("image/*", "image/png"),
+        ("application/x-npy;q=0.9, */*;q=0.8", "application/x-npy"),
+    ],
+)
+def test_negotiate(codecs: CodecRegistry, accept: str, expected: str) -> None:
+    assert codecs.negotiate(accept) == expected
+
+
+def test_negotiate_with_offered_types_and_defaults(codecs: CodecRegistry) -> None:
+    offered = ("text/csv", "application/json")
+    assert codecs.negotiate("*/*", offered, default="application/json") == "application/json"
+    assert codecs.negotiate("", ("text/csv", "text/plain"), default="image/png") == "text/csv"
+    assert codecs.negotiate("*/*", offered, default="text/csv") == "text/csv"
+
+
+@pytest.mark.parametrize("accept", ["image/gif", "application/json;q=0", "video/*, text/html"])
+def test_negotiate_nothing_acceptable_is_406_listing_types(
+    codecs: CodecRegistry, accept: str
+) -> None:
+    with pytest.raises(NotAcceptableError) as info:
+        codecs.negotiate(accept, ("application/json", "text/csv"))
+    assert_clean(info.value, 406)
+    assert "application/json, text/csv" in info.value.message
+
+
+# registry
+
+
+def test_unknown_content_type_is_415_listing_accepted(codecs: CodecRegistry) -> None:
+    with pytest.raises(UnsupportedMediaTypeError) as info:
+        codecs.decode(b"x", "application/xml")
+    assert_clean(info.value, 415)
+    assert "application/xml" in info.value.message
+    assert "application/json" in info.value.message
+
+
+def test_default_codecs_is_a_new_registry_each_call() -> None:
+    first, second = default_codecs(), default_codecs()
+    assert first is not second
+    first.register(_ShoutCodec())
+    assert "text/shout" in first.decodable_types
+    assert "text/shout" not in second.decodable_types
+
+
+class _ShoutCodec:
+    media_types: tuple[str, ...] = ("text/shout", "application/json")
+    can_decode = True
+    can_encode = False
+
+    def decode(self, body: bytes, params: Any) -> Any:
+        if not body:
+            raise ValueError("nothing to shout")
+        return body.decode().upper()
+
+    def encode(self, value: Any, params: Any) -> bytes:
+        raise NotImplementedError
+
+
+def test_later_registration_overrides_only_the_roles_it_has() -> None:
+    registry = default_codecs()
+    assert isinstance(_ShoutCodec(), Codec)
+    registry.register(_ShoutCodec())
+    assert registry.decode(b"hi", "application/json") == "HI"
+    assert registry.encode({"a": 1}, "application/json") == (b'{"a":1}', "application/json")
+    with pytest.raises(BadRequestError, match="malformed text/shout payload: nothing to shout"):
+        registry.decode(b"", "text/shout")
+
+
+def test_encode_appends_charset_to_text_types(codecs: CodecRegistry) -> None:
+    assert codecs.encode("hé", "text/plain") == ("hé".encode(), "text/plain; charset=utf-8")
+    assert codecs.encode([1, 2], "text/csv")[1] == "text/csv; charset=utf-8"
+    assert codecs.encode([1, 2], "")[1] == "application/json"
+
+
+def test_encode_value_the_codec_cannot_represent_is_406(codecs: CodecRegistry) -> None:
+    for value, accept in [({"a": 1}, "image/png"), (object(), "application/json")]:
+        with pytest.raises(NotAcceptableError) as info:
+            codecs.encode(value, accept)
+        assert_clean(info.value, 406)
+        assert accept in info.value.message
+
+
+# JSON
+
+
+def test_json_round_trip_with_numpy_and_charset(codecs: CodecRegistry) -> None:
+    value = {"a": np.arange(3), "b": np.float32(0.5), "c": [np.int64(2), {"d": np.bool_(True)}]}
+    body, content_type = codecs.encode(value, "application/json")
+    assert body == b'{"a":[0,1,2],"b":0.5,"c":[2,{"d":true}]}'
+    assert content_type == "application/json"
+    decoded = codecs.decode(body, "application/json; charset=utf-8")
+    assert decoded == {"a": [0, 1, 2], "b": 0.5, "c": [2, {"d": True}]}
+    latin = json.dumps({"name": "café"}, ensure_ascii=False).encode("latin-1")
+    assert codecs.decode(latin, "Application/JSON; charset=ISO-8859-1") == {"name": "café"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "fragment"),
+    [
+        (b'{"a": ', "application/json", "malformed application/json payload: Expecting value"),
+        (b"", "application/json", "malformed application/json payload: empty body"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "application/json"),
+        (b'"\xff"', "application/json", "not valid utf-8 at byte 1"),
+        (b"{}", "application/json; charset=klingon", "unsupported charset 'klingon'"),
+        (b"{}", "application/json; charset=base64", "unsupported charset 'base64'"),
+    ],
+)
+def test_malformed_json_is_400(
+    codecs: CodecRegistry, body: bytes, content_type: str, fragment: str
+) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(body, content_type)
+    assert_clean(info.value, 400)
+    assert fragment in info.value.message
+
+
+# JSON Lines
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/jsonlines", "application/jsonl", "application/x-jsonlines"]
+)
+def test_jsonlines_round_trip(codecs: CodecRegistry, content_type: str) -> None:
+    records = [{"a": 1}, [1, 2], "x\u2028y"]
+    body, produced = codecs.encode(records, content_type)
+    assert produced == content_type
+    assert body.endswith(b"\n") and body.count(b"\n") == 3
+    assert codecs.decode(body, content_type) == records
+    assert codecs.decode(b'{"a":1}\n\n  \r\n{"b":2}', content_type) == [{"a": 1}, {"b": 2}]
+
+
+def test_jsonlines_encodes_array_rows_and_single_records(codecs: CodecRegistry) -> None:
+    assert codecs.encode(np.eye(2), "application/jsonlines")[0] == b"[1.0,0.0]\n[0.0,1.0]\n"
+    assert codecs.encode({"a": 1}, "application/jsonlines")[0] == b'{"a":1}\n'
+
+
+def test_malformed_jsonlines_names_the_line(codecs: CodecRegistry) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(b'{"a":1}\n\n{"b":\n', "application/jsonlines")
+    assert_clean(info.value, 400)
+    assert (
+        "malformed application/jsonlines payload: Expecting value at line 3 column 6"
+        in info.value.message
+    )
+
+
+# CSV
+
+
+def test_csv_numeric_decodes_to_float32_2d(codecs: CodecRegistry) -> None:
+    array = codecs.decode(b"1,2.5,3\n4,5,-6e1\n", "text/csv")
+    assert array.dtype == np.float32 and array.shape == (2, 3)
+    np.testing.assert_array_equal(array, [[1, 2.5, 3], [4, 5, -60]])
+    assert codecs.decode(b"1,2,3", "text/csv").shape == (1, 3)
+
+
+def test_csv_text_decodes_to_str_array(codecs: CodecRegistry) -> None:
+    array = codecs.decode(b'a,"b,c"\n1,2\n', "text/csv")
+    assert array.dtype.kind == "U"
+    assert array.tolist() == [["a", "b,c"], ["1", "2"]]
+    latin = "é,1\n".encode("latin-1")
+    assert codecs.decode(latin, "text/csv; charset=latin-1").tolist() == [["é", "1"]]
+
+
+def test_csv_ragged_rows_are_400(codecs: CodecRegistry) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(b"1,2,3\n4,5\n", "text/csv")
+    assert_clean(info.value, 400)
+    assert "row 2 has 2 fields" in info.value.message
+
+
+def test_csv_encode_shapes_and_round_trip(codecs: CodecRegistry) -> None:
+    matrix = np.array([[0.1, 2.0], [3.0, 4.5]], dtype=np.float32)
+    body, _ = codecs.encode(matrix, "text/csv")
+    assert body == b"0.1,2.0\n3.0,4.5\n"
+    np.testing.assert_array_equal(codecs.decode(body, "text/csv"), matrix)
+    assert codecs.encode([1, 2, 3], "text/csv")[0] == b"1\n2\n3\n"
+    assert codecs.encode(7, "text/csv")[0] == b"7\n"
+    assert codecs.encode([["a", "b,c"]], "text/csv")[0] == b'a,"b,c"\n'
+    with pytest.raises(NotAcceptableError):
+        codecs.encode(np.zeros((2, 2, 2)), "text/csv")
+
+
+# npy / npz
+
+
+def test_npy_round_trip(codecs: CodecRegistry) -> None:
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    body, content_type = codecs.encode(array, "application/x-npy")
+    assert content_type == "application/x-npy"
+    decoded = codecs.decode(body, "application/x-npy")
+    assert decoded.dtype == np.int16
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_npy_refuses_pickled_object_arrays(codecs: CodecRegistry) -> None:
+    body = npy_bytes(np.array([{"evil": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(body, "application/x-npy")
+    assert_clean(info.value, 400)
+    assert "object arrays are not accepted" in info.value.message
+    with pytest.raises(NotAcceptableError):
+        codecs.encode(np.array([None], dtype=object), "application/x-npy")
+
+
+@pytest.mark.parametrize("body", [b"", b"not npy", npy_bytes(np.arange(100))[:-10]])
+def test_malformed_npy_is_400(codecs: CodecRegistry, body: bytes) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(body, "application/x-npy")
+    assert_clean(info.value, 400)
+    assert "malformed application/x-npy payload" in info.value.message
+
+
+def test_npz_round_trip(codecs: CodecRegistry) -> None:
+    arrays = {"x": np.ones((2, 2), dtype=np.float32), "ids": np.array([3, 4])}
+    body, _ = codecs.encode(arrays, "application/x-npz")
+    decoded = codecs.decode(body, "application/x-npz")
+    assert set(decoded) == {"x", "ids"}
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(decoded[name], array)
+        assert decoded[name].dtype == array.dtype
+    single = codecs.decode(codecs.encode([1, 2], "application/x-npz")[0], "application/x-npz")
+    assert list(single) == ["arr_0"]
+
+
+def test_npz_refuses_object_arrays_and_garbage(codecs: CodecRegistry) -> None:
+    out = io.BytesIO()
+    np.savez(out, bad=np.array([{}], dtype=object))
+    with pytest.raises(BadRequestError, match="object arrays are not accepted"):
+        codecs.decode(out.getvalue(), "application/x-npz")
+    stray = io.BytesIO()
+    with zipfile.ZipFile(stray, "w") as archive:
+        archive.writestr("notes.txt", "not an array")
+    for body in (b"", b"PK\x03\x04garbage", npy_bytes(np.arange(3)), stray.getvalue()):
+        with pytest.raises(BadRequestError) as info:
+            codecs.decode(body, "application/x-npz")
+        assert_clean(info.value, 400)
+
+
+def test_npz_decompressed_size_is_bounded() -> None:
+    out = io.BytesIO()
+    np.savez_compressed(out, zeros=np.zeros(1_000_000))
+    registry = CodecRegistry([_small_npz()])
+    with pytest.raises(PayloadTooLargeError) as info:
+        registry.decode(out.getvalue(), "application/x-npz")
+    assert_clean(info.value, 413)
+
+
+def _small_npz() -> Codec:
+    from serve.codecs import NpzCodec
+
+    return NpzCodec(max_bytes=1000)
+
+
+# text and bytes
+
+
+def test_text_round_trip_and_charsets(codecs: CodecRegistry) -> None:
+    assert codecs.decode("é".encode("latin-1"), "text/plain; charset=latin-1") == "é"
+    assert codecs.decode("é".encode(), "text/plain") == "é"
+    assert codecs.encode({"a": [1]}, "text/plain")[0] == b'{"a":[1]}'
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(b"\xe9", "text/plain")
+    assert_clean(info.value, 400)
+
+
+def test_octet_stream(codecs: CodecRegistry) -> None:
+    assert codecs.decode(b"\x00\x01", "application/octet-stream") == b"\x00\x01"
+    accept = "application/octet-stream"
+    assert codecs.encode(bytearray(b"ab"), accept)[0] == b"ab"
+    assert codecs.encode(memoryview(b"cd"), accept)[0] == b"cd"
+    assert codecs.encode("é", accept)[0] == "é".encode()
+    array = np.arange(4, dtype=np.uint8)
+    assert codecs.encode(array, accept) == (array.tobytes(), accept)
+    with pytest.raises(NotAcceptableError):
+        codecs.encode({"a": 1}, accept)
+
+
+# images
+
+
+@pytest.mark.parametrize(
+    ("image_format", "content_type"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("PNG", "application/x-image")],
+)
+def test_image_decode(codecs: CodecRegistry, image_format: str, content_type: str) -> None:
+    image = codecs.decode(image_bytes(image_format), content_type)
+    assert isinstance(image, Image.Image)
+    assert image.size == (8, 6) and image.format == image_format
+
+
+def test_image_encode_round_trip(codecs: CodecRegistry) -> None:
+    pixels = np.zeros((6, 8, 3), dtype=np.uint8)
+    pixels[..., 0] = 255
+    png, content_type = codecs.encode(pixels, "image/png")
+    assert content_type == "image/png" and png.startswith(b"\x89PNG")
+    np.testing.assert_array_equal(np.asarray(codecs.decode(png, "image/png")), pixels)
+    rgba = Image.new("RGBA", (4, 4), (1, 2, 3, 4))
+    jpeg, content_type = codecs.encode(rgba, "image/jpeg")
+    assert content_type == "image/jpeg" and jpeg.startswith(b"\xff\xd8")
+    assert codecs.decode(jpeg, "image/jpeg").size == (4, 4)
+    assert codecs.encode(np.zeros((3, 3), dtype=np.uint8), "image/png")[0].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "value", [np.zeros((3, 3), dtype=np.float32), np.zeros((2, 2, 5), np.uint8)]
+)
+def test_image_encode_refuses_other_arrays(codecs: CodecRegistry, value: Any) -> None:
+    with pytest.raises(NotAcceptableError) as info:
+        codecs.encode(value, "image/png")
+    assert_clean(info.value, 406)
+    assert "uint8" in info.value.message
+
+
+def test_x_image_is_decode_only(codecs: CodecRegistry) -> None:
+    assert "application/x-image" in codecs.decodable_types
+    assert "application/x-image" not in codecs.encodable_types
+    with pytest.raises(NotAcceptableError):
+        codecs.encode(np.zeros((2, 2), np.uint8), "application/x-image")
+
+
+@pytest.mark.parametrize("body", [b"", b"not an image", image_bytes("PNG")[:40]])
+def test_corrupt_image_is_400(codecs: CodecRegistry, body: bytes) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(body, "image/png")
+    assert_clean(info.value, 400)
+    assert info.value.message == "malformed image payload"
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("limit", [40, 20])  # warning range, then Pillow's own error range
+def test_decompression_bomb_is_400(
+    codecs: CodecRegistry, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(image_bytes("PNG"), "image/png")
+    assert_clean(info.value, 400)
+    assert "too large" in info.value.message
+
+
+# torch tensors (duck-typed: serve.codecs never imports torch)
+
+
+def test_to_numpy_converts_everything() -> None:
+    assert to_numpy([[1, 2]]).shape == (1, 2)
+    assert to_numpy(3.5).ndim == 0
+    tensor = torch.arange(6.0, requires_grad=True).reshape(2, 3)
+    np.testing.assert_array_equal(to_numpy(tensor), [[0, 1, 2], [3, 4, 5]])
+    assert to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype == np.float32
+    array = np.zeros(2)
+    assert to_numpy(array) is array
+
+
+def test_tensors_encode_to_json_and_npy(codecs: CodecRegistry) -> None:
+    tensor = torch.tensor([[1.5, 2.0], [3.0, 4.0]], requires_grad=True) * 2
+    body, _ = codecs.encode({"scores": tensor, "top": tensor[0, 0]}, "application/json")
+    assert json.loads(body) == {"scores": [[3.0, 4.0], [6.0, 8.0]], "top": 3.0}
+    npy, _ = codecs.encode(tensor, "application/x-npy")
+    np.testing.assert_array_equal(codecs.decode(npy, "application/x-npy"), [[3, 4], [6, 8]])
+    assert codecs.encode(torch.tensor([1, 2]), "text/csv")[0] == b"1\n2\n"
+
+
+def test_npz_body_is_a_zip_of_npy_files(codecs: CodecRegistry) -> None:
+    body, _ = codecs.encode({"a": np.arange(2)}, "application/x-npz")
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.namelist() == ["a.npy"]
