@@ -1,0 +1,233 @@
+"""Find the user's handler in a model directory, import it, and adapt it to the handler protocol.
+
+Discovery, first match wins: the manifest's ``model.handler`` (``file.py``, ``module``,
+``module:function`` or a built-in name); the ``program`` (``SAGEMAKER_PROGRAM``);
+``code/inference.py``; else the default handler (a TorchScript / torch.export / state_dict model
+and the app's codecs). An import error in user code is reported, never replaced by a default.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from handlers.contract import Handler, HandlerLoadError
+from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
+from handlers.torchserve import FunctionHandler, TorchServeHandler
+from serve.modeldir import ModelDirectory
+
+logger = logging.getLogger(__name__)
+
+Builtins = Mapping[str, Callable[[ModelDirectory, str], Handler]]
+DEFAULT_PROGRAM = "inference.py"
+
+
+def load_handler(
+    model: ModelDirectory, *, program: str | None = None, builtins: Builtins | None = None
+) -> Handler:
+    """Import and check the model's handler; call ``load`` on the result in each worker.
+
+    Args:
+        model: the prepared model directory; its code dir and root are on ``sys.path``.
+        program: the entry script (``SAGEMAKER_PROGRAM``), e.g. ``"inference.py"``.
+        builtins: built-in handler factories by name, for the manifest's ``model.handler``.
+
+    Returns:
+        The adapted handler, not yet loaded.
+
+    Raises:
+        HandlerLoadError: the named handler is missing, fails to import, or breaks its contract.
+    """
+    options = model_options(model)
+    entry = _manifest_entry(model.manifest)
+    if entry:
+        return _from_manifest(model, entry, builtins or {}, options)
+    if program:
+        path = _find_file(model, program if program.endswith(".py") else f"{program}.py")
+        if path is None:
+            raise HandlerLoadError(f"program {program!r}: no such file in {_places(model)}")
+        return adapt_module(import_path(path, _source(model, path)), _source(model, path), options)
+    if model.code_dir is not None and (model.code_dir / DEFAULT_PROGRAM).is_file():
+        path = model.code_dir / DEFAULT_PROGRAM
+        return adapt_module(import_path(path, _source(model, path)), _source(model, path), options)
+    logger.info("no handler code in %s: using the default handler", model.root)
+    return ToolkitHandler(None, DEFAULT_SOURCE, options)
+
+
+def adapt_module(
+    module: ModuleType, source: str, options: Mapping[str, Any] | None = None
+) -> Handler:
+    """Adapt a handler module by what it defines.
+
+    Toolkit functions (``model_fn``, ``input_fn``, ...) make a toolkit handler; else a module-level
+    ``handle`` function an MMS handler; else exactly one class with a ``handle`` method a
+    TorchServe handler.
+
+    Raises:
+        HandlerLoadError: none of these, several handler classes, or a broken contract.
+    """
+    if any(getattr(module, name, None) is not None for name in HANDLER_FUNCTIONS):
+        return ToolkitHandler(module, source, options)
+    handle = getattr(module, "handle", None)
+    if callable(handle) and not inspect.isclass(handle):
+        return FunctionHandler(handle, source, options)
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and obj.__module__ == module.__name__
+        and callable(getattr(obj, "handle", None))
+    ]
+    if len(classes) == 1:
+        return TorchServeHandler(classes[0], source, options)
+    if classes:
+        names = ", ".join(c.__name__ for c in classes)
+        raise HandlerLoadError(
+            f"{source} defines {len(classes)} classes with a handle method ({names}); expected one"
+        )
+    raise HandlerLoadError(
+        f"{source} defines no handler: expected model_fn/input_fn/predict_fn/output_fn/"
+        "transform_fn, a handle(data, context) function, or one class with a handle method"
+    )
+
+
+def import_path(path: Path, source: str) -> ModuleType:
+    """Import a file as a module named after its stem, registered in ``sys.modules``.
+
+    Raises:
+        HandlerLoadError: the file raised while importing (syntax error, missing import, ...).
+    """
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise HandlerLoadError(f"{source}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        _restore(name, previous)
+        raise HandlerLoadError(f"{source}: import failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _restore(name: str, previous: ModuleType | None) -> None:
+    if previous is None:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = previous
+
+
+def model_options(model: ModelDirectory) -> dict[str, Any]:
+    """Per-model settings: the manifest's ``options`` object, then its ``model.configFile``
+    (TorchServe's ``model-config.yaml``: ``batchSize``, ``maxBatchDelay``, handler settings)."""
+    options: dict[str, Any] = {}
+    extra = model.manifest.get("options")
+    if isinstance(extra, Mapping):
+        options.update(extra)
+    config_file = _model_section(model.manifest).get("configFile")
+    if config_file:
+        options.update(_read_config(model, str(config_file)))
+    return options
+
+
+def _read_config(model: ModelDirectory, name: str) -> Mapping[str, Any]:
+    path = _find_file(model, name)
+    if path is None:
+        raise HandlerLoadError(f"manifest model.configFile {name!r}: no such file")
+    try:
+        import yaml
+
+        loaded = yaml.safe_load(path.read_text())
+    except ImportError as exc:
+        raise HandlerLoadError(f"{name}: reading it needs PyYAML (pip install pyyaml)") from exc
+    except Exception as exc:
+        raise HandlerLoadError(f"{name}: cannot be read: {type(exc).__name__}: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise HandlerLoadError(f"{name}: must hold a mapping of settings")
+    return loaded
+
+
+def _model_section(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    section = manifest.get("model", {})
+    return section if isinstance(section, Mapping) else {}
+
+
+def _manifest_entry(manifest: Mapping[str, Any]) -> str | None:
+    handler = _model_section(manifest).get("handler")
+    text = str(handler).strip() if handler else ""
+    return text or None
+
+
+def _from_manifest(
+    model: ModelDirectory, entry: str, builtins: Builtins, options: Mapping[str, Any]
+) -> Handler:
+    module_name, _, function = entry.partition(":")
+    path = _find_file(model, module_name if module_name.endswith(".py") else f"{module_name}.py")
+    if path is not None:
+        source = _source(model, path)
+        module = import_path(path, source)
+    elif not function and entry in builtins:
+        logger.info("using the built-in handler %s", entry)
+        return builtins[entry](model, entry)
+    elif not module_name.endswith(".py") and _installed(module_name):
+        source = module_name
+        module = _import_installed(module_name)
+    else:
+        names = ", ".join(sorted(builtins)) or "none"
+        raise HandlerLoadError(
+            f"manifest model.handler {entry!r}: no such file in {_places(model)}, "
+            f"and no built-in handler of that name (built-ins: {names})"
+        )
+    if not function:
+        return adapt_module(module, source, options)
+    target = getattr(module, function, None)
+    if not callable(target):
+        raise HandlerLoadError(f"{source} has no function {function!r} (manifest model.handler)")
+    return FunctionHandler(target, f"{source}:{function}", options)
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _import_installed(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise HandlerLoadError(f"{name}: import failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _find_file(model: ModelDirectory, name: str) -> Path | None:
+    """``name`` in the code dir, else in the root; never outside the model directory."""
+    for base in (model.code_dir, model.root):
+        if base is None:
+            continue
+        path = base / name
+        if path.is_file() and path.resolve().is_relative_to(model.root.resolve()):
+            return path
+    return None
+
+
+def _places(model: ModelDirectory) -> str:
+    return " or ".join(str(base) for base in (model.code_dir, model.root) if base is not None)
+
+
+def _source(model: ModelDirectory, path: Path) -> str:
+    try:
+        return path.relative_to(model.root).as_posix()
+    except ValueError:
+        return str(path)
