@@ -92,6 +92,21 @@ class ModelRuntime:
             target=self._run, args=(worker_index,), name="byoserve-inference", daemon=True
         )
         self._thread.start()
+        watchdog = threading.Timer(self.config.startup_timeout, self._check_started)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _check_started(self) -> None:
+        """SAGEMAKER_STARTUP_TIMEOUT: a model still loading by then counts as failed to load."""
+        if self.ready or self.load_error is not None:
+            return
+        self.load_error = TimeoutError(
+            "the model did not load within "
+            f"SAGEMAKER_STARTUP_TIMEOUT={self.config.startup_timeout:g} s"
+        )
+        logger.error("handler %s: %s", self.handler.source, self.load_error)
+        if self._on_load_failure is not None:
+            self._on_load_failure(self.load_error)
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
@@ -168,6 +183,8 @@ class ModelRuntime:
             logger.error("handler %s failed to load: %s", self.handler.source, exc, exc_info=exc)
             if self._on_load_failure is not None:
                 self._on_load_failure(exc)
+            return False
+        if self.load_error is not None:
             return False
         elapsed = time.monotonic() - started
         self.observer.model_loaded(elapsed)

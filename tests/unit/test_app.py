@@ -248,3 +248,15 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path: 
     assert answers == {i: {"i": i} for i in range(6)}
     assert max(handler.batches) > 1
     runtime.stop()
+
+
+def test_a_model_slower_than_the_startup_timeout_counts_as_failed(tmp_path: Path) -> None:
+    test_client, runtime = make_client(
+        EchoHandler(load_delay=1.0), tmp_path, start=False, startup_timeout=0.2
+    )
+    runtime.start()
+    deadline = time.monotonic() + 5
+    while runtime.load_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert test_client.get("/ping").status_code == 503
+    assert "SAGEMAKER_STARTUP_TIMEOUT" in str(runtime.load_error)
