@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -36,13 +36,6 @@ MARKER_NAME = ".byoserve-unpacked"
 # A lone top-level directory with one of these names is content, not a tar packaging mistake.
 _NEVER_FLATTEN = frozenset({"code", "MAR-INF"})
 _PIP_TAIL_LINES = 20
-_FILTER_REASONS: dict[type[tarfile.FilterError], str] = {
-    tarfile.AbsolutePathError: "absolute path",
-    tarfile.OutsideDestinationError: "path escapes the target directory",
-    tarfile.SpecialFileError: "device or other special file",
-    tarfile.AbsoluteLinkError: "link to an absolute path",
-    tarfile.LinkOutsideDestinationError: "link escapes the target directory",
-}
 
 
 class ModelDirError(Exception):
@@ -244,42 +237,78 @@ def _extract(archive: Path, dest: Path) -> None:
             _extract_zip(archive, dest)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter=_tar_filter())
+                _extract_tar(tar, dest)
         else:
             raise ModelDirError(f"model archive {archive}: not a tar or zip archive")
-    except tarfile.FilterError as exc:
-        name, reason = exc.tarinfo.name, _FILTER_REASONS.get(type(exc), str(exc))
-        raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {reason}") from exc
+    except _UnsafeMemberError as exc:
+        raise ModelDirError(
+            f"model archive {archive}: unsafe member {exc.name!r}: {exc.reason}"
+        ) from exc
+    except _FILTER_ERRORS as exc:
+        name = getattr(getattr(exc, "tarinfo", None), "name", "?")
+        raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {exc}") from exc
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise ModelDirError(f"model archive {archive}: cannot extract: {exc}") from exc
 
 
-class _BeneathLinkError(tarfile.FilterError):
-    def __init__(self, tarinfo: tarfile.TarInfo) -> None:
-        super().__init__("path lies beneath a symlink member")
-        self.tarinfo = tarinfo
+# The standard library's extraction filters arrived in Python 3.11.4; Debian 12's python3 is 3.11.2.
+_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[Exception], ...] = (
+    (tarfile.FilterError,) if _HAS_DATA_FILTER else ()  # type: ignore[attr-defined,unused-ignore]
+)
 
 
-def _tar_filter() -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]:
-    """The "data" filter plus lexical checks that do not rely on resolving links on disk."""
+class _UnsafeMemberError(Exception):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Our lexical checks on every member, then the "data" filter where Python has it."""
+    members = _checked_members(tar)
+    if _HAS_DATA_FILTER:
+        tar.extractall(dest, members=members, filter="data")
+    else:
+        tar.extractall(dest, members=(_sanitised(member) for member in members))
+
+
+def _checked_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Reject absolute paths, `..`, links escaping the target, paths under links, devices."""
     links: set[PurePosixPath] = set()
-
-    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    for member in tar:
         if member.name.startswith("/"):  # "data" would strip the "/" and extract anyway
-            raise tarfile.AbsolutePathError(member)
+            raise _UnsafeMemberError(member.name, "absolute path")
         name = PurePosixPath(posixpath.normpath(member.name))
+        if str(name) == ".." or str(name).startswith("../"):
+            raise _UnsafeMemberError(member.name, "path escapes the target directory")
         if links.intersection(name.parents):  # so every real path equals its lexical path
-            raise _BeneathLinkError(member)
+            raise _UnsafeMemberError(member.name, "path lies beneath a symlink member")
         if member.issym() or member.islnk():
-            base = posixpath.dirname(str(name)) if member.issym() else ""
-            points_to = posixpath.normpath(posixpath.join(base, member.linkname))
-            if points_to == ".." or points_to.startswith("../"):
-                raise tarfile.LinkOutsideDestinationError(member, points_to)
+            _check_link(member, name)
             if member.issym():
                 links.add(name)
-        return tarfile.data_filter(member, dest)
+        elif not (member.isfile() or member.isdir()):
+            raise _UnsafeMemberError(member.name, "device or other special file")
+        yield member
 
-    return check
+
+def _check_link(member: tarfile.TarInfo, name: PurePosixPath) -> None:
+    if member.linkname.startswith("/"):
+        raise _UnsafeMemberError(member.name, "link to an absolute path")
+    base = posixpath.dirname(str(name)) if member.issym() else ""
+    points_to = posixpath.normpath(posixpath.join(base, member.linkname))
+    if points_to == ".." or points_to.startswith("../"):
+        raise _UnsafeMemberError(member.name, "link escapes the target directory")
+
+
+def _sanitised(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What the "data" filter does to modes and owners, for Pythons without it."""
+    member.mode &= 0o755
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
