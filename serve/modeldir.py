@@ -212,11 +212,21 @@ def activate_code_paths(model: ModelDirectory) -> None:
         sys.path.insert(0, str(entry))
 
 
+def _extracted_name(archive: Path) -> str:
+    """``.byoserve-extracted`` for model.tar.gz; other archives get their own, by name."""
+    if archive.name == PREFERRED_ARCHIVE:
+        return EXTRACTED_NAME
+    stem = archive.name
+    for suffix in ARCHIVE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return f"{EXTRACTED_NAME}-{stem}"
+
+
 def _unpack_target(archive: Path, unpack_dir: Path | None) -> Path:
     if unpack_dir is not None:
-        return unpack_dir / EXTRACTED_NAME
+        return unpack_dir / _extracted_name(archive)
     if directory_is_writable(archive.parent):
-        return archive.parent / EXTRACTED_NAME
+        return archive.parent / _extracted_name(archive)
     # Keyed on the archive's path only, so a changed archive replaces its old tree in place.
     digest = hashlib.sha256(str(archive.resolve()).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"byoserve-model-{digest}"

@@ -135,8 +135,18 @@ def test_archive_given_directly(tmp_path: Path) -> None:
 
     model = prepare_model_dir(archive)
 
-    assert model.root == tmp_path / ".byoserve-extracted"
+    assert model.root == tmp_path / ".byoserve-extracted-mymodel"
     assert (model.root / "code" / "inference.py").is_file()
+
+
+def test_two_archives_in_one_directory_unpack_apart(tmp_path: Path) -> None:
+    first = make_tar(tmp_path / "first.tar.gz", {**FILES, "which": b"first"})
+    second = make_tar(tmp_path / "second.tar.gz", {**FILES, "which": b"second"})
+
+    roots = [prepare_model_dir(archive).root for archive in (first, second, first)]
+
+    assert [(root / "which").read_text() for root in roots] == ["first", "second", "first"]
+    assert roots[0] != roots[1]
 
 
 def test_plain_tar_with_root_manifest(model_dir: Path) -> None:

@@ -1,0 +1,250 @@
+"""What every built-in handler shares: model loading, batching across requests, failure isolation.
+
+A built-in turns each request into a list of *inputs* (one request may carry many), runs the
+model once over the inputs of every request in the batch, and answers each request with one
+output per input (a single input sent alone gets a single output, not a list). A request that
+cannot be decoded or has the wrong shape fails alone (400/422) before the model runs; when the
+model itself fails on a batch, the requests are retried one at a time so that only the request
+the model cannot use fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from handlers.contract import (
+    HandlerLoadError,
+    InferenceRequest,
+    InferenceResponse,
+    LoadContext,
+    Result,
+)
+from handlers.torchmodel import device_for, load_model
+from serve.codecs import CodecRegistry
+from serve.errors import ModelError, ServingError, UnprocessableError
+from serve.modeldir import ModelDirectory
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+JSONLINES_TYPE = "application/jsonlines"
+LABELS_FILE = "index_to_name.json"
+# built-ins take whatever batch the policy (environment, then the archive's batch_size) gives
+BATCH_CAPACITY = 1024
+_MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """One request's inputs, preprocessed.
+
+    Attributes:
+        items: one value per input, in the form the handler's ``forward`` takes.
+        single: the request sent one bare input, so it gets one output rather than a list.
+        key: requests batch together only when their keys are equal (e.g. a tensor's shape).
+    """
+
+    items: list[Any]
+    single: bool = False
+    key: Hashable = None
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A built-in's per-worker state: the model in eval mode, its device, the app's codecs."""
+
+    model: Any
+    device: str
+    codecs: CodecRegistry
+    model_dir: Path
+    manifest: Mapping[str, Any]
+
+
+def made_by_torchserve(manifest: Mapping[str, Any]) -> bool:
+    """Whether the archive came from ``torch-model-archiver`` (its users expect its outputs)."""
+    version = manifest.get("archiverVersion")
+    return bool(manifest) and not str(version or "").startswith("byoserve")
+
+
+def find_file(model_dir: Path, name: str) -> Path | None:
+    """``name`` in ``model_dir/code`` or ``model_dir``; never outside ``model_dir``."""
+    for base in (model_dir / "code", model_dir):
+        path = base / name
+        if path.is_file() and path.resolve().is_relative_to(model_dir.resolve()):
+            return path
+    return None
+
+
+def read_labels(model_dir: Path, name: str = LABELS_FILE) -> dict[int, str]:
+    """Class names by index from TorchServe's ``index_to_name.json``; empty when absent.
+
+    Values may be names or ``[id, name]`` pairs (the ImageNet file); the last item is the name.
+
+    Raises:
+        HandlerLoadError: the file is not a JSON object of index → name.
+    """
+    path = find_file(model_dir, name)
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            int(index): str(value[-1] if isinstance(value, list) else value)
+            for index, value in raw.items()
+        }
+    except (OSError, ValueError, AttributeError, IndexError, TypeError) as exc:
+        raise HandlerLoadError(f"{name}: expected a JSON object of index to name: {exc}") from exc
+
+
+class BuiltinHandler:
+    """Base of the built-in handlers; subclasses define how inputs are read, run and answered.
+
+    Attributes:
+        name: the built-in's name, as written in the manifest's ``model.handler``.
+        response_types: the response types offered to Accept negotiation, preferred first.
+        source: ``"builtin:<name>"``, for messages.
+        max_batch_size: the largest batch ``handle`` takes.
+        options: the archive's per-model settings.
+    """
+
+    name: ClassVar[str] = "builtin"
+    response_types: ClassVar[tuple[str, ...]] = (JSON_TYPE, JSONLINES_TYPE)
+    max_batch_size = BATCH_CAPACITY
+
+    def __init__(self, model: ModelDirectory, options: Mapping[str, Any]) -> None:
+        """Read and check the settings; runs in the server's master, before workers start.
+
+        Raises:
+            HandlerLoadError: a setting is invalid or a file the handler needs is missing.
+        """
+        self.source = f"builtin:{self.name}"
+        self.options: Mapping[str, Any] = MappingProxyType(dict(options))
+        self.configure(self.options)
+        self.check_files(lambda name: find_file(model.root, name) is not None)
+        self._loaded: Loaded | None = None
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any], has_file: Callable[[str], bool]) -> None:
+        """Check settings and needed files without a model directory (``serve archive``).
+
+        Raises:
+            HandlerLoadError: what the server would fail to start with.
+        """
+        handler = cls.__new__(cls)
+        handler.configure(MappingProxyType(dict(options)))
+        handler.check_files(has_file)
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Read the handler's settings from ``options``; raise HandlerLoadError when invalid."""
+
+    def check_files(self, has_file: Callable[[str], bool]) -> None:
+        """Raise HandlerLoadError unless the files the handler needs are in the model directory
+        (``has_file(name)`` looks in ``code/`` and the root)."""
+
+    def load(self, context: LoadContext) -> None:
+        """Load the model onto this worker's device (its GPU, else the CPU), in eval mode."""
+        device = device_for(context.gpu_id)
+        model = load_model(
+            context.model_dir,
+            context.manifest,
+            device=device,
+            allow_pickled=context.allow_pickled_models,
+        )
+        self._loaded = Loaded(model, device, context.codecs, context.model_dir, context.manifest)
+        self.prepare(self._loaded)
+
+    def prepare(self, loaded: Loaded) -> None:
+        """Load what else the handler needs in each worker (labels, vocabulary, ...)."""
+
+    def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
+        """Decode and preprocess one request; raise a ServingError (400/415/422) when unusable."""
+        raise NotImplementedError
+
+    def forward(self, loaded: Loaded, items: Sequence[Any]) -> list[Any]:
+        """Run the model over inputs from one or more requests: one output per input."""
+        raise NotImplementedError
+
+    def render(self, outputs: list[Any], single: bool) -> Any:
+        """One request's answer, before encoding: its outputs, or the only one when ``single``."""
+        return outputs[0] if single else outputs
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> list[Result]:
+        """Answer a batch: the model runs once per group of compatible requests."""
+        loaded = self._loaded
+        if loaded is None:
+            raise HandlerLoadError(f"{self.source}: handle called before load")
+        results: list[Result | None] = [None] * len(requests)
+        parsed: dict[int, tuple[Inputs, str]] = {}
+        for index, request in enumerate(requests):
+            try:
+                response_type = loaded.codecs.negotiate(request.accept, self.response_types)
+                parsed[index] = (self.parse(request, loaded.codecs), response_type)
+            except ServingError as exc:
+                results[index] = exc
+        groups: dict[Hashable, list[int]] = {}
+        for index, (inputs, _) in parsed.items():
+            groups.setdefault(inputs.key, []).append(index)
+        for members in groups.values():
+            outputs = self._run_group(loaded, [parsed[i][0] for i in members])
+            for index, output in zip(members, outputs, strict=True):
+                inputs, response_type = parsed[index]
+                results[index] = (
+                    output
+                    if isinstance(output, BaseException)
+                    else self._respond(loaded, self.render(output, inputs.single), response_type)
+                )
+        return [result for result in results if result is not None]
+
+    def _run_group(self, loaded: Loaded, group: list[Inputs]) -> list[list[Any] | ServingError]:
+        try:
+            return list(self._forward_split(loaded, group))
+        except Exception as exc:
+            if len(group) > 1:
+                logger.info("%s: the batch failed (%s); retrying requests singly", self.name, exc)
+                return [self._run_group(loaded, [inputs])[0] for inputs in group]
+            logger.warning("%s: the model failed on a request", self.name, exc_info=True)
+            error: ServingError
+            if isinstance(exc, ServingError):
+                error = exc
+            elif isinstance(exc, _MODEL_INPUT_ERRORS):
+                error = UnprocessableError(f"the model cannot use this input: {_reason(exc)}")
+            else:
+                error = ModelError(f"{type(exc).__name__}: {_reason(exc)}")
+            error.__cause__ = exc
+            return [error]
+
+    def _forward_split(self, loaded: Loaded, group: list[Inputs]) -> list[list[Any]]:
+        import torch
+
+        items = [item for inputs in group for item in inputs.items]
+        outputs: list[Any] = []
+        if items:
+            with torch.inference_mode():
+                outputs = self.forward(loaded, items)
+        if len(outputs) != len(items):
+            raise ModelError(f"{self.name}: {len(outputs)} outputs for {len(items)} inputs")
+        split: list[list[Any]] = []
+        start = 0
+        for inputs in group:
+            split.append(outputs[start : start + len(inputs.items)])
+            start += len(inputs.items)
+        return split
+
+    @staticmethod
+    def _respond(loaded: Loaded, value: Any, response_type: str) -> Result:
+        try:
+            body, content_type = loaded.codecs.encode(value, response_type)
+        except ServingError as exc:
+            return exc
+        return InferenceResponse(body, content_type)
+
+
+def _reason(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 200 else text[:200] + "..."

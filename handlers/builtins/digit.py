@@ -1,0 +1,138 @@
+"""``digit``: handwritten digits in, ``{"digit": d, "probability": p}`` out.
+
+Inputs are brought to what a model trained on scikit-learn's digits expects: light strokes on a
+dark background, ``input_size`` x ``input_size`` pixels (8 by default) in [0, 1].
+
+- Images (any size, any mode Pillow reads): grayscale, scaled to [0, 1], inverted when dark on
+  light (mean above 0.5), box-resampled to the input size (how the digits were made).
+- Arrays (JSON, npy, CSV): one ``HxW`` image, a batch ``NxHxW`` (or ``Nx1xHxW``), or flat rows of
+  64 or 784 values (8x8, 28x28). Values in [0, 1] are used as they are, up to 16 are scaled from
+  scikit-learn's 0-16, anything larger (and uint8) from 0-255.
+
+One image answers one object; a batch, a list.
+
+Settings (archive config file):
+    input_size: the side the model takes (default 8; 28 for MNIST-style models).
+    invert: ``auto`` (default), ``always`` or ``never``.
+    flatten: give the model ``(N, size*size)`` rows instead of ``(N, 1, size, size)`` images.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from handlers.builtins.base import BuiltinHandler, Inputs, Loaded
+from handlers.builtins.images import IMAGE_TYPES, decode_image
+from handlers.builtins.outputs import probabilities
+from handlers.builtins.settings import Settings
+from handlers.contract import InferenceRequest
+from serve.codecs import CodecRegistry, parse_media_type
+from serve.errors import UnprocessableError, UnsupportedMediaTypeError
+
+logger = logging.getLogger(__name__)
+
+ARRAY_TYPES = ("application/json", "application/x-npy", "text/csv")
+FLAT_SIZES = (64, 784)
+
+
+def scale_pixels(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Pixel values mapped to [0, 1], guessing their range (see the module docstring)."""
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise UnprocessableError(f"digit pixels must be numbers; got {array.dtype}")
+    values = array.astype(np.float32)
+    if values.size == 0 or not np.isfinite(values).all() or values.min() < 0:
+        raise UnprocessableError("digit pixels must be finite, non-negative numbers")
+    peak = float(values.max())
+    if array.dtype == np.uint8 or peak > 16:
+        return values / 255.0
+    return values / 16.0 if peak > 1 else values
+
+
+def split_images(array: np.ndarray[Any, Any]) -> tuple[list[np.ndarray[Any, Any]], bool]:
+    """One 2-D image or a batch of them from an array of any accepted shape."""
+    if array.ndim == 1 and array.size in FLAT_SIZES:
+        side = math.isqrt(array.size)
+        return [array.reshape(side, side)], True
+    if array.ndim == 2 and array.shape[1] in FLAT_SIZES and array.shape[0] != array.shape[1]:
+        side = math.isqrt(array.shape[1])
+        return list(array.reshape(-1, side, side)), False
+    if array.ndim == 2:
+        return [array], True
+    if array.ndim == 3:
+        return list(array), False
+    if array.ndim == 4 and array.shape[1] == 1:
+        return list(array[:, 0]), False
+    raise UnprocessableError(
+        f"expected an HxW digit, NxHxW digits or rows of 64/784 pixels; got shape {array.shape}"
+    )
+
+
+class DigitClassifier(BuiltinHandler):
+    """The ``digit`` built-in (see the module docstring for inputs and settings)."""
+
+    name = "digit"
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        settings = Settings(self.name, options)
+        self.input_size = settings.integer("input_size", 8, minimum=1)
+        self.invert = settings.choice("invert", "auto", ("auto", "always", "never"))
+        self.flatten = settings.boolean("flatten", False)
+
+    def prepare_digit(self, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """A 2-D image in [0, 1] as the model's square input: inverted if need be, resized."""
+        if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+            raise UnprocessableError("empty digit image")
+        if self.invert == "always" or (self.invert == "auto" and float(pixels.mean()) > 0.5):
+            pixels = 1.0 - pixels
+        size = (self.input_size, self.input_size)
+        if pixels.shape != size:
+            image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+            pixels = np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float32)
+        clipped: np.ndarray[Any, Any] = np.clip(pixels, 0.0, 1.0).astype(np.float32)
+        return clipped
+
+    def image_digit(self, image: Image.Image) -> np.ndarray[Any, Any]:
+        """An image as the model's input, resampled in 8-bit as the digits example does."""
+        gray = image.convert("L")
+        if self.invert == "always" or (
+            self.invert == "auto" and float(np.asarray(gray).mean()) > 127.5
+        ):
+            gray = ImageOps.invert(gray)
+        size = (self.input_size, self.input_size)
+        small = gray if gray.size == size else gray.resize(size, Image.Resampling.BOX)
+        return np.asarray(small, dtype=np.float32) / 255.0
+
+    def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
+        media_type = parse_media_type(request.content_type)[0]
+        if media_type in IMAGE_TYPES:
+            return Inputs([self.image_digit(decode_image(request.body))], single=True)
+        if media_type not in ARRAY_TYPES:
+            accepted = ", ".join(IMAGE_TYPES + ARRAY_TYPES)
+            raise UnsupportedMediaTypeError(
+                f"unsupported Content-Type {media_type[:100]!r} for digits; accepted: {accepted}"
+            )
+        value = codecs.decode(request.body, request.content_type)
+        try:
+            array = np.asarray(value)
+        except ValueError as exc:
+            raise UnprocessableError("digits must be a rectangular array of numbers") from exc
+        images, single = split_images(array)
+        return Inputs([self.prepare_digit(scale_pixels(image)) for image in images], single)
+
+    def forward(self, loaded: Loaded, items: Sequence[Any]) -> list[Any]:
+        import torch
+
+        batch = np.stack(items)
+        shaped = batch.reshape(len(items), -1) if self.flatten else batch[:, None]
+        probs = probabilities(loaded.model(torch.from_numpy(shaped).to(loaded.device)))
+        best = probs.argmax(axis=1)
+        return [
+            {"digit": int(d), "probability": float(row[d])}
+            for d, row in zip(best, probs, strict=True)
+        ]

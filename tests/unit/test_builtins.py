@@ -1,0 +1,408 @@
+"""The built-in handlers in process: inputs, batching, failure isolation, settings."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from handlers.builtins import builtin_handlers, check_builtin
+from handlers.builtins.image_classifier import center_crop, resize_shorter
+from handlers.contract import Handler, HandlerLoadError, InferenceRequest, LoadContext
+from serve.codecs import default_codecs
+from serve.errors import ServingError
+from serve.modeldir import prepare_model_dir
+from tests.fixtures.builtin_models import (
+    IMAGE_CONFIG,
+    ImageModel,
+    TextModel,
+    digit_image,
+    encode_image,
+    train_image_model,
+    train_text_model,
+)
+from tests.fixtures.models import DigitsModel
+
+JSON = "application/json"
+NPY = "application/x-npy"
+
+
+def npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def make_handler(
+    directory: Path,
+    name: str,
+    files: Mapping[str, Path],
+    options: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+) -> Handler:
+    """A model directory with ``files`` and a manifest naming built-in ``name``, loaded."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for target, source in files.items():
+        (directory / target).parent.mkdir(parents=True, exist_ok=True)
+        (directory / target).write_bytes(source.read_bytes())
+    manifest = {
+        "model": {"handler": name, **(model or {})},
+        "options": dict(options or {}),
+        "archiverVersion": "byoserve-test",
+    }
+    (directory / "MAR-INF").mkdir(exist_ok=True)
+    (directory / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    prepared = prepare_model_dir(directory, install_requirements=False)
+    handler = builtin_handlers()[name](prepared, name)
+    handler.load(LoadContext(directory, prepared.manifest, None, 16, default_codecs()))
+    return handler
+
+
+def request(body: bytes | str, content_type: str, accept: str = JSON) -> InferenceRequest:
+    data = body.encode() if isinstance(body, str) else body
+    return InferenceRequest(data, content_type, accept)
+
+
+def answer(handler: Handler, *requests: InferenceRequest) -> list[Any]:
+    """Decoded JSON bodies, or the exception, one per request."""
+    results = handler.handle(list(requests))
+    assert len(results) == len(requests)
+    return [
+        r if isinstance(r, BaseException) else json.loads(r.body_bytes().decode()) for r in results
+    ]
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory: pytest.TempPathFactory) -> ImageModel:
+    return train_image_model(tmp_path_factory.mktemp("image-model"))
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> TextModel:
+    return train_text_model(tmp_path_factory.mktemp("text-model"))
+
+
+def test_builtin_names() -> None:
+    assert sorted(builtin_handlers()) == ["digit", "image_classifier", "tensor", "text_classifier"]
+
+
+# digit
+
+
+@pytest.fixture(scope="module")
+def digit_handler(digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory) -> Handler:
+    files = {
+        "model.pt": digits.directory / "model.pt",
+        "code/model.py": digits.directory / "model.py",
+    }
+    return make_handler(
+        tmp_path_factory.mktemp("digit"), "digit", files, model={"modelFile": "code/model.py"}
+    )
+
+
+def expected_digits(digits: DigitsModel, images: np.ndarray) -> tuple[list[int], np.ndarray]:
+    probs = torch.softmax(torch.from_numpy(digits.predict(images)), 1).numpy()
+    return probs.argmax(1).tolist(), probs.max(1)
+
+
+def test_digit_array_forms_agree_with_the_model(
+    digit_handler: Handler, digits: DigitsModel
+) -> None:
+    images = digits.images[:4]
+    best, top = expected_digits(digits, images)
+    one, batch, raw, flat = answer(
+        digit_handler,
+        request(json.dumps(images[0].tolist()), JSON),
+        request(npy(images), NPY),
+        request(npy((images * 16).round().astype(np.int64)), NPY),  # scikit-learn's 0-16
+        request(json.dumps(images.reshape(4, 64).tolist()), JSON),
+    )
+    assert one == {"digit": best[0], "probability": pytest.approx(top[0], rel=1e-5)}
+    assert [r["digit"] for r in batch] == best
+    assert [r["probability"] for r in batch] == pytest.approx(top.tolist(), rel=1e-5)
+    assert [r["digit"] for r in raw] == best
+    assert [r["digit"] for r in flat] == best
+
+
+def test_digit_image_any_size_and_inverted(digit_handler: Handler, digits: DigitsModel) -> None:
+    image = digits.images[0]
+    best, _ = expected_digits(digits, image[None])
+    light = encode_image(digit_image(image, 32).convert("L"))
+    dark_on_light = encode_image(digit_image(1 - image, 32).convert("L"))
+    mnist_sized = json.dumps(np.kron(image, np.ones((28 // 4, 28 // 4)))[:28, :28].tolist())
+    results = answer(
+        digit_handler,
+        request(light, "image/png"),
+        request(dark_on_light, "image/png"),
+        request(mnist_sized, JSON),
+    )
+    assert [r["digit"] for r in results[:2]] == [best[0], best[0]]
+    assert set(results[2]) == {"digit", "probability"}
+
+
+def test_digit_bad_input_fails_alone(digit_handler: Handler, digits: DigitsModel) -> None:
+    good = request(json.dumps(digits.images[0].tolist()), JSON)
+    results = digit_handler.handle(
+        [
+            good,
+            request(b"not a png", "image/png"),
+            request(json.dumps([1, 2, 3]), JSON),
+            request(npy(np.zeros((2, 2, 2, 2))), NPY),
+            request("{", JSON),
+            request(b"x", "application/x-what"),
+            good,
+        ]
+    )
+    statuses = [getattr(r, "status_code", getattr(r, "status", None)) for r in results]
+    assert statuses == [200, 400, 422, 422, 400, 415, 200]
+
+
+# tensor
+
+
+class RowsAndBatch(torch.nn.Module):
+    """Answers each row's sum and the size of the batch it ran in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = x.flatten(1).sum(1, keepdim=True)
+        return torch.cat([total, torch.full_like(total, x.shape[0])], 1)
+
+
+@pytest.fixture(scope="module")
+def tensor_handler(tmp_path_factory: pytest.TempPathFactory) -> Handler:
+    directory = tmp_path_factory.mktemp("tensor-src")
+    torch.jit.script(RowsAndBatch()).save(str(directory / "model.ts"))
+    return make_handler(
+        tmp_path_factory.mktemp("tensor"), "tensor", {"model.ts": directory / "model.ts"}
+    )
+
+
+def test_tensor_batches_requests_of_one_shape(tensor_handler: Handler) -> None:
+    a, b = np.ones((2, 3)), np.full((1, 3), 2.0)
+    odd = np.ones((1, 4))
+    results = answer(
+        tensor_handler,
+        request(json.dumps(a.tolist()), JSON),
+        request(npy(b), NPY),
+        request(npy(odd), NPY),
+        request("1,1,1\n", "text/csv"),
+    )
+    assert results[0] == [[3.0, 4.0], [3.0, 4.0]]  # ran with 4 rows: 2 + 1 + 1
+    assert results[1] == [[6.0, 4.0]]
+    assert results[2] == [[4.0, 1.0]]  # another shape: its own batch
+    assert results[3] == [[3.0, 4.0]]
+
+
+def test_tensor_answers_as_accept_asks(tensor_handler: Handler) -> None:
+    body = json.dumps({"instances": [[1, 2], [3, 4]]})
+    as_npy, as_csv, as_npz = tensor_handler.handle(
+        [
+            request(body, JSON, NPY),
+            request(body, JSON, "text/csv"),
+            request(body, JSON, "application/x-npz"),
+        ]
+    )
+    assert not isinstance(as_npy, BaseException) and as_npy.content_type == NPY
+    # the three requests ran as one batch of 6 rows
+    np.testing.assert_array_equal(np.load(io.BytesIO(as_npy.body_bytes())), [[3, 6], [7, 6]])
+    assert not isinstance(as_csv, BaseException)
+    assert as_csv.body_bytes().decode() == "3.0,6.0\n7.0,6.0\n"
+    assert not isinstance(as_npz, BaseException)
+    npz = np.load(io.BytesIO(as_npz.body_bytes()))
+    np.testing.assert_array_equal(npz["arr_0"], [[3, 6], [7, 6]])
+    (refused,) = tensor_handler.handle([request(body, JSON, "image/png")])
+    assert isinstance(refused, ServingError) and refused.status_code == 406
+
+
+def test_tensor_model_failure_fails_only_that_request(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(source / "model.ts"))
+    handler = make_handler(tmp_path / "m", "tensor", {"model.ts": source / "model.ts"})
+    good = request(json.dumps([[1, 2, 3]]), JSON)
+    results = handler.handle([good, request(json.dumps([[1, 2]]), JSON), good])
+    assert [getattr(r, "status_code", getattr(r, "status", 0)) for r in results] == [200, 422, 200]
+    assert "cannot use this input" in str(results[1])
+    scalar, words = handler.handle([request("3", JSON), request("a,b\n", "text/csv")])
+    assert isinstance(scalar, ServingError) and scalar.status_code == 422
+    assert isinstance(words, ServingError) and words.status_code == 422
+
+
+# image_classifier
+
+
+@pytest.fixture(scope="module")
+def image_handler(image_model: ImageModel, tmp_path_factory: pytest.TempPathFactory) -> Handler:
+    d = image_model.directory
+    files = {n: d / n for n in ("model.pt", "index_to_name.json")} | {
+        "code/model.py": d / "model.py"
+    }
+    return make_handler(
+        tmp_path_factory.mktemp("image"),
+        "image_classifier",
+        files,
+        IMAGE_CONFIG,
+        model={"modelFile": "code/model.py"},
+    )
+
+
+def test_image_classifier_top_k_in_every_form(
+    image_handler: Handler, image_model: ImageModel
+) -> None:
+    images = image_model.images[:3]
+    probs = image_model.predict(images)
+    png = encode_image(images[0])
+    pixels = np.stack([np.asarray(i) for i in images])
+    one, from_npy, from_b64, raw = answer(
+        image_handler,
+        request(png, "image/png"),
+        request(npy(pixels), NPY),
+        request(json.dumps([base64.b64encode(encode_image(i)).decode() for i in images]), JSON),
+        request(png, "application/octet-stream"),
+    )
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    top = np.argsort(-probs[0])[:3]
+    assert [c["label"] for c in one] == [names[i] for i in top]
+    assert [c["probability"] for c in one] == pytest.approx(probs[0][top].tolist(), rel=1e-5)
+    assert [r[0]["label"] for r in from_npy] == [names[i] for i in probs.argmax(1)]
+    assert from_b64 == from_npy
+    assert raw == one
+
+
+def test_image_classifier_rejects_bad_images(image_handler: Handler) -> None:
+    broken, wrong_shape, not_b64 = image_handler.handle(
+        [
+            request(b"\x89PNG broken", "image/png"),
+            request(npy(np.zeros((2, 3, 4, 5, 6), dtype=np.uint8)), NPY),
+            request(json.dumps("not base64!"), JSON),
+        ]
+    )
+    assert [getattr(r, "status_code", 0) for r in (broken, wrong_shape, not_b64)] == [400, 422, 400]
+
+
+def test_torchvision_style_resize_and_crop() -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (300, 200))
+    resized = resize_shorter(image, 256)
+    assert resized.size == (384, 256)
+    assert center_crop(resized, 224).size == (224, 224)
+    assert center_crop(Image.new("L", (10, 5)), 8).size == (8, 8)
+
+
+def test_image_classifier_torchserve_format(image_model: ImageModel, tmp_path: Path) -> None:
+    d = image_model.directory
+    files = {n: d / n for n in ("model.pt", "model.py", "index_to_name.json")}
+    handler = make_handler(
+        tmp_path / "m",
+        "image_classifier",
+        files,
+        {**IMAGE_CONFIG, "output_format": "torchserve"},
+        model={"modelFile": "model.py"},
+    )
+    (result,) = answer(handler, request(encode_image(image_model.images[0]), "image/png"))
+    assert isinstance(result, dict) and len(result) == 3
+    assert all(isinstance(p, float) for p in result.values())
+
+
+# text_classifier
+
+
+@pytest.fixture(scope="module")
+def text_handler(text_model: TextModel, tmp_path_factory: pytest.TempPathFactory) -> Handler:
+    d = text_model.directory
+    names = ("model.pt", "vocab.json", "index_to_name.json", "text_tokenizer.py")
+    files = {n: d / n for n in names} | {"code/model.py": d / "model.py"}
+    return make_handler(
+        tmp_path_factory.mktemp("text"),
+        "text_classifier",
+        files,
+        model={"modelFile": "code/model.py"},
+    )
+
+
+TEXTS = ["A wonderful, great film.", "Boring and awful acting.", "The plot was dull."]
+
+
+def test_text_classifier_every_form(text_handler: Handler, text_model: TextModel) -> None:
+    probs = text_model.predict(TEXTS)
+    expected = [
+        {"label": ["negative", "positive"][i], "score": pytest.approx(float(p[i]), rel=1e-5)}
+        for i, p in zip(probs.argmax(1), probs, strict=True)
+    ]
+    lines = (
+        "\n".join(json.dumps(t) for t in TEXTS[:2]) + "\n" + json.dumps({"text": TEXTS[2]}) + "\n"
+    )
+    plain, one, many, wrapped, jsonl = answer(
+        text_handler,
+        request(TEXTS[0], "text/plain; charset=utf-8"),
+        request(json.dumps(TEXTS[0]), JSON),
+        request(json.dumps(TEXTS), JSON),
+        request(json.dumps({"inputs": TEXTS}), JSON),
+        request(lines, "application/jsonlines"),
+    )
+    assert plain == one == expected[0]
+    assert many == wrapped == jsonl == expected
+    assert expected[0]["label"] == "positive" and expected[1]["label"] == "negative"
+
+
+def test_text_classifier_jsonlines_answer_and_bad_input(text_handler: Handler) -> None:
+    (lines,) = text_handler.handle([request(json.dumps(TEXTS), JSON, "application/jsonlines")])
+    assert not isinstance(lines, BaseException)
+    assert len(lines.body_bytes().decode().splitlines()) == 3
+    numbers, obj, empty = answer(
+        text_handler,
+        request("[1, 2]", JSON),
+        request('{"x": 1}', JSON),
+        request(json.dumps([""]), JSON),
+    )
+    assert isinstance(numbers, ServingError) and numbers.status_code == 422
+    assert isinstance(obj, ServingError) and obj.status_code == 422
+    assert set(empty[0]) == {"label", "score"}  # an empty text still gets an answer
+
+
+def test_text_classifier_padded_model(text_model: TextModel, tmp_path: Path) -> None:
+    d = text_model.directory
+    names = ("vocab.json", "index_to_name.json")
+    files = {n: d / n for n in names} | {"model.ts": d / "padded.ts"}
+    handler = make_handler(tmp_path / "m", "text_classifier", files, {"tokenizer": "words"})
+    results = answer(handler, request(json.dumps(TEXTS), JSON))[0]
+    assert [r["label"] for r in results] == ["positive", "negative", "negative"]
+
+
+# settings
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("image_classifier", {"topk": 0}, r"topk=0: expected an integer of at least 1"),
+        ("image_classifier", {"mean": [0.5, 0.5]}, r"mean=\[0.5, 0.5\]: expected a list of 1 or 3"),
+        ("image_classifier", {"color_mode": "CMYK"}, r"color_mode='CMYK': expected one of RGB, L"),
+        ("digit", {"invert": "yes"}, r"invert='yes'"),
+        ("digit", {"flatten": "true"}, r"flatten='true': expected true or false"),
+        ("tensor", {"dtype": "int8"}, r"dtype='int8'"),
+        ("text_classifier", {"tokenizer": "bert"}, r"tokenizer='bert': expected a .py file"),
+        ("text_classifier", {}, r"no vocabulary 'vocab.json' in the archive"),
+        ("text_classifier", {"vocab": "v.json"}, r"no vocabulary 'v.json'"),
+    ],
+)
+def test_bad_settings_are_named(name: str, options: dict[str, Any], message: str) -> None:
+    problem = check_builtin(name, options, lambda file: False)
+    assert problem is not None
+    assert problem.startswith(f"{name}: ")
+    import re
+
+    assert re.search(message, problem), problem
+
+
+def test_missing_vocabulary_stops_the_load(tmp_path: Path, text_model: TextModel) -> None:
+    with pytest.raises(HandlerLoadError, match=r"no vocabulary 'vocab\.json'"):
+        make_handler(tmp_path, "text_classifier", {"model.pt": text_model.directory / "model.pt"})
