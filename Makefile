@@ -13,14 +13,22 @@ PORT        ?= 8080
 IMAGE       ?= byoserve
 TAG         ?= latest
 PYTEST_ARGS ?=
+ENDPOINT    ?= sentiment
+# `docker` when a Docker engine answers, else podman (which serves the same CLI and API).
+DOCKER      ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint model clean
+.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
 	@echo "make serve       train/package the example model (MODEL=$(MODEL)) and serve it on :$(PORT)"
 	@echo "make test        lint, type-check and run every test (containers included)"
 	@echo "make test-quick  the same without the container tests"
+	@echo "make model       train and archive the examples into build/ (sentiment, digits)"
+	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
+	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
+	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +38,54 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The examples: trained here from data that ships in packages or in examples/, then archived.
+SENTIMENT_SRC := $(wildcard examples/sentiment/*.py examples/sentiment/data/*)
+DIGITS_SRC    := $(wildcard examples/digits/*.py)
+
+build/sentiment-model/model.pt: $(SENTIMENT_SRC) | $(STAMP)
+	$(PY) examples/sentiment/train.py --out build/sentiment-model
+
+build/digits-model/model.pt: $(DIGITS_SRC) | $(STAMP)
+	$(PY) examples/digits/train.py --out build/digits-model
+
+build/sentiment.tar.gz: build/sentiment-model/model.pt
+	$(PY) -m serve archive --model-name sentiment --version 1.0 --handler text_classifier \
+	  --serialized-file build/sentiment-model/model.pt --model-file build/sentiment-model/model.py \
+	  --extra-files build/sentiment-model/vocab.json,build/sentiment-model/index_to_name.json,build/sentiment-model/text_tokenizer.py \
+	  --export-path build -f
+
+build/digits.tar.gz: build/digits-model/model.pt
+	$(PY) -m serve archive --model-name digits --version 1.0 --handler digit \
+	  --serialized-file build/digits-model/model.pt --model-file build/digits-model/model.py \
+	  --extra-files build/digits-model/index_to_name.json --export-path build -f
+
+# build/<model>/model.tar.gz: the layout `docker run -v build/<model>:/opt/ml/model:ro` expects.
+build/%/model.tar.gz: build/%.tar.gz
+	mkdir -p $(@D) && cp $< $@
+
+model: build/sentiment.tar.gz build/digits.tar.gz build/sentiment/model.tar.gz build/digits/model.tar.gz
+
+serve: build/$(MODEL).tar.gz
+	$(PY) -m serve --model-dir build/$(MODEL).tar.gz --port $(PORT)
+
+# podman, buildah, a local base image, docker-registry and wrk: what the container tests need
+# on a machine with no Docker engine (see container/README.md). Idempotent; root only.
+containers:
+	@if docker info >/dev/null 2>&1; then echo "containers: docker engine present"; \
+	else bash container/setup-podman.sh; fi
+
+build: $(STAMP)
+	$(PY) -m deploy build --repository $(IMAGE) --tag $(TAG) --docker $(DOCKER) $(BUILD_FLAGS)
+
+push: $(STAMP)
+	$(PY) -m deploy push --repository $(IMAGE) --tag $(TAG) --docker $(DOCKER) $(if $(REGISTRY),--registry $(REGISTRY))
+
+deploy: $(STAMP)
+	$(PY) -m deploy create-endpoint $(ENDPOINT)
+
+run-local: build/$(MODEL)/model.tar.gz
+	$(DOCKER) run --rm -p $(PORT):8080 -v $(CURDIR)/build/$(MODEL):/opt/ml/model:ro $(IMAGE):$(TAG) serve
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -38,7 +94,7 @@ lint: $(STAMP)
 test-quick: lint
 	$(VENV)/bin/pytest -m "not container" $(PYTEST_ARGS)
 
-test: lint
+test: lint containers
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:

@@ -1,0 +1,239 @@
+"""The verbs of ``python -m deploy``: each takes the parsed flags and the settings, returns 0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from deploy import archives, endpoints, images, local, scaling
+from deploy.aws import Aws
+from deploy.cloudwatch import format_tail
+from deploy.definitions import Autoscaling, EndpointDefinition, load_definition
+from deploy.dryrun import Plan
+from deploy.engines import BuildRequest, open_engine
+from deploy.errors import DeployError
+from deploy.invoke import Invocation, invoke, runtime_client
+from deploy.release import Release, check_role
+from deploy.settings import DeploySettings
+
+
+def _aws(settings: DeploySettings, definition: EndpointDefinition | None) -> Aws:
+    where = str(definition.source) if definition else "the environment"
+    region = settings.require("region", definition.region if definition else None, where)
+    return Aws(region, Plan() if settings.dry_run else None)
+
+
+def _definition(
+    args: argparse.Namespace, settings: DeploySettings, *, required: bool = True
+) -> EndpointDefinition:
+    """The endpoint's definition; verbs that only need the name work without the file."""
+    path = settings.endpoints_dir / f"{args.name}.toml"
+    if not required and not args.name.endswith(".toml") and not path.exists():
+        return EndpointDefinition(name=args.name, source=path, archive=Path())
+    return load_definition(args.name, settings.endpoints_dir)
+
+
+def _waiting(args: argparse.Namespace) -> endpoints.Waiting:
+    return endpoints.Waiting(poll=args.poll, timeout=args.wait_timeout, enabled=not args.no_wait)
+
+
+def build(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Build the CPU (or ``--gpu``) image as ``REPOSITORY:TAG``."""
+    dockerfile = args.dockerfile or ("Dockerfile.gpu" if args.gpu else "Dockerfile")
+    pairs = [item.partition("=") for item in args.build_arg]
+    if any(not sep for _, sep, _ in pairs):
+        raise DeployError("--build-arg takes KEY=VALUE")
+    revision = images.git_revision(Path(args.context))
+    request = BuildRequest(
+        context=Path(args.context),
+        dockerfile=dockerfile,
+        tag=f"{args.repository}:{args.tag}",
+        build_args={key: value for key, _, value in pairs},
+        volumes=tuple(args.volume),
+        labels={"org.opencontainers.image.revision": revision} if revision else None,
+    )
+    engine = open_engine(settings.docker, settings.docker_host)
+    image_id = images.build_image(engine, request, Plan() if settings.dry_run else None)
+    if image_id:
+        print(f"built {request.tag} {image_id}")
+    return 0
+
+
+def push(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Push ``REPOSITORY:TAG`` to ECR under an immutable tag and record its digest."""
+    aws = _aws(settings, None)
+    engine = open_engine(settings.docker, settings.docker_host)
+    local_image = f"{args.repository}:{args.tag}"
+    pushed = images.push_image(
+        aws, engine, local_image, args.repository, settings.images_dir, args.registry
+    )
+    if pushed:
+        print(f"pushed {pushed.uri}")
+        print(f"recorded in {settings.images_dir / (args.repository + '.json')}")
+    return 0
+
+
+def upload_model(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Upload the endpoint's archive to S3 under its content hash, unless it is there."""
+    definition = _definition(args, settings)
+    uploaded = _upload(args, settings, definition, _aws(settings, definition))
+    print(f"{'uploaded' if uploaded.uploaded else 'already there'}: {uploaded.url}")
+    return 0
+
+
+def _upload(
+    args: argparse.Namespace, settings: DeploySettings, definition: EndpointDefinition, aws: Aws
+) -> archives.UploadedArchive:
+    archive = archives.resolve_archive(definition, args.archive)
+    bucket = settings.require("bucket", definition.bucket, str(definition.source))
+    return archives.upload_archive(aws, definition.name, archive, bucket)
+
+
+def create_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Upload, then create the endpoint or move it to the new release; wait; autoscale."""
+    definition = _definition(args, settings)
+    aws = _aws(settings, definition)
+    if args.require_existing and endpoints.describe_endpoint(aws, definition.name) is None:
+        raise DeployError(f"no endpoint {definition.name}: use create-endpoint first")
+    role = settings.require("role_arn", definition.role_arn, str(definition.source))
+    image = args.image or images.recorded_image(definition.repository, settings.images_dir).uri
+    check_role(aws, role)
+    uploaded = _upload(args, settings, definition, aws)
+    release = Release.of(definition, image, uploaded.url, role)
+    config = endpoints.deploy_release(aws, release, _waiting(args), force=args.force)
+    if definition.autoscaling is not None and not args.no_wait:
+        scaling.apply_scaling(aws, definition.name, definition.autoscaling)
+    if not settings.dry_run:
+        print(f"{definition.name} runs {config} (image {image}, model {uploaded.url})")
+    return 0
+
+
+def delete_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Delete the endpoint, its autoscaling, and every config and model tagged for it."""
+    definition = _definition(args, settings, required=False)
+    aws = _aws(settings, definition)
+    scaling.remove_scaling(aws, definition.name)
+    deleted = endpoints.delete_endpoint(aws, definition.name, _waiting(args))
+    if not settings.dry_run:
+        print("\n".join(f"deleted {item}" for item in deleted) or "nothing to delete")
+    return 0
+
+
+def autoscale(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Target tracking on invocations per instance, bounds from the definition or flags."""
+    definition = _definition(args, settings)
+    base = definition.autoscaling or Autoscaling()
+    bounds = Autoscaling(
+        min_capacity=args.min or base.min_capacity,
+        max_capacity=args.max or base.max_capacity,
+        target_invocations_per_instance=args.target or base.target_invocations_per_instance,
+        scale_in_cooldown=base.scale_in_cooldown,
+        scale_out_cooldown=base.scale_out_cooldown,
+    )
+    if not 1 <= bounds.min_capacity <= bounds.max_capacity:
+        raise DeployError("need 1 <= --min <= --max")
+    aws = _aws(settings, definition)
+    if endpoints.describe_endpoint(aws, definition.name) is None:
+        raise DeployError(f"no endpoint {definition.name}: run create-endpoint first")
+    scaling.apply_scaling(aws, definition.name, bounds)
+    if not settings.dry_run:
+        print(
+            f"{scaling.resource_id(definition.name)}: {bounds.min_capacity}-"
+            f"{bounds.max_capacity} instances, target {bounds.target_invocations_per_instance:g} "
+            "invocations per instance per minute"
+        )
+    return 0
+
+
+def status(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Endpoint status, config, image and autoscaling; ``--json`` for all of it."""
+    definition = _definition(args, settings, required=False)
+    aws = _aws(settings, definition)
+    found = endpoints.describe_endpoint(aws, definition.name)
+    if found is None:
+        raise DeployError(f"no endpoint {definition.name} in {aws.region}")
+    config = aws.call(
+        "sagemaker", "describe_endpoint_config", EndpointConfigName=found["EndpointConfigName"]
+    )
+    report: dict[str, Any] = {
+        "EndpointName": found["EndpointName"],
+        "EndpointStatus": found["EndpointStatus"],
+        "EndpointConfigName": found["EndpointConfigName"],
+        "FailureReason": found.get("FailureReason"),
+        "Variants": found.get("ProductionVariants", []),
+        "Config": config.get("ProductionVariants", []),
+        "ScalableTarget": scaling.scalable_target(aws, definition.name),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{report['EndpointName']}: {report['EndpointStatus']} ({report['EndpointConfigName']})")
+    for variant in report["Config"]:
+        print(
+            f"  {variant['VariantName']}: {variant.get('InitialInstanceCount')} x "
+            f"{variant.get('InstanceType')}, model {variant['ModelName']}"
+        )
+    if report["FailureReason"]:
+        print(f"  failure: {report['FailureReason']}")
+    target = report["ScalableTarget"]
+    if target:
+        print(f"  autoscaling: {target['MinCapacity']}-{target['MaxCapacity']} instances")
+    return 0
+
+
+def logs(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """The last lines of ``/aws/sagemaker/Endpoints/NAME``."""
+    definition = _definition(args, settings, required=False)
+    for line in format_tail(_aws(settings, definition), definition.name, args.lines):
+        print(line)
+    return 0
+
+
+def invoke_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """One request; the response body goes to stdout as is."""
+    definition = _definition(args, settings, required=False)
+    body = args.body.encode() if args.body is not None else _read_body(args.body_file)
+    region = settings.region or definition.region
+    if args.endpoint_url is None:
+        region = settings.require("region", definition.region, str(definition.source))
+    if settings.dry_run:
+        Plan().record("sagemaker-runtime", "InvokeEndpoint", {"EndpointName": definition.name})
+        return 0
+    client = runtime_client(region, args.endpoint_url)
+    request = Invocation(body, args.content_type, args.accept, args.custom_attributes)
+    answer = invoke(client, definition.name, request)
+    sys.stdout.buffer.write(answer.body)
+    sys.stdout.buffer.write(b"\n" if not answer.body.endswith(b"\n") else b"")
+    sys.stdout.flush()
+    if answer.custom_attributes:
+        print(f"custom attributes: {answer.custom_attributes}", file=sys.stderr)
+    return 0
+
+
+def _read_body(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DeployError(f"cannot read the request body {path}: {exc.strerror}") from exc
+
+
+def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Serve the endpoint's archive here: in its image, or ``--no-docker`` with ``serve``."""
+    definition = _definition(args, settings)
+    archive = archives.resolve_archive(definition, args.archive)
+    port = args.port or local.free_port()
+    if settings.dry_run:
+        Plan().record("local", "run", {"archive": str(archive), "port": port})
+        return 0
+    if args.no_docker:
+        local.run_subprocess(archive, port, definition.environment, args.ready_timeout)
+        return 0
+    engine = open_engine(settings.docker, settings.docker_host)
+    image = args.image or f"{definition.repository}:latest"
+    local.run_container(engine, image, archive, port, definition.environment, args.ready_timeout)
+    return 0

@@ -1,0 +1,153 @@
+"""Endpoint definitions: one small TOML file per endpoint, kept in ``endpoints/``.
+
+A definition says what to deploy (model archive, image repository), on what (instance type and
+count, timeouts), with which container environment and autoscaling bounds. Relative paths are
+relative to the project root, the directory that holds ``endpoints/``. See deploy/README.md.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.errors import DeployError
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,39}$")
+KNOWN_TABLES = {"model", "image", "endpoint", "environment", "autoscaling", "aws"}
+
+
+class DefinitionError(DeployError):
+    """The definition file is missing or holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    """Application Auto Scaling bounds and target for the ``AllTraffic`` variant."""
+
+    min_capacity: int = 1
+    max_capacity: int = 1
+    target_invocations_per_instance: float = 100.0
+    scale_in_cooldown: int = 300
+    scale_out_cooldown: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDefinition:
+    """One endpoint, as read from ``endpoints/NAME.toml``."""
+
+    name: str
+    source: Path
+    archive: Path
+    make_target: str | None = None
+    repository: str = "byoserve"
+    dockerfile: str = "Dockerfile"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    startup_health_check_timeout: int = 600
+    model_data_download_timeout: int = 600
+    environment: dict[str, str] = field(default_factory=dict)
+    autoscaling: Autoscaling | None = None
+    region: str | None = None
+    role_arn: str | None = None
+    bucket: str | None = None
+
+    @property
+    def archive_hint(self) -> str:
+        """How to produce the archive, for error messages."""
+        if self.make_target:
+            return f"build it with `make {self.make_target}`"
+        return f"set [model] archive in {self.source}"
+
+
+def _table(data: dict[str, Any], key: str, source: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise DefinitionError(f"{source}: [{key}] must be a table")
+    return value
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = table.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise DefinitionError(f"{where}: `{key}` must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _autoscaling(table: dict[str, Any], where: str) -> Autoscaling | None:
+    if not table:
+        return None
+    scaling = Autoscaling(
+        min_capacity=_typed(table, "min_capacity", int, 1, where),
+        max_capacity=_typed(table, "max_capacity", int, 1, where),
+        target_invocations_per_instance=_typed(
+            table, "target_invocations_per_instance", float, 100.0, where
+        ),
+        scale_in_cooldown=_typed(table, "scale_in_cooldown", int, 300, where),
+        scale_out_cooldown=_typed(table, "scale_out_cooldown", int, 60, where),
+    )
+    if not 1 <= scaling.min_capacity <= scaling.max_capacity:
+        raise DefinitionError(f"{where}: need 1 <= min_capacity <= max_capacity")
+    return scaling
+
+
+def parse_definition(name: str, data: dict[str, Any], source: Path) -> EndpointDefinition:
+    """Check and convert the parsed TOML ``data`` of definition ``name``."""
+    unknown = set(data) - KNOWN_TABLES
+    if unknown:
+        raise DefinitionError(f"{source}: unknown table(s) {', '.join(sorted(unknown))}")
+    model, image = _table(data, "model", source), _table(data, "image", source)
+    endpoint, aws = _table(data, "endpoint", source), _table(data, "aws", source)
+    environment = _table(data, "environment", source)
+    archive = _typed(model, "archive", str, None, f"{source} [model]")
+    if not archive:
+        raise DefinitionError(f"{source}: [model] needs `archive` (path to model.tar.gz)")
+    where = f"{source} [endpoint]"
+    definition = EndpointDefinition(
+        name=name,
+        source=source,
+        archive=(source.parent.parent / archive).resolve(),
+        make_target=_typed(model, "make_target", str, None, f"{source} [model]"),
+        repository=_typed(image, "repository", str, "byoserve", f"{source} [image]"),
+        dockerfile=_typed(image, "dockerfile", str, "Dockerfile", f"{source} [image]"),
+        instance_type=_typed(endpoint, "instance_type", str, "ml.m5.large", where),
+        instance_count=_typed(endpoint, "instance_count", int, 1, where),
+        startup_health_check_timeout=_typed(
+            endpoint, "startup_health_check_timeout", int, 600, where
+        ),
+        model_data_download_timeout=_typed(
+            endpoint, "model_data_download_timeout", int, 600, where
+        ),
+        environment={str(k): str(v) for k, v in environment.items()},
+        autoscaling=_autoscaling(_table(data, "autoscaling", source), f"{source} [autoscaling]"),
+        region=_typed(aws, "region", str, None, f"{source} [aws]"),
+        role_arn=_typed(aws, "role_arn", str, None, f"{source} [aws]"),
+        bucket=_typed(aws, "bucket", str, None, f"{source} [aws]"),
+    )
+    if definition.instance_count < 1:
+        raise DefinitionError(f"{where}: instance_count must be at least 1")
+    return definition
+
+
+def load_definition(name: str, endpoints_dir: Path) -> EndpointDefinition:
+    """Read ``endpoints_dir/NAME.toml`` (or NAME itself when it is a path to a .toml file)."""
+    path = Path(name) if name.endswith(".toml") else endpoints_dir / f"{name}.toml"
+    endpoint_name = path.stem
+    if not NAME_PATTERN.match(endpoint_name):
+        raise DefinitionError(
+            f"endpoint name {endpoint_name!r}: use letters, digits and hyphens, at most 40"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DefinitionError(
+            f"no endpoint definition {path}: create it (see endpoints/sentiment.toml) "
+            "or pass --endpoints-dir"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_definition(endpoint_name, data, path.resolve())

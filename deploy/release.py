@@ -1,0 +1,167 @@
+"""A release: one SageMaker model and one endpoint config, named with a short unique suffix.
+
+Every resource is tagged ``byoserve:endpoint=NAME`` (so ``delete-endpoint`` finds them all) and
+``byoserve:release=<fingerprint>`` (so ``create-endpoint`` with nothing changed does nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploy.aws import Aws, error_code
+from deploy.definitions import EndpointDefinition
+from deploy.errors import DeployError
+
+ENDPOINT_TAG = "byoserve:endpoint"
+RELEASE_TAG = "byoserve:release"
+VARIANT = "AllTraffic"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Everything that decides what an endpoint runs."""
+
+    endpoint: str
+    image_uri: str
+    model_data_url: str
+    role_arn: str
+    instance_type: str
+    instance_count: int
+    startup_health_check_timeout: int
+    model_data_download_timeout: int
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, definition: EndpointDefinition, image_uri: str, model_data_url: str, role_arn: str
+    ) -> Release:
+        return cls(
+            endpoint=definition.name,
+            image_uri=image_uri,
+            model_data_url=model_data_url,
+            role_arn=role_arn,
+            instance_type=definition.instance_type,
+            instance_count=definition.instance_count,
+            startup_health_check_timeout=definition.startup_health_check_timeout,
+            model_data_download_timeout=definition.model_data_download_timeout,
+            environment=dict(definition.environment),
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits that change whenever anything in the release does."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def tags(self) -> list[dict[str, str]]:
+        return [
+            {"Key": ENDPOINT_TAG, "Value": self.endpoint},
+            {"Key": RELEASE_TAG, "Value": self.fingerprint},
+        ]
+
+
+def unique_name(endpoint: str) -> str:
+    """``NAME-YYYYmmdd-HHMMSS-xxxx``: sortable, unique, within SageMaker's 63 characters."""
+    return f"{endpoint}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def check_role(aws: Aws, role_arn: str) -> None:
+    """Fail early on a role that does not exist; callers without iam:GetRole skip the check."""
+    try:
+        aws.call("iam", "get_role", RoleName=role_arn.rsplit("/", 1)[-1])
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            raise DeployError(
+                f"execution role {role_arn} does not exist: create a SageMaker execution role "
+                "and pass its ARN (--role-arn or BYOSERVE_ROLE_ARN)"
+            ) from exc
+        if error_code(exc) not in ("AccessDenied", "AccessDeniedException"):
+            raise
+
+
+def create_release(aws: Aws, release: Release) -> str:
+    """Create the model and the endpoint config; returns the config's name (same as the model's)."""
+    name = unique_name(release.endpoint)
+    aws.call(
+        "sagemaker",
+        "create_model",
+        ModelName=name,
+        PrimaryContainer={
+            "Image": release.image_uri,
+            "ModelDataUrl": release.model_data_url,
+            "Environment": release.environment,
+        },
+        ExecutionRoleArn=release.role_arn,
+        Tags=release.tags(),
+    )
+    aws.call(
+        "sagemaker",
+        "create_endpoint_config",
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": VARIANT,
+                "ModelName": name,
+                "InitialInstanceCount": release.instance_count,
+                "InstanceType": release.instance_type,
+                "ContainerStartupHealthCheckTimeoutInSeconds": (
+                    release.startup_health_check_timeout
+                ),
+                "ModelDataDownloadTimeoutInSeconds": release.model_data_download_timeout,
+            }
+        ],
+        Tags=release.tags(),
+    )
+    return name
+
+
+def resource_tags(aws: Aws, arn: str) -> dict[str, str]:
+    """The tags on one SageMaker resource."""
+    return {
+        tag["Key"]: tag["Value"]
+        for tag in aws.pages("sagemaker", "list_tags", "Tags", ResourceArn=arn)
+    }
+
+
+def tagged(aws: Aws, endpoint: str, kind: str) -> list[str]:
+    """Names of the models (``kind="model"``) or configs (``"endpoint_config"``) of ``endpoint``."""
+    plural = {"model": "Models", "endpoint_config": "EndpointConfigs"}[kind]
+    prefix = {"model": "Model", "endpoint_config": "EndpointConfig"}[kind]
+    found = []
+    for item in aws.pages("sagemaker", f"list_{kind}s", plural, NameContains=endpoint):
+        if resource_tags(aws, item[f"{prefix}Arn"]).get(ENDPOINT_TAG) == endpoint:
+            found.append(str(item[f"{prefix}Name"]))
+    return found
+
+
+def delete_release(aws: Aws, name: str) -> None:
+    """Delete the config and the model called ``name``; either may already be gone."""
+    for operation, key in (
+        ("delete_endpoint_config", "EndpointConfigName"),
+        ("delete_model", "ModelName"),
+    ):
+        try:
+            aws.call("sagemaker", operation, **{key: name})
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+
+
+def release_fingerprint(aws: Aws, config_name: str) -> str | None:
+    """The fingerprint tag of an endpoint config (None for one not made by deploy)."""
+    try:
+        config: dict[str, Any] = aws.call(
+            "sagemaker", "describe_endpoint_config", EndpointConfigName=config_name
+        )
+    except ClientError as exc:
+        if error_code(exc) == "ValidationException":
+            return None
+        raise
+    return resource_tags(aws, config["EndpointConfigArn"]).get(RELEASE_TAG)

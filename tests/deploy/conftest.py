@@ -1,0 +1,227 @@
+"""Fixtures for the deploy tests: moto in server mode over HTTP, a stand-in model archive, the CLI.
+
+moto runs as a ``ThreadedMotoServer`` on a free loopback port and every client reaches it through
+``AWS_ENDPOINT_URL`` (boto3 reads it itself), exactly as a real AWS endpoint would be reached.
+Because the server runs in this process, two shims can be installed on it:
+
+* moto 5.2 has no ``UpdateEndpoint``; ``moto_update_endpoint`` adds a faithful minimal one
+  (the endpoint moves to the new config, InService at once, as moto's create does);
+* ``failing_endpoints`` makes every endpoint moto creates come up ``Failed`` with a
+  ``FailureReason``, and ``FakeEndpoint.updates_to_fail = N`` fails the next N updates:
+  states no API call can provoke.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.core.responses import ActionResult
+from moto.sagemaker import models as sagemaker_models
+from moto.sagemaker.responses import SageMakerResponse
+from moto.server import ThreadedMotoServer
+
+from deploy.cli import main
+from tests.fixtures.server import free_port
+
+REGION = "us-east-1"
+ROLE_NAME = "byoserve-test-role"
+BUCKET = "byoserve-test-models"
+
+INFERENCE_PY = """\
+import json
+
+
+def model_fn(model_dir):
+    return {"label": "POSITIVE"}
+
+
+def transform_fn(model, body, content_type, accept):
+    text = json.loads(body)
+    return json.dumps({"label": model["label"], "input": text})
+"""
+
+
+def make_archive(path: Path, marker: str = "") -> Path:
+    """A small model.tar.gz: ``code/inference.py`` whose transform_fn answers JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in (("code/inference.py", INFERENCE_PY), ("marker.txt", marker)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server for the session; each test resets it (``aws`` fixture)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def _update_endpoint(self: SageMakerResponse) -> ActionResult:
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
+    backend.describe_endpoint(name)  # ValidationException when missing, as AWS
+    endpoint = backend.endpoints[name]
+    endpoint.endpoint_config_name = config["EndpointConfigName"]
+    endpoint.production_variants = endpoint._process_production_variants(
+        config["ProductionVariants"]
+    )
+    failing = getattr(type(endpoint), "updates_to_fail", 0)
+    endpoint.endpoint_status = "Failed" if failing else "InService"
+    reason = "the new fleet did not pass the ping" if failing else None
+    setattr(endpoint, "failure_reason", reason)  # noqa: B010 (moto types it as None)
+    setattr(type(endpoint), "updates_to_fail", max(0, failing - 1))  # noqa: B010
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+@pytest.fixture(autouse=True)
+def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SageMakerResponse, "update_endpoint", _update_endpoint, raising=False)
+
+
+@pytest.fixture
+def failing_endpoints(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Endpoints moto creates from now on are Failed; returns the reason."""
+    reason = "The primary container for production variant AllTraffic did not pass the ping"
+    original = sagemaker_models.FakeEndpoint.__init__
+
+    def failing_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.endpoint_status = "Failed"
+        self.failure_reason = reason
+
+    monkeypatch.setattr(sagemaker_models.FakeEndpoint, "__init__", failing_init)
+    return reason
+
+
+@dataclass
+class AwsWorld:
+    """The fake AWS a test runs against, plus its project directories."""
+
+    url: str
+    role_arn: str
+    bucket: str
+    endpoints_dir: Path
+    build_dir: Path
+    archive: Path
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)
+
+
+DEFINITION = """\
+[model]
+archive = "{archive}"
+make_target = "model"
+
+[image]
+repository = "byoserve-test"
+
+[endpoint]
+instance_type = "ml.m5.large"
+instance_count = 2
+startup_health_check_timeout = 300
+model_data_download_timeout = 240
+
+[environment]
+SAGEMAKER_MODEL_SERVER_WORKERS = "1"
+
+[autoscaling]
+min_capacity = 2
+max_capacity = 5
+target_invocations_per_instance = 150
+"""
+
+
+def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real AWS configuration can leak in; keys that moto accepts."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AwsWorld:
+    """A reset moto with a role and a bucket, env pointing at it, a definition ``demo``."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    fake_credentials(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    for name in ("SAGEMAKER_ROLE_ARN", "DOCKER", "DOCKER_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    endpoints_dir, build_dir = tmp_path / "endpoints", tmp_path / "build"
+    archive = make_archive(tmp_path / "build" / "demo.tar.gz")
+    endpoints_dir.mkdir()
+    (endpoints_dir / "demo.toml").write_text(DEFINITION.format(archive=archive))
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("BYOSERVE_ROLE_ARN", role)
+    monkeypatch.setenv("BYOSERVE_BUCKET", BUCKET)
+    monkeypatch.setenv("BYOSERVE_ENDPOINTS_DIR", str(endpoints_dir))
+    monkeypatch.setenv("BYOSERVE_BUILD_DIR", str(build_dir))
+    return AwsWorld(moto_url, role, BUCKET, endpoints_dir, build_dir, archive)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run ``python -m deploy ARGS`` in-process; returns exit code, stdout, stderr."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+FAKE_DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def pushed(aws: AwsWorld) -> str:
+    """An image record as ``push`` writes it (for endpoint tests that need no registry)."""
+    from deploy.images import PushedImage, record_image
+
+    image = PushedImage(
+        repository="byoserve-test",
+        registry="123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        tag="abc-def",
+        digest=FAKE_DIGEST,
+        local_image="byoserve-test:latest",
+        image_id="sha256:" + "cd" * 32,
+        pushed_at="2025-01-01T00:00:00Z",
+    )
+    record_image(image, aws.build_dir / "images")
+    return image.uri

@@ -1,0 +1,236 @@
+"""create/update/delete-endpoint, autoscale, status, logs, upload-model: moto over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.deploy.conftest import FAKE_DIGEST, REGION, AwsWorld, Result, make_archive
+
+FAST = ("--poll", "0.01")
+
+
+def _everything(aws: AwsWorld) -> dict[str, list[str]]:
+    sm = aws.client("sagemaker")
+    return {
+        "endpoints": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]],
+        "models": [m["ModelName"] for m in sm.list_models()["Models"]],
+    }
+
+
+def _config(aws: AwsWorld, name: str) -> dict[str, Any]:
+    config: dict[str, Any] = aws.client("sagemaker").describe_endpoint_config(
+        EndpointConfigName=name
+    )
+    return config
+
+
+def test_boto3_reads_aws_endpoint_url_itself(aws: AwsWorld) -> None:
+    from deploy.aws import make_client
+
+    assert make_client("sagemaker", REGION).meta.endpoint_url == aws.url
+    assert make_client("ecr", REGION).meta.endpoint_url == aws.url
+
+
+def test_upload_model_uses_a_content_hash_key_and_skips_when_present(
+    aws: AwsWorld, cli: Callable[..., Result]
+) -> None:
+    from deploy.archives import file_sha256
+
+    first = cli("upload-model", "demo")
+    key = f"models/demo/{file_sha256(aws.archive)}/model.tar.gz"
+    assert first.code == 0, first.err
+    assert f"uploaded: s3://{aws.bucket}/{key}" in first.out
+    body = aws.client("s3").get_object(Bucket=aws.bucket, Key=key)["Body"].read()
+    assert body == aws.archive.read_bytes()
+    again = cli("upload-model", "demo")
+    assert again.code == 0 and f"already there: s3://{aws.bucket}/{key}" in again.out
+    make_archive(aws.archive, marker="changed")
+    changed = cli("upload-model", "demo")
+    assert "uploaded:" in changed.out and key not in changed.out
+    assert aws.client("s3").list_objects_v2(Bucket=aws.bucket)["KeyCount"] == 2
+
+
+def test_create_endpoint_model_config_endpoint_in_service(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    result = cli("create-endpoint", "demo", *FAST)
+    assert result.code == 0, result.err
+    assert "demo: InService" in result.out
+    sm = aws.client("sagemaker")
+    endpoint = sm.describe_endpoint(EndpointName="demo")
+    assert endpoint["EndpointStatus"] == "InService"
+    config = _config(aws, endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["InitialInstanceCount"] == 2 and variant["InstanceType"] == "ml.m5.large"
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 300
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 240
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Image"] == pushed
+    assert model["PrimaryContainer"]["Image"].endswith("@" + FAKE_DIGEST)
+    assert model["PrimaryContainer"]["ModelDataUrl"].startswith(f"s3://{aws.bucket}/models/demo/")
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
+    assert model["ExecutionRoleArn"] == aws.role_arn
+    scaling = aws.client("application-autoscaling")
+    target = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
+        ("endpoint/demo/variant/AllTraffic", 2, 5)
+    ]
+
+
+def test_create_endpoint_again_changes_nothing(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    before = _everything(aws)
+    again = cli("create-endpoint", "demo", *FAST)
+    assert again.code == 0 and "already runs this release" in again.out
+    assert _everything(aws) == before
+
+
+def test_update_moves_to_a_new_config_and_deletes_the_old_one(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    first = _everything(aws)
+    make_archive(aws.archive, marker="v2")
+    result = cli("update-endpoint", "demo", *FAST)
+    assert result.code == 0, result.err
+    now = _everything(aws)
+    current = aws.client("sagemaker").describe_endpoint(EndpointName="demo")["EndpointConfigName"]
+    assert now["configs"] == [current] and now["models"] == [current]
+    assert current not in first["configs"]
+
+
+def test_update_endpoint_needs_an_existing_endpoint(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    result = cli("update-endpoint", "demo", *FAST)
+    assert result.code != 0 and "no endpoint demo" in result.err
+    assert _everything(aws) == {"endpoints": [], "configs": [], "models": []}
+
+
+def test_delete_endpoint_leaves_nothing(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    make_archive(aws.archive, marker="v2")
+    assert cli("update-endpoint", "demo", *FAST).code == 0
+    result = cli("delete-endpoint", "demo", *FAST)
+    assert result.code == 0, result.err
+    assert "deleted endpoint demo" in result.out
+    assert _everything(aws) == {"endpoints": [], "configs": [], "models": []}
+    scaling = aws.client("application-autoscaling")
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
+    again = cli("delete-endpoint", "demo", *FAST)
+    assert again.code == 0 and "nothing to delete" in again.out
+
+
+def test_delete_endpoint_spares_other_endpoints_resources(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    other = (aws.endpoints_dir / "demo.toml").read_text()
+    (aws.endpoints_dir / "demo-two.toml").write_text(other)
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    assert cli("create-endpoint", "demo-two", *FAST).code == 0
+    assert cli("delete-endpoint", "demo", *FAST).code == 0
+    left = _everything(aws)
+    assert left["endpoints"] == ["demo-two"] and len(left["models"]) == 1
+
+
+def test_autoscale_registers_target_and_target_tracking_policy(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    assert cli("create-endpoint", "demo", "--no-wait").code == 0
+    result = cli("autoscale", "demo", "--min", "1", "--max", "3", "--target", "70")
+    assert result.code == 0, result.err
+    scaling = aws.client("application-autoscaling")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert target["ResourceId"] == "endpoint/demo/variant/AllTraffic"
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert tracking["TargetValue"] == 70.0
+    metric = tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]
+    assert metric == "SageMakerVariantInvocationsPerInstance"
+    assert cli("autoscale", "demo", "--min", "1", "--max", "3", "--target", "70").code == 0
+    policies = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert len(policies) == 1
+
+
+def test_status_reports_endpoint_config_and_scaling(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str
+) -> None:
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    text = cli("status", "demo")
+    assert text.code == 0 and "demo: InService" in text.out
+    assert "AllTraffic: 2 x ml.m5.large" in text.out and "autoscaling: 2-5" in text.out
+    report = json.loads(cli("status", "demo", "--json").out)
+    assert report["EndpointStatus"] == "InService"
+    assert report["ScalableTarget"]["MaxCapacity"] == 5
+
+
+def _put_logs(aws: AwsWorld, name: str, messages: list[str]) -> None:
+    logs = aws.client("logs")
+    group = f"/aws/sagemaker/Endpoints/{name}"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="AllTraffic/i-0abc")
+    now = int(time.time() * 1000)
+    events = [{"timestamp": now + i, "message": m} for i, m in enumerate(messages)]
+    logs.put_log_events(logGroupName=group, logStreamName="AllTraffic/i-0abc", logEvents=events)
+
+
+def test_logs_prints_the_tail_of_the_endpoint_log_group(
+    aws: AwsWorld, cli: Callable[..., Result]
+) -> None:
+    _put_logs(aws, "demo", [f"line {i}" for i in range(10)])
+    result = cli("logs", "demo", "--lines", "3")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert len(lines) == 3 and lines[-1].endswith("AllTraffic/i-0abc line 9")
+    missing = cli("logs", "never-created")
+    assert missing.code == 0 and "(no log events in /aws/sagemaker/Endpoints/never-created)" in (
+        missing.out
+    )
+
+
+def test_endpoint_that_fails_to_create_prints_reason_and_log_tail(
+    aws: AwsWorld, cli: Callable[..., Result], pushed: str, failing_endpoints: str
+) -> None:
+    _put_logs(aws, "demo", ["Traceback (most recent call last):", "ImportError: no module x"])
+    result = cli("create-endpoint", "demo", *FAST)
+    assert result.code == 3
+    assert "demo: Failed" in result.out
+    assert failing_endpoints in result.out
+    assert "ImportError: no module x" in result.out
+    assert result.err.startswith("deploy: endpoint demo failed to create") and "Traceback" not in (
+        result.err
+    )
+
+
+def test_failed_update_rolls_back_to_the_previous_config(
+    aws: AwsWorld,
+    cli: Callable[..., Result],
+    pushed: str,
+    monkeypatch: Any,
+) -> None:
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    before = _everything(aws)
+    from moto.sagemaker import models
+
+    monkeypatch.setattr(models.FakeEndpoint, "updates_to_fail", 1, raising=False)
+    make_archive(aws.archive, marker="v2")
+    result = cli("update-endpoint", "demo", *FAST)
+    assert result.code == 3 and "rolling demo back to" in result.out
+    assert "the new fleet did not pass the ping" in result.out
+    assert "it runs the previous config" in result.err
+    assert _everything(aws) == before
+    endpoint = aws.client("sagemaker").describe_endpoint(EndpointName="demo")
+    assert endpoint["EndpointStatus"] == "InService"
