@@ -33,7 +33,7 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q --find-links $(TORCH_WHEELS) -c constraints.txt torch==2.13.0 -e '.[test]'
+	$(PIP) install -q --find-links $(TORCH_WHEELS) -c constraints.txt torch==2.13.0 -e '.[test,examples,deploy]'
 	touch $@
 
 install: $(STAMP)
