@@ -18,7 +18,7 @@ ENDPOINT    ?= sentiment
 DOCKER      ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local
+.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
@@ -28,6 +28,7 @@ help:
 	@echo "make model       train and archive the examples into build/ (sentiment, digits)"
 	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
+	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
 	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -86,6 +87,11 @@ deploy: $(STAMP)
 run-local: build/$(MODEL)/model.tar.gz
 	$(DOCKER) run --rm -p $(PORT):8080 -v $(CURDIR)/build/$(MODEL):/opt/ml/model:ro $(IMAGE):$(TAG) serve
 
+# Speed against the in-process limit (bench/README.md): table on stdout, bench/results/*.json, *.png.
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) bench/run.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -96,6 +102,18 @@ test-quick: lint
 
 test: lint containers
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# TorchServe's torchvision-based handlers (ImageClassifier, ...) next to ours: a separate venv with
+# torch 2.14.1 + torchvision 0.29.1 (a 5.5 GB CUDA build, from the machine's wheel cache).
+COMPAT := .venv-compat/.installed
+$(COMPAT): pyproject.toml
+	test -x .venv-compat/bin/python || $(PYTHON) -m venv .venv-compat
+	.venv-compat/bin/pip install -q torch==2.14.1 torchvision==0.29.1 torchserve==0.12.0 torch-model-archiver==0.12.0
+	.venv-compat/bin/pip install -q -e '.[test]'
+	touch $@
+
+test-compat: $(COMPAT)
+	.venv-compat/bin/pytest tests/compat -o addopts="-ra" $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

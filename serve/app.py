@@ -54,6 +54,7 @@ def create_app(config: ServingConfig, runtime: ModelRuntime) -> Flask:
         "/endpoints/<endpoint_name>/invocations", "endpoint_invocations", _invoke, methods=["POST"]
     )
     app.add_url_rule("/execution-parameters", "execution_parameters", _execution_parameters)
+    app.add_url_rule("/metrics", "metrics", _metrics, methods=["GET"])
     return app
 
 
@@ -152,6 +153,15 @@ def _execution_parameters() -> Response:
     if callable(handler_params):
         params.update(handler_params())
     return jsonify(params)
+
+
+def _metrics() -> Response:
+    """Prometheus text format for the whole server; reads files, never waits for the model."""
+    exposition = _runtime().observer.exposition()
+    if exposition is None:
+        raise NotFoundError("metrics are off (BYOSERVE_METRICS=false)")
+    body, content_type = exposition
+    return Response(body, status=200, content_type=content_type)
 
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str]) -> Response:

@@ -29,13 +29,24 @@ def build_server(
     """
     from serve.server import exit_worker
 
-    model = prepare_model_dir(
-        config.model_dir,
-        unpack_dir=config.unpack_dir,
-        install_requirements=config.install_requirements,
-    )
-    activate_code_paths(model)
-    handler = load_handler(model, program=config.program, builtins=builtin_handlers())
+    created = observer is None and config.metrics
+    if created:
+        # Before the user's code is imported: prometheus_client picks its mode at import.
+        from serve.metrics import PrometheusObserver
+
+        observer = PrometheusObserver.create(config.metrics_dir)
+    try:
+        model = prepare_model_dir(
+            config.model_dir,
+            unpack_dir=config.unpack_dir,
+            install_requirements=config.install_requirements,
+        )
+        activate_code_paths(model)
+        handler = load_handler(model, program=config.program, builtins=builtin_handlers())
+    except BaseException:
+        if created and observer is not None:
+            observer.close()
+        raise
     logger.info("handler: %s", handler.source)
     runtime = ModelRuntime(
         handler,

@@ -170,6 +170,9 @@ class ServingConfig:
     multi_model: bool = setting(False, "SAGEMAKER_MULTI_MODEL", parse=_bool)
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     metrics: bool = setting(True, "BYOSERVE_METRICS", parse=_bool)
+    metrics_dir: Path | None = setting(
+        None, "BYOSERVE_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR", parse=_path
+    )
 
     def __post_init__(self) -> None:
         cpus = available_cpus()

@@ -10,6 +10,7 @@ TorchServe, and the request threads only wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -77,6 +78,7 @@ class ModelRuntime:
         self._on_load_failure = on_load_failure
         self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=config.queue_size)
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.load_error: BaseException | None = None
 
@@ -115,7 +117,10 @@ class ModelRuntime:
         """Let queued requests finish, then end the inference thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping.set()
+        # Wakes an idle inference thread; when the queue is full it is busy and sees the flag.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_STOP)
         self._thread.join(timeout)
 
     def submit(self, request: InferenceRequest) -> InferenceResponse:
@@ -161,7 +166,14 @@ class ModelRuntime:
             batch = self._gather()
             if batch is None:
                 return
-            self._execute(batch)
+            self.observer.queue_depth(self._queue.qsize())
+            try:
+                self._execute(batch)
+            except BaseException as exc:  # the thread must outlive anything a batch does
+                logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(ModelError("the batch failed"))
 
     def _load(self, worker_index: int) -> bool:
         started = time.monotonic()
@@ -203,9 +215,11 @@ class ModelRuntime:
         """Wait for a first request, then gather more until full or the delay has passed."""
         batch: list[_Pending] = []
         while not batch:
+            if self._stopping.is_set() and self._queue.empty():
+                return None
             item = self._queue.get()
             if item is _STOP:
-                return None
+                continue
             assert isinstance(item, _Pending)
             if item.future.set_running_or_notify_cancel():
                 batch.append(item)
@@ -221,7 +235,6 @@ class ModelRuntime:
             except queue.Empty:
                 break
             if item is _STOP:
-                self._queue.put(_STOP)
                 break
             assert isinstance(item, _Pending)
             if item.future.set_running_or_notify_cancel():

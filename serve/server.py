@@ -69,6 +69,12 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
     def worker_exit(server: Any, worker: Any) -> None:
         runtime.stop(timeout=1.0)
 
+    def child_exit(server: Any, worker: Any) -> None:
+        runtime.observer.worker_exited(worker.pid)
+
+    def on_exit(server: Any) -> None:
+        runtime.observer.close()
+
     return {
         "bind": [f"{config.host}:{config.port}"],
         "workers": config.workers,
@@ -83,6 +89,8 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
         "proc_name": "byoserve",
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
         "limit_request_field_size": 16384,
         "control_socket_disable": True,  # gunicorn 27's shared ~/.gunicorn socket: not needed
     }

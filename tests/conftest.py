@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,25 @@ from typing import Any
 import pytest
 
 from tests.fixtures.models import DigitsModel, train_digits
-from tests.fixtures.server import ServerProcess, start_server
+from tests.fixtures.server import REPO, ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> DigitsModel:
     """A small CNN trained on scikit-learn's digits (about 2 s on 2 cores)."""
     return train_digits(tmp_path_factory.mktemp("digits-model"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_archive() -> Path:
+    """build/sentiment.tar.gz, the example the design card deploys, made by `make` as users do."""
+    subprocess.run(
+        ["make", "-s", "build/sentiment.tar.gz", "build/sentiment/model.tar.gz"],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return REPO / "build" / "sentiment.tar.gz"
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Tests that need TorchServe's torchvision-based handlers: run them in ``.venv-compat``
-(torch, torchvision, torchserve, torch-model-archiver); elsewhere they are skipped."""
+(torch, torchvision, torchserve, torch-model-archiver) with ``make test-compat``; the main run
+leaves this folder out (``--ignore=tests/compat`` in pyproject.toml)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,12 @@ import json
 from pathlib import Path
 from unittest import mock
 
+import model_archiver  # noqa: F401 - run by `make test-compat`, in .venv-compat
 import pytest
 import requests
+import torchvision  # noqa: F401
 
 from tests.fixtures.server import start_server
-
-pytest.importorskip("torchvision", reason="needs torchvision (.venv-compat)")
-pytest.importorskip("model_archiver", reason="needs torch-model-archiver")
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 

@@ -1,17 +1,16 @@
 """notebooks/sentiment_end_to_end.ipynb runs top to bottom (nbclient) against moto and a local
-server, with a stand-in archive (BYOSERVE_NOTEBOOK_ARCHIVE), and is stored without outputs."""
+server, with the real sentiment example (made by `make`), and is stored without outputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 from tests.deploy.conftest import AwsWorld
 from tests.fixtures.server import REPO
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = REPO / "notebooks" / "sentiment_end_to_end.ipynb"
 
@@ -26,13 +25,13 @@ def test_notebook_is_stored_without_outputs() -> None:
 
 @pytest.mark.slow
 def test_notebook_runs_against_moto_and_a_local_server(
-    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sentiment_archive: Path
 ) -> None:
     from deploy.images import PushedImage, record_image
 
     # The notebook deploys the real endpoints/sentiment.toml, whose image is `byoserve`.
     monkeypatch.delenv("BYOSERVE_ENDPOINTS_DIR")
-    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(aws.archive))
+    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(sentiment_archive))
     record_image(
         PushedImage(
             "byoserve",
@@ -56,7 +55,7 @@ def test_notebook_runs_against_moto_and_a_local_server(
     text = "\n".join(
         str(output.get("text", "")) for cell in notebook.cells for output in cell.get("outputs", [])
     )
-    assert "'label': 'POSITIVE'" in text
+    assert "'label': 'positive'" in text and "'label': 'negative'" in text
     assert "DRY-RUN sagemaker CreateEndpoint " in text
     assert "sentiment: InService" in text
     assert "endpoints left: []" in text

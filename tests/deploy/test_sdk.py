@@ -25,11 +25,11 @@ from tests.fixtures.server import ServerProcess, start_server
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 # The SDK is untyped; its modules are held as Any.
-sagemaker: Any = pytest.importorskip("sagemaker", reason="the sagemaker SDK (<3) is not installed")
-Model: Any = pytest.importorskip("sagemaker.model").Model
-Predictor: Any = pytest.importorskip("sagemaker.predictor").Predictor
-JSONSerializer: Any = pytest.importorskip("sagemaker.serializers").JSONSerializer
-JSONDeserializer: Any = pytest.importorskip("sagemaker.deserializers").JSONDeserializer
+import sagemaker  # the SDK (<3), in the test extra
+from sagemaker.deserializers import JSONDeserializer
+from sagemaker.model import Model
+from sagemaker.predictor import Predictor
+from sagemaker.serializers import JSONSerializer
 
 
 def _session(aws: AwsWorld, runtime_url: str | None = None) -> Any:

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import model_archiver  # noqa: F401 - torch-model-archiver, in the test extra
 import numpy as np
 import pytest
 import requests
+import ts.torch_handler.base_handler  # noqa: F401 - TorchServe's Python package, no Java
 
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import ServerProcess, start_server
-
-pytest.importorskip("model_archiver", reason="needs torch-model-archiver (test extra)")
-pytest.importorskip("ts.torch_handler.base_handler", reason="needs torchserve (test extra)")
 
 pytestmark = pytest.mark.slow
 

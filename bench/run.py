@@ -1,0 +1,272 @@
+"""`make bench`: serve the two benchmark models, load them with wrk, compare with the limit.
+
+Usage: python bench/run.py        (BENCH_QUICK=1 for a short smoke run)
+
+Writes bench/results/results.json and bench/results/chart.png and prints the table. Settings
+(environment): BENCH_QUICK, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS,
+BENCH_WORKERS (default: the server's own default, one per core), BENCH_SKIP_SWEEP=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/run.py`
+
+from bench.chart import draw_chart
+from bench.limit import cpu_limit, gpu_forward_limit
+from bench.servers import (
+    byoserve_command,
+    free_port,
+    plain_command,
+    running,
+)
+from bench.workloads import Workload, build_workloads
+from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
+from serve.cpus import available_cpus
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# The served settings the table reports: (batch size, delay ms) per model.
+BATCHED = {"digit": (8, 2.0), "resnet18": (8, 5.0)}
+SWEEP = [(1, 0.0)] + [(size, delay) for size in (4, 8, 16) for delay in (0.0, 2.0, 5.0)]
+TARGETS = {"digit_ratio": 0.75, "digit_p99_ms": 20.0, "resnet18_ratio": 0.95, "cold_start_s": 1.5}
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    duration: float
+    warmup: float
+    sweep_duration: float
+    limit_seconds: float
+    connections: int
+    cpus: int
+    workers: int | None
+    cold_starts: int
+    sweep: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        quick = os.environ.get("BENCH_QUICK", "") == "1"
+        workers = os.environ.get("BENCH_WORKERS")
+        return cls(
+            quick=quick,
+            duration=float(os.environ.get("BENCH_DURATION", 3 if quick else 15)),
+            warmup=float(os.environ.get("BENCH_WARMUP", 1 if quick else 3)),
+            sweep_duration=3 if quick else 5,
+            limit_seconds=2 if quick else 5,
+            connections=int(os.environ.get("BENCH_CONNECTIONS", 16)),
+            cpus=available_cpus(),
+            workers=int(workers) if workers else None,
+            cold_starts=1 if quick else 3,
+            sweep=os.environ.get("BENCH_SKIP_SWEEP", "") != "1",
+        )
+
+
+def load(url: str, script: Path, settings: Settings, duration: float) -> LoadResult:
+    run_wrk(f"{url}/invocations", script, settings.warmup, settings.connections)
+    return run_wrk(f"{url}/invocations", script, duration, settings.connections)
+
+
+def serve_and_load(
+    work: Workload, script: Path, settings: Settings, log: Path, batch: int, delay_ms: float,
+    duration: float, extra: tuple[str, ...] = (),
+) -> LoadResult:  # fmt: skip
+    args = ["--max-batch-size", str(batch), "--max-batch-delay-ms", str(delay_ms), *extra]
+    if settings.workers:
+        args += ["--workers", str(settings.workers)]
+    port = free_port()
+    with running(byoserve_command(work.model_dir, port, args), port, log) as (url, _):
+        return load(url, script, settings, duration)
+
+
+def plain_load(work: Workload, script: Path, settings: Settings, log: Path) -> LoadResult:
+    port = free_port()
+    workers = settings.workers or settings.cpus
+    command = plain_command(work.model_dir, work.handler_file, work.handler_class, port, workers)
+    env = {"OMP_NUM_THREADS": "1"}
+    with running(command, port, log, env) as (url, _):
+        return load(url, script, settings, settings.duration)
+
+
+def cold_start(work: Workload, settings: Settings, log: Path) -> float:
+    times = []
+    for _ in range(settings.cold_starts):
+        port = free_port()
+        with running(byoserve_command(work.model_dir, port), port, log) as (_, seconds):
+            times.append(seconds)
+    return statistics.median(times)
+
+
+def row(model: str, system: str, kind: str, result: LoadResult, limit: float) -> dict[str, Any]:
+    return {
+        "model": model,
+        "system": system,
+        "kind": kind,
+        **result.as_dict(),
+        "ratio": result.requests_per_s / limit if limit else 0.0,
+        "label": f"{model}: {system}",
+    }
+
+
+def measure_model(
+    work: Workload, settings: Settings, scratch: Path, gpu: bool
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    script = write_script(scratch, work.payload, work.content_type)
+    log = scratch / f"{work.name}.log"
+    batch, delay = BATCHED[work.name]
+    n = settings.workers or settings.cpus
+    limits = measure_limits(work, settings, batch)
+    served = [("plain", f"plain gunicorn+Flask, {n} sync workers",
+               plain_load(work, script, settings, log))]  # fmt: skip
+    for size, wait in ((1, 0.0), (batch, delay)):
+        result = serve_and_load(work, script, settings, log, size, wait, settings.duration)
+        name = f"byoserve, {n} workers, batch {size}" + (f" / {wait:g} ms" if size > 1 else "")
+        served.append(("byoserve", name, result))
+    # Measured again after the load: on a noisy machine the higher reading is the fairer limit.
+    again = measure_limits(work, settings, batch)
+    limits = {name: max(rate, again[name]) for name, rate in limits.items()}
+    limit = max(limits.values())
+    rows = [
+        row(work.name, f"in-process limit, {settings.cpus} procs x 1 thread, {name}", "limit",
+            LoadResult(rate, 0, 0, 0, 0, 0), limit)
+        for name, rate in limits.items()
+    ]  # fmt: skip
+    rows += [row(work.name, name, kind, result, limit) for kind, name, result in served]
+    if gpu:
+        rows += measure_gpu(work, settings, script, log, batch, delay)
+    return limits, rows
+
+
+def measure_limits(work: Workload, settings: Settings, batch: int) -> dict[str, float]:
+    return {
+        f"batch {size}": cpu_limit(work, size, settings.cpus, settings.limit_seconds)
+        for size in (1, batch)
+    }
+
+
+def measure_gpu(
+    work: Workload, settings: Settings, script: Path, log: Path, batch: int, delay: float
+) -> list[dict[str, Any]]:
+    """On CUDA: served throughput against the bare batched forward at the same batch size."""
+    bare = gpu_forward_limit(work, batch, settings.limit_seconds)
+    result = serve_and_load(work, script, settings, log, batch, delay, settings.duration)
+    return [
+        row(work.name, f"GPU bare forward, batch {batch}", "limit",
+            LoadResult(bare, 0, 0, 0, 0, 0), bare),
+        row(work.name, f"byoserve on GPU, batch {batch} / {delay:g} ms", "byoserve", result, bare),
+    ]  # fmt: skip
+
+
+def sweep(work: Workload, settings: Settings, scratch: Path, limit: float) -> list[dict[str, Any]]:
+    script = write_script(scratch, work.payload, work.content_type)
+    rows = []
+    for size, delay in SWEEP:
+        result = serve_and_load(
+            work, script, settings, scratch / "sweep.log", size, delay, settings.sweep_duration
+        )
+        rows.append({**row(work.name, f"batch {size} / {delay:g} ms", "byoserve", result, limit),
+                     "batch": size, "delay_ms": delay})  # fmt: skip
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]], cold: float) -> dict[str, Any]:
+    def served(model: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["model"] == model and r["kind"] == "byoserve"
+                and "GPU" not in r["system"]]  # fmt: skip
+
+    digit = [r for r in served("digit") if r["p99_ms"] <= TARGETS["digit_p99_ms"]]
+    best_digit = max(digit, key=lambda r: r["ratio"], default=None)
+    plain_resnet = next(r for r in rows if r["model"] == "resnet18" and r["kind"] == "plain")
+    resnet = [r for r in served("resnet18") if r["p99_ms"] <= plain_resnet["p99_ms"]]
+    best_resnet = max(resnet, key=lambda r: r["ratio"], default=None)
+    return {
+        "digit": {
+            "best": best_digit and best_digit["system"],
+            "ratio": best_digit["ratio"] if best_digit else 0.0,
+            "met": bool(best_digit and best_digit["ratio"] >= TARGETS["digit_ratio"]),
+        },
+        "resnet18": {
+            "best": best_resnet and best_resnet["system"],
+            "ratio": best_resnet["ratio"] if best_resnet else 0.0,
+            "met": bool(best_resnet and best_resnet["ratio"] >= TARGETS["resnet18_ratio"]),
+        },
+        "cold_start": {"seconds": cold, "met": cold <= TARGETS["cold_start_s"]},
+    }
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    print(f"\n{title}")
+    print(f"| {'model':8} | {'system / config':52} | {'req/s':>8} | {'p50 ms':>7} | "
+          f"{'p99 ms':>7} | {'errors':>6} | {'x limit':>7} |")  # fmt: skip
+    print(f"|{'-' * 10}|{'-' * 54}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 9}|")
+    for r in rows:
+        timing = (f"{r['p50_ms']:7.1f} | {r['p99_ms']:7.1f} | {r['errors']:6d}"
+                  if r["kind"] != "limit" else f"{'-':>7} | {'-':>7} | {'-':>6}")  # fmt: skip
+        print(f"| {r['model']:8} | {r['system']:52} | {r['requests_per_s']:8.0f} | {timing} | "
+              f"{r['ratio']:7.2f} |")  # fmt: skip
+
+
+def machine(settings: Settings, gpu: bool) -> dict[str, Any]:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {
+        "cpus": settings.cpus, "cpu": cpu, "python": platform.python_version(),
+        "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if gpu else None,
+        "quick": settings.quick, "duration_s": settings.duration,
+        "connections": settings.connections,
+    }  # fmt: skip
+
+
+def main() -> int:
+    require_wrk()
+    import torch
+
+    settings = Settings.from_env()
+    gpu = torch.cuda.is_available()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="byoserve-bench-") as tmp:
+        scratch = Path(tmp)
+        workloads = build_workloads(scratch / "models")
+        rows: list[dict[str, Any]] = []
+        limits: dict[str, dict[str, float]] = {}
+        for work in workloads.values():
+            limits[work.name], model_rows = measure_model(work, settings, scratch, gpu)
+            rows += model_rows
+        cold = cold_start(workloads["digit"], settings, scratch / "cold.log")
+        digit_limit = max(limits["digit"].values())
+        swept = sweep(workloads["digit"], settings, scratch, digit_limit) if settings.sweep else []
+    result = {
+        "machine": machine(settings, gpu), "limits": limits, "rows": rows, "sweep": swept,
+        "cold_start_s": cold, "targets": TARGETS, "verdicts": verdicts(rows, cold),
+        "elapsed_s": time.monotonic() - started,
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(result, indent=2))
+    draw_chart(rows, RESULTS / "chart.png", f"byoserve bench, {settings.cpus} CPUs, "
+               f"{settings.connections} connections (ratio to the in-process limit)")  # fmt: skip
+    m = result["machine"]
+    print_table(rows, f"machine: {m['cpus']} CPUs ({m['cpu']}), torch {m['torch']}, "
+                f"gpu: {m['gpu']}, wrk {settings.connections} connections")  # fmt: skip
+    if swept:
+        print_table(swept, "batching sweep (digit)")
+    print(f"\ncold start (digit, process start to first 200 on /ping): {cold:.2f} s")
+    for name, verdict in result["verdicts"].items():
+        print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
+    print(f"\nwrote {RESULTS / 'results.json'} and {RESULTS / 'chart.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

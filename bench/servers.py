@@ -1,0 +1,91 @@
+"""Start a server under test as a subprocess on a free port, wait for /ping, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ping(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextmanager
+def running(
+    command: Sequence[str],
+    port: int,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 120.0,
+) -> Iterator[tuple[str, float]]:
+    """Run ``command``; yields its URL and the seconds from process start to the first 200."""
+    url = f"http://127.0.0.1:{port}"
+    environ = {**os.environ, **(env or {})}
+    with log.open("wb") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = started + ready_timeout
+        while not ping(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited with {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command[:4]} not ready in {ready_timeout} s; see {log}")
+            time.sleep(0.01)
+        yield url, time.monotonic() - started
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def byoserve_command(model_dir: Path, port: int, args: Sequence[str] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "WARNING", *args,
+    ]  # fmt: skip
+
+
+def plain_command(model_dir: Path, handler_file: str, handler_class: str, port: int,
+                  workers: int) -> list[str]:  # fmt: skip
+    return [
+        sys.executable, "-m", "bench.plain_server", str(model_dir), handler_file, handler_class,
+        str(port), str(workers),
+    ]  # fmt: skip

@@ -1,0 +1,189 @@
+"""Prometheus metrics, correct across gunicorn's worker processes.
+
+Each worker writes its values to memory-mapped files in one directory (prometheus_client's
+multiprocess mode); ``GET /metrics`` in any worker reads every worker's files, so the numbers are
+the server's, not one worker's. The directory is chosen, and ``PROMETHEUS_MULTIPROC_DIR`` set, in
+the master before the first metric exists; the master forgets a worker's live gauges when it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serve.observe import Observer
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name; it reads it itself
+PREFIX = "byoserve"
+SELF_ROUTE = "metrics"  # scrapes are not counted, so scraping does not change what it reports
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def prepare_multiprocess_dir(configured: Path | None) -> tuple[Path, bool]:
+    """Empty (or create) the directory worker processes share, and point prometheus_client at it.
+
+    Must run in the master before any metric is created. Returns the directory and whether it
+    is a temporary one this server owns (and removes at exit).
+    """
+    if configured is None:
+        path, owned = Path(tempfile.mkdtemp(prefix="byoserve-metrics-")), True
+    else:
+        path, owned = configured, False
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # values of an earlier run would be added to ours
+            stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    if "prometheus_client.values" in sys.modules:
+        # Imported before the variable was set: switch the value class now, before any metric.
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    return path, owned
+
+
+class PrometheusObserver(Observer):
+    """Records runtime and HTTP events as Prometheus metrics.
+
+    Args:
+        multiprocess_dir: the directory shared by the worker processes (see
+            :func:`prepare_multiprocess_dir`); None keeps the metrics in this process only
+            (tests, single-process use).
+        owned: remove ``multiprocess_dir`` on :meth:`close`.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None = None, owned: bool = False) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.multiprocess_dir = multiprocess_dir
+        self._owned = owned
+        # In multiprocess mode the values live in files; a registry is built per scrape.
+        self._registry = None if multiprocess_dir is not None else CollectorRegistry()
+        registry: Any = self._registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time from request start to response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Requests answered with an error, by error code.",
+            ["code"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            f"{PREFIX}_rejected",
+            "Requests turned away with 503 because the worker's queue was full.",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size",
+            "Requests per handler call.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            f"{PREFIX}_batch_duration_seconds",
+            "Time of one handler call.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue = Gauge(
+            f"{PREFIX}_queue_depth",
+            "Requests waiting for the model, summed over live workers.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.load_time = Gauge(
+            f"{PREFIX}_model_load_seconds",
+            "Time a worker took to load the model (the slowest worker).",
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.ready_workers = Gauge(
+            f"{PREFIX}_ready_workers",
+            "Worker processes with the model loaded.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    @classmethod
+    def create(cls, configured_dir: Path | None) -> PrometheusObserver:
+        """The server's observer: multiprocess mode in a fresh (or emptied) directory."""
+        path, owned = prepare_multiprocess_dir(configured_dir)
+        logger.debug("metrics directory: %s", path)
+        return cls(path, owned)
+
+    def model_loaded(self, seconds: float) -> None:
+        self.load_time.set(seconds)
+        self.ready_workers.set(1)
+
+    def batch_done(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_latency.observe(seconds)
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue.set(depth)
+
+    def rejected(self) -> None:
+        self.rejections.inc()
+
+    def request_done(self, route: str, status: int, seconds: float, error: str | None) -> None:
+        if route == SELF_ROUTE:
+            return
+        counter, histogram = self._children_for(route, status)
+        counter.inc()
+        histogram.observe(seconds)
+        if error is not None:
+            self.errors.labels(error).inc()
+
+    def _children_for(self, route: str, status: int) -> tuple[Any, Any]:
+        # labels() costs a lock and a tuple build per call; the set of routes is small.
+        key = (route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._children[key] = children
+        return children
+
+    def worker_exited(self, pid: int) -> None:
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        if self._owned and self.multiprocess_dir is not None:
+            shutil.rmtree(self.multiprocess_dir, ignore_errors=True)
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        registry = self._registry
+        if registry is None:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                registry, path=str(self.multiprocess_dir)
+            )
+        return generate_latest(registry), CONTENT_TYPE_LATEST

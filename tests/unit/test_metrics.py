@@ -1,0 +1,162 @@
+"""GET /metrics through Flask's test client, with the echo handler and a one-process observer."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from serve.app import create_app
+from serve.codecs import default_codecs
+from serve.config import ServingConfig
+from serve.metrics import PrometheusObserver
+from serve.modeldir import ModelDirectory
+from serve.runtime import ModelRuntime
+from tests.unit.test_app import EchoHandler, make_client
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format; 0 when absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)", line)
+        if match is None or match.group(1) != name:
+            continue
+        given = ",".join(sorted(filter(None, (match.group(2) or "").split(","))))
+        if given == wanted:
+            return float(match.group(3))
+    return 0.0
+
+
+def observed_client(
+    tmp_path: Path, handler: EchoHandler | None = None, **config: object
+) -> tuple[FlaskClient, ModelRuntime, PrometheusObserver]:
+    observer = PrometheusObserver()
+    settings = ServingConfig.from_env({}, model_dir=tmp_path, workers=1, **config)
+    model = ModelDirectory(root=tmp_path, code_dir=None, manifest={}, manifest_path=None)
+    runtime = ModelRuntime(handler or EchoHandler(), model, settings, default_codecs(), observer)
+    runtime.start()
+    assert runtime.wait_ready(10)
+    return create_app(settings, runtime).test_client(), runtime, observer
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[FlaskClient]:
+    test_client, runtime, _ = observed_client(tmp_path)
+    yield test_client
+    runtime.stop()
+
+
+def metrics(client: FlaskClient) -> str:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return response.get_data(as_text=True)
+
+
+def test_requests_are_counted_by_route_and_status(client: FlaskClient) -> None:
+    for _ in range(3):
+        assert client.post("/invocations", json=[1]).status_code == 200
+    assert client.post("/endpoints/x/invocations", json=[2]).status_code == 200
+    assert client.get("/ping").status_code == 200
+    assert client.post("/invocations", data=b"{bad", content_type="application/json").status_code
+    text = metrics(client)
+    assert sample(text, "byoserve_requests_total", route="invocations", status="200") == 3
+    assert sample(text, "byoserve_requests_total", route="endpoint_invocations", status="200") == 1
+    assert sample(text, "byoserve_requests_total", route="ping", status="200") == 1
+    assert sample(text, "byoserve_requests_total", route="invocations", status="400") == 1
+    assert sample(text, "byoserve_errors_total", code="bad_request") == 1
+    assert sample(text, "byoserve_request_duration_seconds_count", route="invocations") == 4
+
+
+def test_scrapes_do_not_count_themselves(client: FlaskClient) -> None:
+    first = metrics(client)
+    second = metrics(client)
+    assert sample(second, "byoserve_requests_total", route="metrics", status="200") == 0
+    assert first.count("byoserve_requests_total{") == second.count("byoserve_requests_total{")
+
+
+def test_batches_load_time_and_errors_are_recorded(client: FlaskClient) -> None:
+    client.post("/invocations", json=[1])
+    client.post("/invocations", json="boom")
+    client.get("/nowhere")
+    text = metrics(client)
+    assert sample(text, "byoserve_batch_size_count") == 2
+    assert sample(text, "byoserve_batch_size_bucket", le="1.0") == 2
+    assert sample(text, "byoserve_model_load_seconds") > 0
+    assert sample(text, "byoserve_errors_total", code="model_error") == 1
+    assert sample(text, "byoserve_errors_total", code="not_found") == 1
+    assert sample(text, "byoserve_requests_total", route="unmatched", status="404") == 1
+    assert sample(text, "byoserve_queue_depth") == 0
+    assert sample(text, "byoserve_ready_workers") == 1
+
+
+def test_a_full_queue_is_counted_as_rejected(tmp_path: Path) -> None:
+    test_client, runtime, _ = observed_client(tmp_path, queue_size=1, threads=4)
+    statuses: list[int] = []
+    started = threading.Barrier(3)
+
+    def call() -> None:
+        started.wait()
+        statuses.append(test_client.post("/invocations", json="sleep").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = metrics(test_client)
+    rejected = statuses.count(503)
+    assert rejected >= 1
+    assert sample(text, "byoserve_rejected_total") == rejected
+    assert sample(text, "byoserve_errors_total", code="overloaded") == rejected
+    runtime.stop()
+
+
+def test_metrics_answer_while_the_model_is_busy(tmp_path: Path) -> None:
+    test_client, runtime, _ = observed_client(tmp_path)
+    scraper = test_client.application.test_client()
+    busy = threading.Thread(target=lambda: test_client.post("/invocations", json="sleep"))
+    busy.start()
+    try:
+        time.sleep(0.1)  # the handler now sleeps 1 s on the inference thread
+        started = time.monotonic()
+        assert scraper.get("/metrics").status_code == 200
+        assert time.monotonic() - started < 0.5
+    finally:
+        busy.join()
+        runtime.stop()
+
+
+def test_metrics_are_404_without_an_observer(tmp_path: Path) -> None:
+    test_client, runtime = make_client(EchoHandler(), tmp_path)
+    assert test_client.get("/metrics").status_code == 404
+    runtime.stop()
+
+
+def test_multiprocess_dir_is_emptied_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import values
+
+    from serve.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    temporary, owned = prepare_multiprocess_dir(None)
+    assert owned and temporary.is_dir()
+    PrometheusObserver(temporary, owned=True).close()
+    assert not temporary.exists()
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_1.db").write_bytes(b"stale")
+    path, owned = prepare_multiprocess_dir(given)
+    assert path == given and not owned and not list(given.glob("*.db"))
+    observer = PrometheusObserver(path, owned=False)
+    observer.close()
+    assert given.exists()
