@@ -102,13 +102,14 @@ test-quick: lint
 
 test: lint containers
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(MAKE) test-compat
 
 # TorchServe's torchvision-based handlers (ImageClassifier, ...) next to ours: a separate venv with
 # torch 2.14.1 + torchvision 0.29.1 (a 5.5 GB CUDA build, from the machine's wheel cache).
 COMPAT := .venv-compat/.installed
 $(COMPAT): pyproject.toml
 	test -x .venv-compat/bin/python || $(PYTHON) -m venv .venv-compat
-	.venv-compat/bin/pip install -q torch==2.14.1 torchvision==0.29.1 torchserve==0.12.0 torch-model-archiver==0.12.0
+	.venv-compat/bin/pip install -q torch==2.14.1 torchvision==0.29.1 torchserve==0.12.0 torch-model-archiver==0.12.0 captum==0.9.0
 	.venv-compat/bin/pip install -q -e '.[test]'
 	touch $@
 
