@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers, InferenceRequest
@@ -59,19 +59,13 @@ def create_app(config: ServingConfig, runtime: ModelRuntime) -> Flask:
 
 
 def _runtime() -> ModelRuntime:
-    runtime: ModelRuntime = _app().extensions["byoserve.runtime"]
+    runtime: ModelRuntime = current_app.extensions["byoserve.runtime"]
     return runtime
 
 
 def _config() -> ServingConfig:
-    config: ServingConfig = _app().extensions["byoserve.config"]
+    config: ServingConfig = current_app.extensions["byoserve.config"]
     return config
-
-
-def _app() -> Flask:
-    from flask import current_app
-
-    return current_app
 
 
 def _assign_request_id() -> None:
@@ -86,6 +80,14 @@ def _finish_request(response: Response) -> Response:
     route = request.url_rule.endpoint if request.url_rule is not None else "unmatched"
     seconds = time.monotonic() - g.get("started", time.monotonic())
     _runtime().observer.request_done(route, response.status_code, seconds, g.get("error_code"))
+    logger.debug(
+        "%s %s -> %d in %.1f ms (request %s)",
+        request.method,
+        request.path,
+        response.status_code,
+        seconds * 1000,
+        g.get("request_id"),
+    )
     return response
 
 

@@ -260,3 +260,11 @@ def test_a_model_slower_than_the_startup_timeout_counts_as_failed(tmp_path: Path
         time.sleep(0.01)
     assert test_client.get("/ping").status_code == 503
     assert "SAGEMAKER_STARTUP_TIMEOUT" in str(runtime.load_error)
+
+
+def test_request_ids_are_logged_at_debug(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("DEBUG", logger="serve.app"):
+        client.post("/invocations", json=[1], headers={INFERENCE_ID: "trace-me-42"})
+    assert any("trace-me-42" in record.getMessage() for record in caplog.records)
