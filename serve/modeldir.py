@@ -12,20 +12,17 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import shutil
-import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from serve.extraction import UnsafeArchiveError, extract_archive
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +153,7 @@ def unpack_archive(archive: Path, target: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=target.parent))
         try:
             tmp.chmod(0o755)
-            _extract(archive, tmp)
+            _extract_safely(archive, tmp)
             with archive.open("rb") as handle:
                 sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
             (tmp / MARKER_NAME).write_text(json.dumps({**fingerprint, "sha256": sha256}))
@@ -240,108 +237,11 @@ def _marker_matches(marker: Path, fingerprint: Mapping[str, Any]) -> bool:
     return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in fingerprint.items())
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    is_zip = zipfile.is_zipfile(archive)
+def _extract_safely(archive: Path, dest: Path) -> None:
     try:
-        if is_zip and (archive.suffix in (".mar", ".zip") or not tarfile.is_tarfile(archive)):
-            _extract_zip(archive, dest)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tar:
-                _extract_tar(tar, dest)
-        else:
-            raise ModelDirError(f"model archive {archive}: not a tar or zip archive")
-    except _UnsafeMemberError as exc:
-        raise ModelDirError(
-            f"model archive {archive}: unsafe member {exc.name!r}: {exc.reason}"
-        ) from exc
-    except _FILTER_ERRORS as exc:
-        name = getattr(getattr(exc, "tarinfo", None), "name", "?")
-        raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {exc}") from exc
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
-        raise ModelDirError(f"model archive {archive}: cannot extract: {exc}") from exc
-
-
-# The standard library's extraction filters arrived in Python 3.11.4; Debian 12's python3 is 3.11.2.
-_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
-_FILTER_ERRORS: tuple[type[Exception], ...] = (
-    (tarfile.FilterError,) if _HAS_DATA_FILTER else ()  # type: ignore[attr-defined,unused-ignore]
-)
-
-
-class _UnsafeMemberError(Exception):
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-
-
-def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
-    """Our lexical checks on every member, then the "data" filter where Python has it."""
-    members = _checked_members(tar)
-    if _HAS_DATA_FILTER:
-        tar.extractall(dest, members=members, filter="data")
-    else:
-        tar.extractall(dest, members=(_sanitised(member) for member in members))
-
-
-def _checked_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """Reject absolute paths, `..`, links escaping the target, paths under links, devices."""
-    links: set[PurePosixPath] = set()
-    for member in tar:
-        if member.name.startswith("/"):  # "data" would strip the "/" and extract anyway
-            raise _UnsafeMemberError(member.name, "absolute path")
-        name = PurePosixPath(posixpath.normpath(member.name))
-        if str(name) == ".." or str(name).startswith("../"):
-            raise _UnsafeMemberError(member.name, "path escapes the target directory")
-        if links.intersection(name.parents):  # so every real path equals its lexical path
-            raise _UnsafeMemberError(member.name, "path lies beneath a symlink member")
-        if member.issym() or member.islnk():
-            _check_link(member, name)
-            if member.issym():
-                links.add(name)
-        elif not (member.isfile() or member.isdir()):
-            raise _UnsafeMemberError(member.name, "device or other special file")
-        yield member
-
-
-def _check_link(member: tarfile.TarInfo, name: PurePosixPath) -> None:
-    if member.linkname.startswith("/"):
-        raise _UnsafeMemberError(member.name, "link to an absolute path")
-    base = posixpath.dirname(str(name)) if member.issym() else ""
-    points_to = posixpath.normpath(posixpath.join(base, member.linkname))
-    if points_to == ".." or points_to.startswith("../"):
-        raise _UnsafeMemberError(member.name, "link escapes the target directory")
-
-
-def _sanitised(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """What the "data" filter does to modes and owners, for Pythons without it."""
-    member.mode &= 0o755
-    member.uid = member.gid = 0
-    member.uname = member.gname = ""
-    return member
-
-
-def _extract_zip(archive: Path, dest: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if reason := _unsafe_zip_reason(info):
-                name = info.filename
-                raise ModelDirError(f"model archive {archive}: unsafe member {name!r}: {reason}")
-        zf.extractall(dest)
-
-
-def _unsafe_zip_reason(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename.replace("\\", "/")
-    mode = info.external_attr >> 16
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    if ".." in PurePosixPath(name).parts:
-        return "path contains '..'"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "special file"
-    return None
+        extract_archive(archive, dest)
+    except UnsafeArchiveError as exc:
+        raise ModelDirError(str(exc)) from exc
 
 
 def _flatten(root: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from serve import modeldir
+from serve import extraction, modeldir
 from serve.modeldir import (
     MARKER_NAME,
     ModelDirectory,
@@ -306,7 +306,7 @@ def test_malicious_tar_is_rejected(
     case: str, data_filter: bool, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Debian 12's python3 (3.11.2, the image's base here) predates tarfile's extraction filters.
-    monkeypatch.setattr(modeldir, "_HAS_DATA_FILTER", data_filter)
+    monkeypatch.setattr(extraction, "_HAS_DATA_FILTER", data_filter)
     victim = _victim(tmp_path)
     archive = make_evil_tar(model_dir / "model.tar.gz", EVIL_TARS[case](victim))
     before = snapshot(tmp_path)
