@@ -1,0 +1,114 @@
+"""ServingConfig from the environment, and the cgroup-aware CPU count."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from serve.config import MIB, ConfigError, ServingConfig
+from serve.cpus import available_cpus
+
+
+def test_defaults_follow_the_sagemaker_contract() -> None:
+    config = ServingConfig.from_env({})
+    assert config.model_dir == Path("/opt/ml/model")
+    assert config.port == 8080
+    assert config.timeout == 60
+    assert config.max_request_size == 6 * MIB
+    assert config.default_accept == "application/json"
+    assert config.log_level == logging.INFO
+    assert config.workers == available_cpus()
+    assert config.torch_threads == max(1, available_cpus() // config.workers)
+
+
+def test_sagemaker_variables_are_read() -> None:
+    config = ServingConfig.from_env(
+        {
+            "SAGEMAKER_BIND_TO_PORT": "9090",
+            "SAGEMAKER_SAFE_PORT_RANGE": "20000-20999",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120",
+            "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "10",
+            "SAGEMAKER_PROGRAM": "serve_me.py",
+            "SAGEMAKER_TS_BATCH_SIZE": "8",
+            "SAGEMAKER_TS_MAX_BATCH_DELAY": "20",
+        }
+    )
+    assert (config.port, config.safe_port_range, config.workers) == (9090, (20000, 20999), 3)
+    assert (config.timeout, config.default_accept, config.log_level) == (120, "text/csv", 10)
+    assert (config.program, config.max_batch_size, config.max_batch_delay_ms) == (
+        "serve_me.py",
+        8,
+        20,
+    )
+
+
+def test_max_request_size_takes_precedence_over_payload_in_mb() -> None:
+    assert (
+        ServingConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "10"}).max_request_size == 10 * MIB
+    )
+    both = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "10", "SAGEMAKER_MAX_REQUEST_SIZE": "1000"}
+    assert ServingConfig.from_env(both).max_request_size == 1000
+
+
+def test_our_names_win_over_the_toolkit_names_and_flags_win_over_both() -> None:
+    environ = {"BYOSERVE_MAX_BATCH_SIZE": "4", "SAGEMAKER_TS_BATCH_SIZE": "8"}
+    assert ServingConfig.from_env(environ).max_batch_size == 4
+    assert ServingConfig.from_env(environ, max_batch_size=2, port=7000).max_batch_size == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "0"),
+        ("SAGEMAKER_BIND_TO_PORT", "http"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "-1"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "0"),
+        ("SAGEMAKER_MAX_REQUEST_SIZE", "big"),
+        ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "json"),
+        ("SAGEMAKER_CONTAINER_LOG_LEVEL", "LOUD"),
+        ("SAGEMAKER_SAFE_PORT_RANGE", "9000"),
+        ("BYOSERVE_INSTALL_REQUIREMENTS", "True-ish"),
+        ("BYOSERVE_LOG_FORMAT", "xml"),
+        ("SAGEMAKER_BATCH_STRATEGY", "SOMETIMES"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_the_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}={value!r}"):
+        ServingConfig.from_env({name: value})
+
+
+def test_booleans_are_strict() -> None:
+    assert ServingConfig.from_env({"BYOSERVE_METRICS": "0"}).metrics is False
+    assert ServingConfig.from_env({"BYOSERVE_METRICS": "TRUE"}).metrics is True
+    with pytest.raises(ConfigError):
+        ServingConfig.from_env({"BYOSERVE_METRICS": "yes"})
+
+
+def test_multi_model_endpoints_are_refused_rather_than_half_served() -> None:
+    with pytest.raises(ConfigError, match="multi-model"):
+        ServingConfig.from_env({"SAGEMAKER_MULTI_MODEL": "true"})
+
+
+def _cgroup(root: Path, cpu_max: str) -> Path:
+    (root / "sys/fs/cgroup").mkdir(parents=True)
+    (root / "sys/fs/cgroup/cpu.max").write_text(cpu_max)
+    return root
+
+
+def test_cgroup_v2_quota_limits_the_cpu_count(tmp_path: Path) -> None:
+    assert available_cpus(_cgroup(tmp_path / "half", "50000 100000\n")) == 1
+    unlimited = available_cpus(_cgroup(tmp_path / "max", "max 100000\n"))
+    assert unlimited == available_cpus(tmp_path / "none")
+    assert available_cpus(_cgroup(tmp_path / "huge", "6400000 100000\n")) == unlimited
+
+
+def test_cgroup_v1_quota_limits_the_cpu_count(tmp_path: Path) -> None:
+    cpu = tmp_path / "sys/fs/cgroup/cpu"
+    cpu.mkdir(parents=True)
+    (cpu / "cpu.cfs_quota_us").write_text("100000\n")
+    (cpu / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
