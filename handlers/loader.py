@@ -12,13 +12,13 @@ import importlib
 import importlib.util
 import inspect
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from handlers.contract import Handler, HandlerLoadError
+from handlers.imports import import_path
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
 from handlers.torchserve import FunctionHandler, TorchServeHandler
 from serve.modeldir import ModelDirectory
@@ -96,34 +96,6 @@ def adapt_module(
         f"{source} defines no handler: expected model_fn/input_fn/predict_fn/output_fn/"
         "transform_fn, a handle(data, context) function, or one class with a handle method"
     )
-
-
-def import_path(path: Path, source: str) -> ModuleType:
-    """Import a file as a module named after its stem, registered in ``sys.modules``.
-
-    Raises:
-        HandlerLoadError: the file raised while importing (syntax error, missing import, ...).
-    """
-    name = path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise HandlerLoadError(f"{source}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    previous = sys.modules.get(name)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        _restore(name, previous)
-        raise HandlerLoadError(f"{source}: import failed: {type(exc).__name__}: {exc}") from exc
-    return module
-
-
-def _restore(name: str, previous: ModuleType | None) -> None:
-    if previous is None:
-        sys.modules.pop(name, None)
-    else:
-        sys.modules[name] = previous
 
 
 def model_options(model: ModelDirectory) -> dict[str, Any]:

@@ -7,18 +7,16 @@ and, only on explicit opt-in, a whole pickled module (unpickling runs arbitrary 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import pickle
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any, cast
 
 from handlers.contract import HandlerLoadError
+from handlers.imports import import_path
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +170,7 @@ def _find_model_file(model_dir: Path, manifest: Mapping[str, Any]) -> Path | Non
 def _module_class(model_file: Path) -> Any:
     import torch
 
-    module = _import_file(model_file)
+    module = import_path(model_file, model_file.name)
     classes = [
         obj
         for obj in vars(module).values()
@@ -186,21 +184,6 @@ def _module_class(model_file: Path) -> Any:
             f"{model_file.name} defines {len(classes)} nn.Module classes{names}; expected one"
         )
     return classes[0]
-
-
-def _import_file(path: Path) -> ModuleType:
-    """Import a model file under its stem, so pickles and its own imports can find it."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or spec.loader is None:
-        raise HandlerLoadError(f"{path.name}: cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[path.stem]
-        raise HandlerLoadError(f"{path.name}: import failed: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def _torch_load(path: Path, device: str, allow_pickled: bool) -> Any:

@@ -156,7 +156,7 @@ class TextClassifier(BuiltinHandler):
             name = DEFAULT_TOKENIZER if found else "words"
         if name in BUILTIN_TOKENIZERS:
             return builtin_tokenizer(name)
-        from handlers.loader import import_path
+        from handlers.imports import import_path
 
         path = find_file(loaded.model_dir, name)
         if path is None:
