@@ -135,7 +135,7 @@ class ServingConfig:
         None, "SAGEMAKER_SAFE_PORT_RANGE", parse=_port_range
     )
     workers: int = setting(0, "SAGEMAKER_MODEL_SERVER_WORKERS", parse=_positive_int)
-    threads: int = setting(32, "BYOSERVE_WORKER_THREADS", parse=_positive_int)
+    threads: int = setting(64, "BYOSERVE_WORKER_THREADS", parse=_positive_int)
     torch_threads: int = setting(0, "BYOSERVE_TORCH_THREADS", parse=_positive_int)
     timeout: float = setting(60.0, "SAGEMAKER_MODEL_SERVER_TIMEOUT", parse=_positive_float)
     startup_timeout: float = setting(600.0, "SAGEMAKER_STARTUP_TIMEOUT", parse=_positive_float)
@@ -181,7 +181,9 @@ class ServingConfig:
         if self.torch_threads == 0:
             object.__setattr__(self, "torch_threads", max(1, cpus // self.workers))
         if self.queue_size == 0:
-            object.__setattr__(self, "queue_size", max(64, 4 * self.threads))
+            # Below the request threads, so this bound (503 + Retry-After) is reached before
+            # gthread's own unbounded wait for a free thread.
+            object.__setattr__(self, "queue_size", max(1, self.threads // 2))
         if self.multi_model:
             raise ConfigError(
                 "SAGEMAKER_MULTI_MODEL=true: multi-model endpoints are not served by this image"

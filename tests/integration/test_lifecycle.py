@@ -143,6 +143,7 @@ def test_bind_to_port_moves_the_port(tmp_path: Path, digits: DigitsModel) -> Non
     server = ServerProcess(proc, port, log)
     try:
         server.wait_ready(60)
+        assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code == 200
     finally:
         server.stop(10)
 

@@ -21,6 +21,8 @@ def test_defaults_follow_the_sagemaker_contract() -> None:
     assert config.log_level == logging.INFO
     assert config.workers == available_cpus()
     assert config.torch_threads == max(1, available_cpus() // config.workers)
+    # the queue bound must be reachable: fewer queue slots than request threads
+    assert config.queue_size < config.threads
 
 
 def test_sagemaker_variables_are_read() -> None:
