@@ -8,7 +8,7 @@ gets back one result per request, in order: a response, or the exception that re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -25,28 +25,45 @@ class HandlerLoadError(Exception):
 
 
 class Headers(Mapping[str, str]):
-    """Request headers with case-insensitive lookup; iteration gives the names as sent."""
+    """Request headers with case-insensitive lookup; iteration gives the names as sent.
 
-    __slots__ = ("_items", "_lower")
+    Built from a mapping or from ``(name, value)`` pairs; an iterable source (such as the WSGI
+    request's headers) is only read when a header is first looked at, since most handlers never
+    look.
+    """
 
-    def __init__(self, items: Mapping[str, str] | Sequence[tuple[str, str]] = ()) -> None:
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        self._items = dict(pairs)
-        self._lower = {name.lower(): value for name, value in pairs}
+    __slots__ = ("_items", "_lower", "_source")
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        self._source: Mapping[str, str] | Iterable[tuple[str, str]] | None = items
+        self._items: dict[str, str] = {}
+        self._lower: dict[str, str] = {}
+
+    def _read(self) -> dict[str, str]:
+        source = self._source
+        if source is not None:
+            pairs = list(source.items()) if isinstance(source, Mapping) else list(source)
+            self._items = dict(pairs)
+            self._lower = {name.lower(): value for name, value in pairs}
+            self._source = None
+        return self._lower
 
     def __getitem__(self, name: str) -> str:
-        return self._lower[name.lower()]
+        return self._read()[name.lower()]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lower
+        return isinstance(name, str) and name.lower() in self._read()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
+        self._read()
         return iter(self._items)
 
     def __len__(self) -> int:
+        self._read()
         return len(self._items)
 
     def __repr__(self) -> str:
+        self._read()
         return f"Headers({self._items!r})"
 
 

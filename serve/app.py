@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException
 
 from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers, InferenceRequest
@@ -71,7 +72,7 @@ def _config() -> ServingConfig:
 def _assign_request_id() -> None:
     g.started = time.monotonic()
     given = request.headers.get(INFERENCE_ID, "").strip()
-    g.request_id = given if 0 < len(given) <= MAX_INFERENCE_ID else uuid.uuid4().hex
+    g.request_id = given if 0 < len(given) <= MAX_INFERENCE_ID else os.urandom(16).hex()
     g.error_code = None
 
 
@@ -112,10 +113,11 @@ def _invoke(endpoint_name: str | None = None) -> Response:
     if accept in ("", "*/*"):
         accept = config.default_accept
     inference = InferenceRequest(
-        body=_read_body(config.max_request_size),
+        body=_read_body(length, config.max_request_size),
         content_type=request.headers.get("Content-Type", "").strip() or DEFAULT_CONTENT_TYPE,
         accept=accept,
-        headers=Headers(list(request.headers.items())),
+        # a snapshot, read by the handler only if it looks at a header
+        headers=Headers(EnvironHeaders(dict(request.environ)).items()),
         request_id=g.request_id,
     )
     answer = runtime.submit(inference)
@@ -126,9 +128,11 @@ def _invoke(endpoint_name: str | None = None) -> Response:
     return response
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(length: int | None, limit: int) -> bytes:
     """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated."""
     stream = request.stream
+    if length is not None:  # Content-Length (already checked against the limit) bounds the stream
+        return stream.read()
     chunks: list[bytes] = []
     size = 0
     while chunk := stream.read(READ_CHUNK):

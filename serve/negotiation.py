@@ -5,6 +5,7 @@ The codecs themselves live in :mod:`serve.codecs`, which re-exports everything p
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 MediaRange = tuple[str, dict[str, str], float]
 
 _MAX_ECHO = 200  # longest piece of a client header repeated back in an error message
+# Headers repeat from request to request: parsing and negotiation results are cached per value.
+_CACHED_VALUES = 512
+_CACHED_LENGTH = 256  # longer values (rare, up to 16 KB) are parsed each time, not kept
 
 
 def _split_unquoted(value: str, separator: str) -> list[str]:
@@ -71,6 +75,13 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
         unquoted values, e.g. ``("application/json", {"charset": "UTF-8"})``. An empty value
         gives ``("", {})``; parameters without ``=`` are dropped.
     """
+    parse = _parse_media_type if len(value) <= _CACHED_LENGTH else _parse_media_type.__wrapped__
+    media_type, params = parse(value)
+    return media_type, dict(params)
+
+
+@functools.lru_cache(maxsize=_CACHED_VALUES)
+def _parse_media_type(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     first, *rest = _split_unquoted(value, ";")
     params: dict[str, str] = {}
     for item in rest:
@@ -78,7 +89,7 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
         name = name.strip().lower()
         if sep and name:
             params[name] = _unquote(raw.strip())
-    return first.strip().lower(), params
+    return first.strip().lower(), tuple(params.items())
 
 
 def _reason(exc: BaseException) -> str:
@@ -150,6 +161,12 @@ def choose(accept: str, offered: Sequence[str], default: str) -> str:
     Raises:
         NotAcceptableError: when nothing offered has a q above zero.
     """
+    pick = _choose if len(accept) <= _CACHED_LENGTH else _choose.__wrapped__
+    return pick(accept, tuple(offered), default)
+
+
+@functools.lru_cache(maxsize=_CACHED_VALUES)
+def _choose(accept: str, offered: tuple[str, ...], default: str) -> str:
     ranges = parse_accept(accept)
     default_type = parse_media_type(default)[0]
     best: tuple[float, int, int, int, int] | None = None

@@ -467,3 +467,12 @@ def test_npz_body_is_a_zip_of_npy_files(codecs: CodecRegistry) -> None:
     body, _ = codecs.encode({"a": np.arange(2)}, "application/x-npz")
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert archive.namelist() == ["a.npy"]
+
+
+def test_parsed_parameters_are_the_callers_own() -> None:
+    """Parsing is cached per header value; a caller changing its result changes no later one."""
+    _, params = parse_media_type("text/csv; charset=latin-1")
+    params["charset"] = "changed"
+    assert parse_media_type("text/csv; charset=latin-1")[1] == {"charset": "latin-1"}
+    long_value = "text/csv; x=" + "y" * 1000  # not cached, parsed the same way
+    assert parse_media_type(long_value) == ("text/csv", {"x": "y" * 1000})

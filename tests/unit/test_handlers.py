@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -935,3 +935,18 @@ def test_load_model_several_candidates(tmp_path: Path) -> None:
     scripted_linear(tmp_path / "b.pt")
     with pytest.raises(HandlerLoadError, match=r"several model files \(a.pt, b.pt\)"):
         load_model(tmp_path, {})
+
+
+def test_headers_from_pairs_are_read_when_first_looked_at() -> None:
+    read: list[str] = []
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        read.append("read")
+        yield from [("Content-Type", "text/csv"), ("X-Amzn-SageMaker-Custom-Attributes", "a=1")]
+
+    headers = Headers(pairs())
+    assert read == []
+    assert headers["content-type"] == "text/csv"
+    assert "X-AMZN-SAGEMAKER-CUSTOM-ATTRIBUTES" in headers
+    assert list(headers) == ["Content-Type", "X-Amzn-SageMaker-Custom-Attributes"]
+    assert read == ["read"]
