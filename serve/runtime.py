@@ -2,22 +2,21 @@
 serves batches gathered from a bounded queue.
 
 Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, which enqueues the
-request and waits on a future. The inference thread takes the first waiting request, gathers more
+request and waits for its answer. The inference thread takes the first waiting request, gathers more
 until the batch is full or ``max_batch_delay`` has passed since that first request arrived, and
 calls the handler once for the whole batch. User code therefore always runs on one thread, as in
-TorchServe, and the request threads only wait.
+TorchServe, and the request threads only wait. The hand-offs use the C-level ``SimpleQueue`` and
+a lock per request, not ``queue.Queue`` and futures: on a model that answers in under a
+millisecond, their Python-level locking is a visible share of each request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from handlers.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
@@ -39,12 +38,32 @@ logger = logging.getLogger(__name__)
 
 _STOP = object()
 
+# States of a pending request; changed only under the runtime's state lock.
+_WAITING, _RUNNING, _CANCELLED = 0, 1, 2
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
 
 @dataclass(slots=True)
 class _Pending:
+    """One queued request; ``done`` is released once ``response`` or ``error`` is set."""
+
     request: InferenceRequest
     arrived: float
-    future: Future[InferenceResponse] = field(default_factory=Future)
+    state: int = _WAITING
+    response: InferenceResponse | None = None
+    error: BaseException | None = None
+    done: threading.Lock = field(default_factory=_held_lock)
+
+    def finish(self, response: InferenceResponse | None, error: BaseException | None) -> None:
+        """Hand the answer to the waiting request thread (the first answer only)."""
+        if self.response is None and self.error is None:
+            self.response, self.error = response, error
+            self.done.release()
 
 
 class ModelRuntime:
@@ -76,7 +95,9 @@ class ModelRuntime:
         self.policy = BatchPolicy.choose(config, handler)
         self.observer = observer or Observer()
         self._on_load_failure = on_load_failure
-        self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._capacity = config.queue_size
+        self._state = threading.Lock()  # guards the queue bound and each request's state
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,9 +139,7 @@ class ModelRuntime:
         if self._thread is None:
             return
         self._stopping.set()
-        # Wakes an idle inference thread; when the queue is full it is busy and sees the flag.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_STOP)
+        self._queue.put(_STOP)  # wakes an idle inference thread
         self._thread.join(timeout)
 
     def submit(self, request: InferenceRequest) -> InferenceResponse:
@@ -134,22 +153,28 @@ class ModelRuntime:
         """
         self.ensure_ready()
         pending = _Pending(request, time.monotonic())
-        try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
+        with self._state:
+            depth = self._queue.qsize()
+            if depth < self._capacity:
+                self._queue.put(pending)
+        if depth >= self._capacity:
             self.observer.rejected()
             raise OverloadedError(
                 "the server is at capacity; retry shortly", headers={"Retry-After": "1"}
-            ) from None
-        self.observer.queue_depth(self._queue.qsize())
-        try:
-            return pending.future.result(timeout=self.config.timeout)
-        except FutureTimeout:
-            pending.future.cancel()
+            )
+        self.observer.queue_depth(depth + 1)
+        if not pending.done.acquire(timeout=self.config.timeout):
+            with self._state:
+                if pending.state == _WAITING:  # never started: the inference thread skips it
+                    pending.state = _CANCELLED
             raise InferenceTimeoutError(
                 f"no answer within {self.config.timeout:g} s "
                 "(raise SAGEMAKER_MODEL_SERVER_TIMEOUT for slower models)"
-            ) from None
+            )
+        if pending.error is not None:
+            raise pending.error
+        assert pending.response is not None
+        return pending.response
 
     def ensure_ready(self) -> None:
         """Raise NotReadyError (503) unless the model is loaded in this worker."""
@@ -172,8 +197,7 @@ class ModelRuntime:
             except BaseException as exc:  # the thread must outlive anything a batch does
                 logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(ModelError("the batch failed"))
+                    pending.finish(None, ModelError("the batch failed"))
 
     def _load(self, worker_index: int) -> bool:
         started = time.monotonic()
@@ -221,7 +245,7 @@ class ModelRuntime:
             if item is _STOP:
                 continue
             assert isinstance(item, _Pending)
-            if item.future.set_running_or_notify_cancel():
+            if self._claim(item):
                 batch.append(item)
         deadline = batch[0].arrived + self.policy.max_delay
         while len(batch) < self.policy.max_batch_size:
@@ -237,9 +261,17 @@ class ModelRuntime:
             if item is _STOP:
                 break
             assert isinstance(item, _Pending)
-            if item.future.set_running_or_notify_cancel():
+            if self._claim(item):
                 batch.append(item)
         return batch
+
+    def _claim(self, pending: _Pending) -> bool:
+        """Mark a queued request as running, unless its caller has given up on it."""
+        with self._state:
+            if pending.state != _WAITING:
+                return False
+            pending.state = _RUNNING
+            return True
 
     def _execute(self, batch: list[_Pending]) -> None:
         started = time.monotonic()
@@ -248,9 +280,9 @@ class ModelRuntime:
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._log_failure(pending.request, result)
-                pending.future.set_exception(result)
+                pending.finish(None, result)
             else:
-                pending.future.set_result(result)
+                pending.finish(result, None)
 
     def _call_handler(self, batch: Sequence[_Pending]) -> list[Result]:
         requests = [pending.request for pending in batch]
