@@ -1,4 +1,5 @@
-"""gunicorn embedded from Python: one process per worker, each a pool of request threads.
+"""gunicorn embedded from Python: one process per worker, each a pool of request threads
+(gunicorn's gthread worker, serving a busy keep-alive connection on one thread: serve/worker.py).
 
 The master prepares the model directory and imports the handler (so contract errors stop the
 start-up); each worker starts its model runtime after fork. A worker whose model cannot load exits
@@ -18,6 +19,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from serve.config import ServingConfig
 from serve.runtime import ModelRuntime
+from serve.worker import KeepAliveThreadWorker
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
     return {
         "bind": [f"{config.host}:{config.port}"],
         "workers": config.workers,
-        "worker_class": "gthread",
+        "worker_class": KeepAliveThreadWorker,
         "threads": config.threads,
         "timeout": max(120, int(config.timeout) + 30),
         "graceful_timeout": max(1, int(config.graceful_timeout)),
