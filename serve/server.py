@@ -19,7 +19,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from serve.config import ServingConfig
 from serve.runtime import ModelRuntime
-from serve.worker import KeepAliveThreadWorker
+from serve.worker import ConnectionShares, KeepAliveThreadWorker
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,21 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
 def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str, Any]:
     """The gunicorn settings for this configuration, one per line."""
 
+    shares = ConnectionShares(config.workers)
+
+    def pre_fork(server: Any, worker: Any) -> None:
+        # A slot of its own: its share of connections, and its GPU (slot mod GPUs), which a
+        # replacement worker takes over from the worker it replaces.
+        worker.shares = shares
+        worker.slot = shares.claim(getattr(w, "slot", None) for w in server.WORKERS.values())
+
     def post_worker_init(worker: Any) -> None:
         # Request threads hand each request to the inference thread and back: with Python's
         # default 5 ms GIL switch interval every hand-off can cost milliseconds of p99.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        runtime.start(worker_index=max(0, worker.age - 1))
+        worker.is_ready = lambda: runtime.ready
+        index = worker.slot if worker.slot is not None else worker.age - 1
+        runtime.start(worker_index=index)
 
     def worker_exit(server: Any, worker: Any) -> None:
         runtime.stop(timeout=1.0)
@@ -93,6 +103,7 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
         "accesslog": None,
         "logger_class": PropagatingLogger,
         "proc_name": "byoserve",
+        "pre_fork": pre_fork,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
         "child_exit": child_exit,

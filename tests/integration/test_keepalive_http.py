@@ -117,3 +117,59 @@ def test_an_error_answer_keeps_the_connection(
     answered = connection.getresponse()
     assert (answered.status, answered.read()) == (200, b"y")
     connection.close()
+
+
+# Answers with the worker's pid. The first worker to load is ready at once; the others take a
+# few seconds, so the first one is alone when the client connects.
+WHO = """
+import os
+import time
+
+
+def model_fn(model_dir):
+    try:
+        os.close(os.open(os.path.join(model_dir, "first"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(3)
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return str(os.getpid()), "text/plain"
+"""
+
+
+def _served_by(connections: list[http.client.HTTPConnection]) -> list[str]:
+    pids = []
+    for connection in connections:  # http.client reconnects when told "Connection: close"
+        connection.request("POST", "/invocations", b"x", {"Content-Type": "text/plain"})
+        response = connection.getresponse()
+        assert response.status == 200
+        pids.append(response.read().decode())
+    return pids
+
+
+def test_connections_are_shared_out_evenly_between_workers(
+    tmp_path: Path, serve_model: Callable[..., ServerProcess]
+) -> None:
+    (tmp_path / "who" / "code").mkdir(parents=True)
+    (tmp_path / "who" / "code" / "inference.py").write_text(WHO)
+    server = serve_model(tmp_path / "who", workers=2)
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(8)
+    ]
+    try:
+        first = _served_by(connections)
+        assert len(set(first)) == 1  # the other worker is still loading: it takes no connection
+        deadline = time.monotonic() + 30
+        while True:  # once it is ready, the busy worker hands connections over
+            pids = _served_by(connections)
+            counts = sorted(pids.count(pid) for pid in set(pids))
+            if counts == [4, 4] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert counts == [4, 4]
+        assert _served_by(connections) == pids  # and then they stay where they are
+    finally:
+        for connection in connections:
+            connection.close()
