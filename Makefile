@@ -90,7 +90,7 @@ deploy: $(STAMP)
 run-local: build/$(MODEL)/model.tar.gz
 	$(DOCKER) run --rm -p $(PORT):8080 -v $(CURDIR)/build/$(MODEL):/opt/ml/model:ro $(IMAGE):$(TAG) serve
 
-# Speed against the in-process limit (bench/README.md): table on stdout, bench/results/*.json, *.png.
+# Speed against the in-process limit (README.md, "Speed"): table on stdout, bench/results/*.json, *.png.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) bench/run.py

@@ -30,7 +30,7 @@ from bench.servers import (
     plain_command,
     running,
 )
-from bench.workloads import Workload, build_workloads
+from bench.workloads import Workload, build_noop, build_workloads
 from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
 from serve.cpus import available_cpus
 
@@ -96,6 +96,56 @@ def plain_load(work: Workload, script: Path, settings: Settings, log: Path) -> L
     env = {"OMP_NUM_THREADS": "1"}
     with running(command, port, log, env) as (url, _):
         return load(url, script, settings, settings.duration)
+
+
+def server_cost(
+    noop: Workload, settings: Settings, scratch: Path, limit: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each server answering digit requests with a handler that does no work: its own cost.
+
+    A served request costs the server's part (``cpus / no-op rate`` core-seconds) plus the model
+    path's (``cpus / limit``), so a server reaches at most ``rate / (rate + limit)`` of the limit.
+    """
+    script = write_script(scratch, noop.payload, noop.content_type)
+    log = scratch / "noop.log"
+    batch, delay = BATCHED["digit"]
+    n = settings.workers or settings.cpus
+    measured = [
+        ("plain", f"plain gunicorn+Flask, {n} sync workers",
+         plain_load(noop, script, settings, log)),
+        ("byoserve", f"byoserve, {n} workers, batch {batch} / {delay:g} ms",
+         serve_and_load(noop, script, settings, log, batch, delay, settings.duration)),
+    ]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    analysis: dict[str, Any] = {}
+    for kind, name, result in measured:
+        rows.append(row("digit", f"no-op: {name}", "overhead", result, 0.0))
+        rate = result.requests_per_s
+        analysis[kind] = {
+            "noop_requests_per_s": rate,
+            "server_us_per_request": settings.cpus / rate * 1e6 if rate else 0.0,
+            "best_ratio": rate / (rate + limit) if rate else 0.0,
+        }
+    analysis["model_us_per_request"] = settings.cpus / limit * 1e6
+    # rate / (rate + limit) >= target  <=>  server cost <= model cost * (1 - target) / target
+    target = TARGETS["digit_ratio"]
+    needed = analysis["model_us_per_request"] * (1 - target) / target
+    analysis["server_us_needed_for_target"] = needed
+    return rows, analysis
+
+
+def print_server_cost(analysis: dict[str, Any]) -> None:
+    print(
+        "\nserver cost (digit requests, no-op handler): "
+        + ", ".join(f"{kind} {a['server_us_per_request']:.0f} us"
+                    for kind, a in analysis.items() if isinstance(a, dict))
+        + f" of a core per request; the model path costs {analysis['model_us_per_request']:.0f} us"
+        " in-process; so at most "
+        + ", ".join(f"{kind} {a['best_ratio']:.2f}x"
+                    for kind, a in analysis.items() if isinstance(a, dict))
+        + f" of the limit; the {TARGETS['digit_ratio']}x target needs a server cost of at most"
+        f" {analysis['server_us_needed_for_target']:.0f} us"
+    )  # fmt: skip
 
 
 def cold_start(work: Workload, settings: Settings, log: Path) -> float:
@@ -212,8 +262,9 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     for r in rows:
         timing = (f"{r['p50_ms']:7.1f} | {r['p99_ms']:7.1f} | {r['errors']:6d}"
                   if r["kind"] != "limit" else f"{'-':>7} | {'-':>7} | {'-':>6}")  # fmt: skip
+        ratio = f"{r['ratio']:7.2f}" if r["kind"] != "overhead" else f"{'-':>7}"
         print(f"| {r['model']:8} | {r['system']:52} | {r['requests_per_s']:8.0f} | {timing} | "
-              f"{r['ratio']:7.2f} |")  # fmt: skip
+              f"{ratio} |")  # fmt: skip
 
 
 def machine(settings: Settings, gpu: bool) -> dict[str, Any]:
@@ -246,9 +297,12 @@ def main() -> int:
             rows += model_rows
         cold = cold_start(workloads["digit"], settings, scratch / "cold.log")
         digit_limit = max(limits["digit"].values())
+        noop = build_noop(scratch / "models", workloads["digit"])
+        cost_rows, cost = server_cost(noop, settings, scratch, digit_limit)
         swept = sweep(workloads["digit"], settings, scratch, digit_limit) if settings.sweep else []
     result = {
         "machine": machine(settings, gpu), "limits": limits, "rows": rows, "sweep": swept,
+        "server_cost": {"rows": cost_rows, **cost},
         "cold_start_s": cold, "targets": TARGETS, "verdicts": verdicts(rows, cold),
         "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
@@ -259,6 +313,8 @@ def main() -> int:
     m = result["machine"]
     print_table(rows, f"machine: {m['cpus']} CPUs ({m['cpu']}), torch {m['torch']}, "
                 f"gpu: {m['gpu']}, wrk {settings.connections} connections")  # fmt: skip
+    print_table(cost_rows, "server cost: digit requests answered by a handler that does no work")
+    print_server_cost(cost)
     if swept:
         print_table(swept, "batching sweep (digit)")
     print(f"\ncold start (digit, process start to first 200 on /ping): {cold:.2f} s")

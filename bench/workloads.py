@@ -76,3 +76,17 @@ def build_workloads(root: Path) -> dict[str, Workload]:
             spec.name, spec.handler_file, spec.handler_class, spec.content_type, directory, payload
         )
     return workloads
+
+
+def build_noop(root: Path, like: Workload) -> Workload:
+    """A model directory whose handler does nothing, loaded with ``like``'s requests."""
+    directory = root / "noop"
+    if directory.exists():
+        shutil.rmtree(directory)
+    (directory / "MAR-INF").mkdir(parents=True)
+    shutil.copy(HANDLERS / "noop_handler.py", directory / "noop_handler.py")
+    manifest = {"runtime": "python", "model": {"modelName": "noop", "handler": "noop_handler.py"}}
+    (directory / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
+    return Workload(
+        "noop", "noop_handler.py", "NoopHandler", like.content_type, directory, like.payload
+    )
