@@ -1,5 +1,6 @@
 """gunicorn embedded from Python: one process per worker, each a pool of request threads
-(gunicorn's gthread worker, serving a busy keep-alive connection on one thread: serve/worker.py).
+(gunicorn's gthread worker, changed to keep a busy keep-alive connection on its thread and to
+share connections out evenly between workers: serve/worker.py).
 
 The master prepares the model directory and imports the handler (so contract errors stop the
 start-up); each worker starts its model runtime after fork. A worker whose model cannot load exits
