@@ -1,0 +1,52 @@
+"""The arithmetic of `make bench` (no servers run here): verdicts and the server-cost bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.run import cost_analysis, verdicts
+
+
+def _row(model: str, kind: str, system: str, ratio: float, p99: float) -> dict[str, Any]:
+    return {"model": model, "kind": kind, "system": system, "ratio": ratio, "p99_ms": p99}
+
+
+ROWS = [
+    _row("digit", "plain", "plain", 0.43, 16.0),
+    _row("digit", "byoserve", "batch 1", 0.35, 19.0),
+    _row("digit", "byoserve", "batch 8", 0.47, 21.0),
+    _row("resnet18", "plain", "plain", 0.96, 809.0),
+    _row("resnet18", "byoserve", "batch 1", 0.84, 843.0),
+    _row("resnet18", "byoserve", "batch 8", 0.99, 772.0),
+]
+
+
+def test_a_target_is_met_only_by_one_row_meeting_both_bounds() -> None:
+    result = verdicts(ROWS, cold=1.73)
+    assert result["resnet18"]["met"] is True
+    assert result["resnet18"]["best"] == "batch 8"
+    # digit: the row within p99 is too slow; the verdict names it and the shortfall
+    assert result["digit"]["met"] is False
+    assert (result["digit"]["best"], result["digit"]["ratio"]) == ("batch 1", 0.35)
+    assert result["cold_start"] == {"seconds": 1.73, "met": False}
+
+
+def test_with_no_row_within_the_p99_bound_the_fastest_is_reported() -> None:
+    rows = [r for r in ROWS if r["system"] != "batch 1"]
+    digit = verdicts(rows, cold=1.0)["digit"]
+    assert (digit["best"], digit["p99_ms"], digit["met"]) == ("batch 8", 21.0, False)
+
+
+def test_the_server_cost_bounds_the_ratio() -> None:
+    # 2 cores; the model path alone: 2000 req/s (1000 us a request); a no-op server: 2000 req/s
+    analysis = cost_analysis({"byoserve": 2000.0, "plain": 6000.0}, limit=2000.0, cpus=2)
+    assert analysis["model_us_per_request"] == pytest.approx(1000.0)
+    assert analysis["byoserve"]["server_us_per_request"] == pytest.approx(1000.0)
+    assert analysis["byoserve"]["best_ratio"] == pytest.approx(0.5)
+    assert analysis["plain"]["best_ratio"] == pytest.approx(0.75)
+    # the 0.75x target: a server costing a third of the model path, as "plain" here
+    assert analysis["server_us_needed_for_target"] == pytest.approx(
+        analysis["plain"]["server_us_per_request"]
+    )
