@@ -124,6 +124,10 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     # Balancing runs on the main thread, the only one that accepts and counts connections.
 
     def accept(self, listener: Any) -> None:
+        self._share()
+        if not self._fair:  # a sibling has fewer (or this worker is still loading): leave it
+            super().set_accept_enabled(False)
+            return
         super().accept(listener)
         self._share()
 
@@ -136,7 +140,7 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
             wanted = self._fair and self.nr_conns < self.worker_connections
             if wanted != self._accepting:
                 super().set_accept_enabled(wanted)
-            if not self._fair:
+            if not self._fair or not self.is_ready():  # loading: say "ready" as soon as it is
                 timeout = min(timeout, RECHECK_S)
         super().wait_for_and_dispatch_events(timeout)
 

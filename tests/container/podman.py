@@ -158,9 +158,21 @@ def build_image(context: Path, tag: str, log_path: Path, *, target: str | None =
     return done.stdout
 
 
-def working_containers() -> set[str]:
-    """Ids of buildah's working containers (what a build runs its steps in)."""
-    listed = podman("ps", "--all", "--external", "--format", "{{.ID}} {{.Names}}").stdout
+def working_containers(attempts: int = 3) -> set[str]:
+    """Ids of buildah's working containers (what a build runs its steps in).
+
+    A build elsewhere on the machine can remove one of its containers while podman lists them,
+    which fails the listing ("container not known"); it is listed again.
+    """
+    args = ("ps", "--all", "--external", "--format", "{{.ID}} {{.Names}}")
+    for _ in range(attempts - 1):
+        done = podman(*args, check=False)
+        if done.returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        done = podman(*args)  # the last attempt raises PodmanError with podman's message
+    listed = done.stdout
     return {
         fields[0]
         for fields in map(str.split, listed.splitlines())

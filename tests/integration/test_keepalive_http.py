@@ -155,6 +155,7 @@ def test_connections_are_shared_out_evenly_between_workers(
     (tmp_path / "who" / "code").mkdir(parents=True)
     (tmp_path / "who" / "code" / "inference.py").write_text(WHO)
     server = serve_model(tmp_path / "who", workers=2)
+    time.sleep(0.2)  # the ready worker publishes its state within milliseconds of loading
     connections = [
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(8)
     ]
