@@ -26,8 +26,8 @@ from handlers.contract import (
     Result,
 )
 from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry
-from serve.errors import ModelError, ServingError, UnprocessableError
+from serve.codecs import CodecRegistry, parse_media_type
+from serve.errors import ModelError, ServingError, UnprocessableError, UnsupportedMediaTypeError
 from serve.modeldir import ModelDirectory
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,21 @@ class Loaded:
     codecs: CodecRegistry
     model_dir: Path
     manifest: Mapping[str, Any]
+
+
+def accepted_media_type(request: InferenceRequest, accepted: Sequence[str], what: str) -> str:
+    """The request's media type when it is one of ``accepted``.
+
+    Raises:
+        UnsupportedMediaTypeError: it is not (415, naming what is accepted).
+    """
+    media_type = parse_media_type(request.content_type)[0]
+    if media_type not in accepted:
+        raise UnsupportedMediaTypeError(
+            f"unsupported Content-Type {media_type[:100]!r} for {what}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+    return media_type
 
 
 def made_by_torchserve(manifest: Mapping[str, Any]) -> bool:

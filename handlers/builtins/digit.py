@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from handlers.builtins.base import BuiltinHandler, Inputs, Loaded
+from handlers.builtins.base import BuiltinHandler, Inputs, Loaded, accepted_media_type
 from handlers.builtins.images import IMAGE_TYPES, decode_image
 from handlers.builtins.outputs import probabilities
 from handlers.builtins.settings import Settings
 from handlers.contract import InferenceRequest
-from serve.codecs import CodecRegistry, parse_media_type
-from serve.errors import UnprocessableError, UnsupportedMediaTypeError
+from serve.codecs import CodecRegistry
+from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +109,9 @@ class DigitClassifier(BuiltinHandler):
         return np.asarray(small, dtype=np.float32) / 255.0
 
     def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
-        media_type = parse_media_type(request.content_type)[0]
+        media_type = accepted_media_type(request, IMAGE_TYPES + ARRAY_TYPES, "digits")
         if media_type in IMAGE_TYPES:
             return Inputs([self.image_digit(decode_image(request.body))], single=True)
-        if media_type not in ARRAY_TYPES:
-            accepted = ", ".join(IMAGE_TYPES + ARRAY_TYPES)
-            raise UnsupportedMediaTypeError(
-                f"unsupported Content-Type {media_type[:100]!r} for digits; accepted: {accepted}"
-            )
         value = codecs.decode(request.body, request.content_type)
         try:
             array = np.asarray(value)

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from handlers.builtins.base import accepted_media_type
 from handlers.contract import InferenceRequest
-from serve.codecs import CodecRegistry, parse_media_type
-from serve.errors import BadRequestError, UnprocessableError, UnsupportedMediaTypeError
+from serve.codecs import CodecRegistry
+from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,7 @@ def request_images(request: InferenceRequest, codecs: CodecRegistry) -> tuple[li
         BadRequestError: the payload does not decode.
         UnprocessableError: it decodes but holds no image of a usable shape.
     """
-    media_type = parse_media_type(request.content_type)[0]
-    if media_type not in IMAGE_TYPES + ARRAY_TYPES:
-        accepted = ", ".join(IMAGE_TYPES + ARRAY_TYPES)
-        raise UnsupportedMediaTypeError(
-            f"unsupported Content-Type {media_type[:100]!r} for images; accepted: {accepted}"
-        )
+    media_type = accepted_media_type(request, IMAGE_TYPES + ARRAY_TYPES, "images")
     if media_type == "application/octet-stream":
         return [decode_image(request.body)], True
     value = codecs.decode(request.body, request.content_type)

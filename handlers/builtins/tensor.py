@@ -24,11 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from handlers.builtins.base import JSON_TYPE, JSONLINES_TYPE, BuiltinHandler, Inputs, Loaded
+from handlers.builtins.base import (
+    JSON_TYPE,
+    JSONLINES_TYPE,
+    BuiltinHandler,
+    Inputs,
+    Loaded,
+    accepted_media_type,
+)
 from handlers.builtins.settings import Settings
 from handlers.contract import InferenceRequest
-from serve.codecs import CodecRegistry, parse_media_type, to_numpy
-from serve.errors import ModelError, UnprocessableError, UnsupportedMediaTypeError
+from serve.codecs import CodecRegistry, to_numpy
+from serve.errors import ModelError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +76,7 @@ class TensorHandler(BuiltinHandler):
         self.dtype = Settings(self.name, options).choice("dtype", "float32", FLOAT_TYPES)
 
     def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
-        media_type = parse_media_type(request.content_type)[0]
-        if media_type not in INPUT_TYPES:
-            raise UnsupportedMediaTypeError(
-                f"unsupported Content-Type {media_type[:100]!r} for tensors; "
-                f"accepted: {', '.join(INPUT_TYPES)}"
-            )
+        media_type = accepted_media_type(request, INPUT_TYPES, "tensors")
         value = codecs.decode(request.body, request.content_type)
         if isinstance(value, np.ndarray) and value.dtype.kind in "US":
             raise UnprocessableError("CSV fields must all be numbers")

@@ -28,7 +28,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from handlers.builtins.base import BuiltinHandler, Inputs, Loaded, find_file, read_labels
+from handlers.builtins.base import (
+    BuiltinHandler,
+    Inputs,
+    Loaded,
+    accepted_media_type,
+    find_file,
+    read_labels,
+)
 from handlers.builtins.outputs import label_of, probabilities
 from handlers.builtins.settings import Settings
 from handlers.builtins.tokenizers import (
@@ -39,8 +46,8 @@ from handlers.builtins.tokenizers import (
     read_vocab,
 )
 from handlers.contract import HandlerLoadError, InferenceRequest
-from serve.codecs import CodecRegistry, parse_media_type
-from serve.errors import UnprocessableError, UnsupportedMediaTypeError
+from serve.codecs import CodecRegistry
+from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +72,7 @@ def _text(value: Any) -> str:
 
 def request_texts(request: InferenceRequest, codecs: CodecRegistry) -> tuple[list[str], bool]:
     """The request's texts, and whether it sent one bare text."""
-    media_type = parse_media_type(request.content_type)[0]
-    if media_type not in TEXT_TYPES:
-        raise UnsupportedMediaTypeError(
-            f"unsupported Content-Type {media_type[:100]!r} for texts; "
-            f"accepted: {', '.join(TEXT_TYPES)}"
-        )
+    media_type = accepted_media_type(request, TEXT_TYPES, "texts")
     value = codecs.decode(request.body, request.content_type)
     if media_type == "text/plain":
         return [value], True
