@@ -25,18 +25,13 @@ from tests.fixtures.builtin_models import (
     train_text_model,
 )
 from tests.fixtures.models import DigitsModel
+from tests.fixtures.payloads import npy
 from tests.fixtures.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
 JSON = "application/json"
 NPY = "application/x-npy"
-
-
-def npy(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    np.save(out, array)
-    return out.getvalue()
 
 
 def serve_archive(

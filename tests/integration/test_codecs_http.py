@@ -15,6 +15,7 @@ from PIL import Image
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir, png
 from tests.fixtures.models import DigitsModel
+from tests.fixtures.payloads import npy
 from tests.fixtures.server import ServerProcess, start_server
 
 
@@ -29,12 +30,6 @@ def server(
     process = start_server(directory, root / "logs")
     yield process
     process.stop(10)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def _npz(array: np.ndarray) -> bytes:
@@ -64,7 +59,7 @@ REQUEST_CODECS: dict[str, Encoder] = {
     "text/csv; charset=utf-8": lambda a: "\n".join(
         ",".join(map(str, r)) for r in a.reshape(-1, 64).tolist()
     ).encode(),
-    "application/x-npy": _npy,
+    "application/x-npy": npy,
     "application/x-npz": _npz,
     "text/plain": lambda a: " ".join(map(str, a.ravel().tolist())).encode(),
     "application/octet-stream": lambda a: a.astype(np.float32).tobytes(),

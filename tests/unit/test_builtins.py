@@ -29,15 +29,10 @@ from tests.fixtures.builtin_models import (
     train_text_model,
 )
 from tests.fixtures.models import DigitsModel
+from tests.fixtures.payloads import npy
 
 JSON = "application/json"
 NPY = "application/x-npy"
-
-
-def npy(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    np.save(out, array)
-    return out.getvalue()
 
 
 def make_handler(

@@ -27,6 +27,7 @@ from serve.errors import (
     ServingError,
     UnsupportedMediaTypeError,
 )
+from tests.fixtures.payloads import npy
 
 
 @pytest.fixture
@@ -39,12 +40,6 @@ def assert_clean(error: ServingError, status: int) -> None:
     assert "Traceback" not in error.message
     assert 'File "' not in error.message
     assert "\n" not in error.message
-
-
-def npy_bytes(array: np.ndarray[Any, Any], allow_pickle: bool = False) -> bytes:
-    out = io.BytesIO()
-    np.save(out, array, allow_pickle=allow_pickle)
-    return out.getvalue()
 
 
 def image_bytes(image_format: str, mode: str = "RGB", size: tuple[int, int] = (8, 6)) -> bytes:
@@ -296,7 +291,7 @@ def test_npy_round_trip(codecs: CodecRegistry) -> None:
 
 
 def test_npy_refuses_pickled_object_arrays(codecs: CodecRegistry) -> None:
-    body = npy_bytes(np.array([{"evil": 1}, None], dtype=object), allow_pickle=True)
+    body = npy(np.array([{"evil": 1}, None], dtype=object), allow_pickle=True)
     with pytest.raises(BadRequestError) as info:
         codecs.decode(body, "application/x-npy")
     assert_clean(info.value, 400)
@@ -305,7 +300,7 @@ def test_npy_refuses_pickled_object_arrays(codecs: CodecRegistry) -> None:
         codecs.encode(np.array([None], dtype=object), "application/x-npy")
 
 
-@pytest.mark.parametrize("body", [b"", b"not npy", npy_bytes(np.arange(100))[:-10]])
+@pytest.mark.parametrize("body", [b"", b"not npy", npy(np.arange(100))[:-10]])
 def test_malformed_npy_is_400(codecs: CodecRegistry, body: bytes) -> None:
     with pytest.raises(BadRequestError) as info:
         codecs.decode(body, "application/x-npy")
@@ -333,7 +328,7 @@ def test_npz_refuses_object_arrays_and_garbage(codecs: CodecRegistry) -> None:
     stray = io.BytesIO()
     with zipfile.ZipFile(stray, "w") as archive:
         archive.writestr("notes.txt", "not an array")
-    for body in (b"", b"PK\x03\x04garbage", npy_bytes(np.arange(3)), stray.getvalue()):
+    for body in (b"", b"PK\x03\x04garbage", npy(np.arange(3)), stray.getvalue()):
         with pytest.raises(BadRequestError) as info:
             codecs.decode(body, "application/x-npz")
         assert_clean(info.value, 400)
