@@ -32,7 +32,7 @@ from bench.servers import (
 )
 from bench.workloads import Workload, build_noop, build_workloads
 from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
-from serve.cpus import available_cpus
+from serve.process.cpus import available_cpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The served settings the table reports: (batch size, delay ms) per model.

@@ -21,7 +21,7 @@ from handlers.contract import Handler, HandlerLoadError
 from handlers.imports import import_path
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
 from handlers.torchserve import FunctionHandler, TorchServeHandler
-from serve.modeldir import ModelDirectory
+from serve.model.directory import ModelDirectory
 
 logger = logging.getLogger(__name__)
 

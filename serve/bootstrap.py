@@ -8,12 +8,12 @@ from flask import Flask
 
 from handlers.builtins import builtin_handlers
 from handlers.loader import load_handler
-from serve.app import create_app
 from serve.codecs import default_codecs
 from serve.config import ServingConfig
-from serve.modeldir import activate_code_paths, prepare_model_dir
-from serve.observe import Observer
-from serve.runtime import ModelRuntime
+from serve.http.app import create_app
+from serve.model.directory import activate_code_paths, prepare_model_dir
+from serve.observe.observer import Observer
+from serve.runtime.inference import ModelRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,12 @@ def build_server(
         ModelDirError: the model directory or archive is unusable.
         HandlerLoadError: the handler cannot be found or imported, or breaks its contract.
     """
-    from serve.server import exit_worker
+    from serve.process.server import exit_worker
 
     created = observer is None and config.metrics
     if created:
         # Before the user's code is imported: prometheus_client picks its mode at import.
-        from serve.metrics import PrometheusObserver
+        from serve.observe.metrics import PrometheusObserver
 
         observer = PrometheusObserver.create(config.metrics_dir)
     try:

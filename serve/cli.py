@@ -1,6 +1,6 @@
 """`python -m serve` / `serve`: start the server for a model directory or archive.
 
-``serve archive ...`` builds a model archive (see serve.archiver).
+``serve archive ...`` builds a model archive (see serve.archive.archiver).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from handlers.contract import HandlerLoadError
 from serve.config import ConfigError, ServingConfig
-from serve.logs import configure_logging
-from serve.modeldir import ModelDirError
+from serve.model.directory import ModelDirError
+from serve.process.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``serve`` and ``python -m serve``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["archive"]:
-        from serve.archiver import main as archive_main
+        from serve.archive.archiver import main as archive_main
 
         status: int = archive_main(argv[1:])
         return status
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def start(config: ServingConfig) -> int:
     """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
     from serve.bootstrap import build_server
-    from serve.server import run_server
+    from serve.process.server import run_server
 
     try:
         app, runtime = build_server(config)
@@ -110,3 +110,23 @@ def start(config: ServingConfig) -> int:
         logger.error("cannot start: %s", exc)
         return START_ERROR
     return run_server(app, runtime, config)
+
+
+TRAIN_MESSAGE = (
+    "this image serves models; it cannot train. Train elsewhere, package the model as "
+    "model.tar.gz, and create a SageMaker model/endpoint with this image."
+)
+
+
+def container_main(argv: Sequence[str]) -> int:
+    """``serve [flags]`` (the default) starts the server; ``train`` exits 2 with a message."""
+    command, rest = (argv[0], list(argv[1:])) if argv else ("serve", [])
+    if command == "serve":
+        return main(rest)
+    if command == "train":
+        print(f"byoserve: {TRAIN_MESSAGE}", file=sys.stderr)
+        return 2
+    if command.startswith("-"):
+        return main(list(argv))
+    print(f"byoserve: unknown command {command!r}; expected 'serve' or 'train'", file=sys.stderr)
+    return 2

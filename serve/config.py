@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve.cpus import available_cpus
+from serve.process.cpus import available_cpus
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+MAX_REASON = 200  # longest exception text repeated back to a client
+
+
+def brief(exc: BaseException) -> str:
+    """The first line of an exception's text, cut to a length that is safe to send to a client."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+
 
 class ServingError(Exception):
     """Base of every error the server answers on purpose.

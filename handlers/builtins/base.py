@@ -27,8 +27,14 @@ from handlers.contract import (
 )
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import CodecRegistry, parse_media_type
-from serve.errors import ModelError, ServingError, UnprocessableError, UnsupportedMediaTypeError
-from serve.modeldir import ModelDirectory
+from serve.errors import (
+    ModelError,
+    ServingError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
+    brief,
+)
+from serve.model.directory import ModelDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +234,9 @@ class BuiltinHandler:
             if isinstance(exc, ServingError):
                 error = exc
             elif isinstance(exc, _MODEL_INPUT_ERRORS):
-                error = UnprocessableError(f"the model cannot use this input: {_reason(exc)}")
+                error = UnprocessableError(f"the model cannot use this input: {brief(exc)}")
             else:
-                error = ModelError(f"{type(exc).__name__}: {_reason(exc)}")
+                error = ModelError(f"{type(exc).__name__}: {brief(exc)}")
             error.__cause__ = exc
             return [error]
 
@@ -258,8 +264,3 @@ class BuiltinHandler:
         except ServingError as exc:
             return exc
         return InferenceResponse(body, content_type)
-
-
-def _reason(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= 200 else text[:200] + "..."

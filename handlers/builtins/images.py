@@ -40,7 +40,7 @@ _CHANNELS = (1, 3, 4)
 
 def decode_image(data: bytes) -> Image.Image:
     """A loaded Pillow image from encoded bytes; 400 when Pillow cannot read them."""
-    from serve.codecs import ImageCodec
+    from serve.codecs.formats import ImageCodec
 
     image: Image.Image = ImageCodec().decode(data, {})
     return image

@@ -13,8 +13,8 @@ import pytest
 import requests
 import torch
 
-from serve.archive_layout import ArchiveSpec
-from serve.archiver import create_archive
+from serve.archive.archiver import create_archive
+from serve.archive.layout import ArchiveSpec
 from tests.fixtures.builtin_models import (
     IMAGE_CONFIG,
     ImageModel,

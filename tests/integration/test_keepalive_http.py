@@ -1,4 +1,4 @@
-"""The keep-alive worker (serve/worker.py) over real sockets: consecutive and pipelined requests
+"""The keep-alive worker (serve/process/worker.py) over real sockets: consecutive and pipelined requests
 on one connection, a quiet connection handed back and served later, more connections than
 threads, and an error answer that keeps its connection."""
 

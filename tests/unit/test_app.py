@@ -20,12 +20,12 @@ from handlers.contract import (
     LoadContext,
     Result,
 )
-from serve.app import create_app
 from serve.codecs import default_codecs
 from serve.config import ServingConfig
 from serve.errors import BadRequestError, ModelError
-from serve.modeldir import ModelDirectory
-from serve.runtime import ModelRuntime
+from serve.http.app import create_app
+from serve.model.directory import ModelDirectory
+from serve.runtime.inference import ModelRuntime
 
 
 class EchoHandler:
@@ -265,6 +265,6 @@ def test_a_model_slower_than_the_startup_timeout_counts_as_failed(tmp_path: Path
 def test_request_ids_are_logged_at_debug(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("DEBUG", logger="serve.app"):
+    with caplog.at_level("DEBUG", logger="serve.http.app"):
         client.post("/invocations", json=[1], headers={INFERENCE_ID: "trace-me-42"})
     assert any("trace-me-42" in record.getMessage() for record in caplog.records)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.archive_layout import ArchiveError, check_model_file
-from serve.archiver import main
+from serve.archive.archiver import main
+from serve.archive.layout import ArchiveError, check_model_file
 from tests.fixtures.server import REPO
 
 MODEL_PY = "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    pass\n"

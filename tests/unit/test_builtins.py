@@ -18,7 +18,7 @@ from handlers.builtins.image_classifier import center_crop, resize_shorter
 from handlers.contract import Handler, HandlerLoadError, InferenceRequest, LoadContext
 from serve.codecs import default_codecs
 from serve.errors import ServingError
-from serve.modeldir import prepare_model_dir
+from serve.model.directory import prepare_model_dir
 from tests.fixtures.builtin_models import (
     IMAGE_CONFIG,
     ImageModel,

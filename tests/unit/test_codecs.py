@@ -344,7 +344,7 @@ def test_npz_decompressed_size_is_bounded() -> None:
 
 
 def _small_npz() -> Codec:
-    from serve.codecs import NpzCodec
+    from serve.codecs.formats import NpzCodec
 
     return NpzCodec(max_bytes=1000)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serve.config import MIB, ConfigError, ServingConfig
-from serve.cpus import available_cpus
+from serve.process.cpus import available_cpus
 
 
 def test_defaults_follow_the_sagemaker_contract() -> None:

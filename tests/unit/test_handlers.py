@@ -31,7 +31,7 @@ from handlers.loader import load_handler
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import default_codecs
 from serve.errors import BadRequestError, ModelError, NotAcceptableError, ServingError
-from serve.modeldir import ModelDirectory
+from serve.model.directory import ModelDirectory
 
 ATTRS = "X-Amzn-SageMaker-Custom-Attributes"
 

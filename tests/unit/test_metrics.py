@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from serve.app import create_app
 from serve.codecs import default_codecs
 from serve.config import ServingConfig
-from serve.metrics import PrometheusObserver
-from serve.modeldir import ModelDirectory
-from serve.runtime import ModelRuntime
+from serve.http.app import create_app
+from serve.model.directory import ModelDirectory
+from serve.observe.metrics import PrometheusObserver
+from serve.runtime.inference import ModelRuntime
 from tests.unit.test_app import EchoHandler, make_client
 
 
@@ -144,7 +144,7 @@ def test_multiprocess_dir_is_emptied_and_removed(
 ) -> None:
     from prometheus_client import values
 
-    from serve.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+    from serve.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)

@@ -1,4 +1,4 @@
-"""Tests for serve.modeldir: finding, safely unpacking and preparing the model directory."""
+"""Tests for serve.model.directory: finding, safely unpacking and preparing the model directory."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from serve import extraction, modeldir
-from serve.modeldir import (
+from serve.model import directory as modeldir
+from serve.model import extraction
+from serve.model.directory import (
     MARKER_NAME,
     ModelDirectory,
     ModelDirError,
@@ -262,7 +263,7 @@ def test_changed_archive_is_re_extracted(model_dir: Path) -> None:
 
 def test_concurrent_calls_extract_once(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_tar(model_dir / "model.tar.gz", FILES)
-    caplog.set_level(logging.INFO, logger="serve.modeldir")
+    caplog.set_level(logging.INFO, logger="serve.model.directory")
 
     with ThreadPoolExecutor(4) as pool:
         roots = set(pool.map(lambda _: prepare_model_dir(model_dir).root, range(4)))

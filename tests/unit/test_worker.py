@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from serve import worker
-from serve.worker import ConnectionShares
+from serve.process import worker
+from serve.process.worker import ConnectionShares
 
 
 def test_slots_are_claimed_once_each() -> None:

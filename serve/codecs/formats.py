@@ -1,8 +1,7 @@
-"""Payload codecs: decode request bodies by Content-Type, encode responses by Accept.
+"""The built-in payload codecs (JSON, JSON lines, CSV, npy, npz, text, bytes, images).
 
 Each codec is a small class whose media types are class data. :func:`default_codecs` builds a
-new :class:`~serve.negotiation.CodecRegistry` (re-exported here) holding all of them; the app
-owns that instance.
+new :class:`~serve.codecs.registry.CodecRegistry` holding all of them; the app owns that instance.
 """
 
 from __future__ import annotations
@@ -18,21 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from serve.errors import BadRequestError, NotAcceptableError, PayloadTooLargeError
-from serve.negotiation import Codec, CodecRegistry, parse_accept, parse_media_type
-
-__all__ = [
-    "Codec",
-    "CodecRegistry",
-    "default_codecs",
-    "parse_accept",
-    "parse_media_type",
-    "to_numpy",
-]
+from serve.codecs.registry import CodecRegistry
+from serve.errors import BadRequestError, NotAcceptableError, PayloadTooLargeError, brief
 
 logger = logging.getLogger(__name__)
-
-_MAX_REASON = 200  # longest exception text passed on to a client
 
 
 def _is_tensor(value: Any) -> bool:
@@ -57,11 +45,6 @@ def to_numpy(value: Any) -> np.ndarray[Any, Any]:
         except TypeError:
             return np.asarray(tensor.float().numpy())
     return np.asarray(value)
-
-
-def _reason(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= _MAX_REASON else text[:_MAX_REASON] + "..."
 
 
 def _malformed(media_type: str, reason: str) -> BadRequestError:
@@ -157,7 +140,7 @@ class CSVCodec:
         try:
             rows = [row for row in csv.reader(io.StringIO(_text(body, params, kind))) if row]
         except csv.Error as exc:
-            raise _malformed(kind, _reason(exc)) from exc
+            raise _malformed(kind, brief(exc)) from exc
         if not rows:
             return np.empty((0, 0), dtype=np.float32)
         for number, row in enumerate(rows, 1):
@@ -193,7 +176,7 @@ class NpyCodec:
         except ValueError as exc:
             if "allow_pickle" in str(exc):
                 raise BadRequestError("object arrays are not accepted") from exc
-            raise _malformed(self.media_types[0], _reason(exc)) from exc
+            raise _malformed(self.media_types[0], brief(exc)) from exc
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         out = io.BytesIO()
@@ -225,9 +208,9 @@ class NpzCodec:
         except ValueError as exc:
             if "allow_pickle" in str(exc):
                 raise BadRequestError("object arrays are not accepted") from exc
-            raise _malformed(self.media_types[0], _reason(exc)) from exc
+            raise _malformed(self.media_types[0], brief(exc)) from exc
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise _malformed(self.media_types[0], _reason(exc)) from exc
+            raise _malformed(self.media_types[0], brief(exc)) from exc
         for name, array in arrays.items():
             if not isinstance(array, np.ndarray):  # np.load hands back non-.npy members as bytes
                 raise _malformed(self.media_types[0], f"member {name[:40]!r} is not a .npy array")
@@ -321,7 +304,7 @@ class ImageCodec:
                 raise BadRequestError(f"image too large: {size} exceeds {limit} pixels")
             image.load()
         except Image.DecompressionBombError as exc:
-            raise BadRequestError(f"image too large: {_reason(exc)}") from exc
+            raise BadRequestError(f"image too large: {brief(exc)}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise BadRequestError("malformed image payload") from exc
         return image

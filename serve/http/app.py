@@ -20,7 +20,7 @@ from serve.errors import (
     PayloadTooLargeError,
     ServingError,
 )
-from serve.runtime import ModelRuntime
+from serve.runtime.inference import ModelRuntime
 
 logger = logging.getLogger(__name__)
 

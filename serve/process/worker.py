@@ -81,8 +81,9 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread worker whose threads serve consecutive requests of one connection and which takes
     only its share of new connections.
 
-    The master sets ``shares`` and ``slot`` before fork (see :func:`serve.server.gunicorn_settings`)
-    and the worker's ``post_worker_init`` sets ``is_ready``; without them it balances nothing.
+    The master sets ``shares`` and ``slot`` before fork (see
+    :func:`serve.process.server.gunicorn_settings`) and the worker's ``post_worker_init`` sets
+    ``is_ready``; without them it balances nothing.
     """
 
     shares: ConnectionShares | None = None

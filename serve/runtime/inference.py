@@ -20,10 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from handlers.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
-from serve.batching import BatchPolicy
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
-from serve.devices import configure_torch, gpu_for_worker
 from serve.errors import (
     InferenceTimeoutError,
     ModelError,
@@ -31,8 +29,10 @@ from serve.errors import (
     OverloadedError,
     ServingError,
 )
-from serve.modeldir import ModelDirectory
-from serve.observe import Observer
+from serve.model.directory import ModelDirectory
+from serve.observe.observer import Observer
+from serve.runtime.batching import BatchPolicy
+from serve.runtime.devices import configure_torch, gpu_for_worker
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from serve.archive_layout import (
+from serve.archive.layout import (
     CODE_DIR,
     FORMATS,
     ArchiveError,
@@ -31,7 +31,7 @@ from serve.archive_layout import (
     plan_archive,
     read_config,
 )
-from serve.archive_writer import write_directory, write_mar, write_tgz
+from serve.archive.writer import write_directory, write_mar, write_tgz
 
 logger = logging.getLogger(__name__)
 

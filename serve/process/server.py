@@ -1,6 +1,6 @@
 """gunicorn embedded from Python: one process per worker, each a pool of request threads
 (gunicorn's gthread worker, changed to keep a busy keep-alive connection on its thread and to
-share connections out evenly between workers: serve/worker.py).
+share connections out evenly between workers: serve/process/worker.py).
 
 The master prepares the model directory and imports the handler (so contract errors stop the
 start-up); each worker starts its model runtime after fork. A worker whose model cannot load exits
@@ -19,8 +19,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from serve.config import ServingConfig
-from serve.runtime import ModelRuntime
-from serve.worker import ConnectionShares, KeepAliveThreadWorker
+from serve.process.worker import ConnectionShares, KeepAliveThreadWorker
+from serve.runtime.inference import ModelRuntime
 
 logger = logging.getLogger(__name__)
 

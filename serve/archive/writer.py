@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from serve.archive_layout import Member
+from serve.archive.layout import Member
 
 logger = logging.getLogger(__name__)
 

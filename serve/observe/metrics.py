@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serve.observe import Observer
+from serve.observe.observer import Observer
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from serve.extraction import UnsafeArchiveError, extract_archive
+from serve.model.extraction import UnsafeArchiveError, extract_archive
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""Model directories: finding and unpacking archives safely, manifests, requirements, and the
+model store."""

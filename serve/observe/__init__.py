@@ -1,0 +1,2 @@
+"""What the server reports about itself: runtime events, and the Prometheus metrics made of
+them."""

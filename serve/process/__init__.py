@@ -1,0 +1,1 @@
+"""Processes: gunicorn embedded from Python, the worker class, logging, the CPU count."""
