@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from handlers.contract import Handler, HandlerLoadError
-from handlers.imports import import_path
+from handlers.namespace import ModelNamespace
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
 from handlers.torchserve import FunctionHandler, TorchServeHandler
 from serve.model.directory import ModelDirectory
@@ -30,14 +30,20 @@ DEFAULT_PROGRAM = "inference.py"
 
 
 def load_handler(
-    model: ModelDirectory, *, program: str | None = None, builtins: Builtins | None = None
+    model: ModelDirectory,
+    *,
+    program: str | None = None,
+    builtins: Builtins | None = None,
+    namespace: ModelNamespace | None = None,
 ) -> Handler:
     """Import and check the model's handler; call ``load`` on the result in each worker.
 
     Args:
-        model: the prepared model directory; its code dir and root are on ``sys.path``.
+        model: the prepared model directory.
         program: the entry script (``SAGEMAKER_PROGRAM``), e.g. ``"inference.py"``.
         builtins: built-in handler factories by name, for the manifest's ``model.handler``.
+        namespace: the package the model's files are imported into; by default a new one
+            searching ``code/`` then the root.
 
     Returns:
         The adapted handler, not yet loaded.
@@ -45,20 +51,42 @@ def load_handler(
     Raises:
         HandlerLoadError: the named handler is missing, fails to import, or breaks its contract.
     """
+    namespace = namespace or model_namespace(model)
+    with namespace.bound():
+        return _discover(model, program, builtins or {}, namespace)
+
+
+def model_namespace(
+    model: ModelDirectory, key: str = "", exclusive: bool = False
+) -> ModelNamespace:
+    """A new namespace for the model's files: ``code/``, then the root."""
+    search = [path for path in (model.code_dir, model.root) if path is not None]
+    return ModelNamespace(key or model.root.name, search, exclusive=exclusive)
+
+
+def _discover(
+    model: ModelDirectory, program: str | None, builtins: Builtins, namespace: ModelNamespace
+) -> Handler:
     options = model_options(model)
     entry = _manifest_entry(model.manifest)
     if entry:
-        return _from_manifest(model, entry, builtins or {}, options)
+        return _from_manifest(model, entry, builtins, options, namespace)
     if program:
         path = _find_file(model, program if program.endswith(".py") else f"{program}.py")
         if path is None:
             raise HandlerLoadError(f"program {program!r}: no such file in {_places(model)}")
-        return adapt_module(import_path(path, _source(model, path)), _source(model, path), options)
+        return _adapt_file(model, path, options, namespace)
     if model.code_dir is not None and (model.code_dir / DEFAULT_PROGRAM).is_file():
-        path = model.code_dir / DEFAULT_PROGRAM
-        return adapt_module(import_path(path, _source(model, path)), _source(model, path), options)
+        return _adapt_file(model, model.code_dir / DEFAULT_PROGRAM, options, namespace)
     logger.info("no handler code in %s: using the default handler", model.root)
     return ToolkitHandler(None, DEFAULT_SOURCE, options)
+
+
+def _adapt_file(
+    model: ModelDirectory, path: Path, options: Mapping[str, Any], namespace: ModelNamespace
+) -> Handler:
+    source = _source(model, path)
+    return adapt_module(namespace.import_file(path, source), source, options)
 
 
 def adapt_module(
@@ -142,13 +170,17 @@ def _manifest_entry(manifest: Mapping[str, Any]) -> str | None:
 
 
 def _from_manifest(
-    model: ModelDirectory, entry: str, builtins: Builtins, options: Mapping[str, Any]
+    model: ModelDirectory,
+    entry: str,
+    builtins: Builtins,
+    options: Mapping[str, Any],
+    namespace: ModelNamespace,
 ) -> Handler:
     module_name, _, function = entry.partition(":")
     path = _find_file(model, module_name if module_name.endswith(".py") else f"{module_name}.py")
     if path is not None:
         source = _source(model, path)
-        module = import_path(path, source)
+        module = namespace.import_file(path, source)
     elif not function and entry in builtins:
         logger.info("using the built-in handler %s", entry)
         return builtins[entry](model, entry)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from handlers.contract import HandlerLoadError
-from handlers.imports import import_path
+from handlers.namespace import import_file
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _find_model_file(model_dir: Path, manifest: Mapping[str, Any]) -> Path | Non
 def _module_class(model_file: Path) -> Any:
     import torch
 
-    module = import_path(model_file, model_file.name)
+    module = import_file(model_file, model_file.name)
     classes = [
         obj
         for obj in vars(module).values()

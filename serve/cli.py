@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handlers.contract import HandlerLoadError
-from serve.config import ConfigError, ServingConfig
+from serve.config import MIB, ConfigError, ServingConfig
 from serve.model.directory import ModelDirError
 from serve.process.logs import configure_logging
 
@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--program", help="handler module (SAGEMAKER_PROGRAM), e.g. inference.py")
     add("--log-level", help="DEBUG, INFO, WARNING, ... or a number")
     add("--no-install-requirements", action="store_true", help="skip code/requirements.txt")
+    add("--model-store", type=Path, help="directory of model archives and model directories")
+    add(
+        "--models",
+        nargs="+",
+        metavar="NAME=PATH",
+        help="models to start with: NAME=PATH, PATH (named after the file) or all; "
+        "relative paths are in the model store",
+    )
+    add("--max-models", type=int, help="most models held at once (least recently used unloaded)")
+    add("--memory-budget-mb", type=float, help="most memory the models may take, in MiB")
     return parser
 
 
@@ -61,8 +71,16 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
             "max_batch_size",
             "max_batch_delay_ms",
             "program",
+            "model_store",
+            "max_models",
         )
     }
+    if args.models:
+        overrides["models"] = tuple(args.models)
+    if args.memory_budget_mb is not None:
+        if not args.memory_budget_mb > 0:
+            raise ConfigError(f"--memory-budget-mb={args.memory_budget_mb}: must be above 0")
+        overrides["memory_budget"] = int(args.memory_budget_mb * MIB)
     if args.log_level is not None:
         from serve.config import _log_level
 
@@ -72,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
             raise ConfigError(f"--log-level={args.log_level!r}: {exc}") from exc
     if args.no_install_requirements:
         overrides["install_requirements"] = False
-    for name in ("port", "workers", "threads", "torch_threads", "max_batch_size"):
+    for name in ("port", "workers", "threads", "torch_threads", "max_batch_size", "max_models"):
         value = overrides[name]
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={value}: must be at least 1")
@@ -101,15 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def start(config: ServingConfig) -> int:
     """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
-    from serve.bootstrap import build_server
+    from serve.bootstrap import StartupError, build_server
     from serve.process.server import run_server
 
     try:
-        app, runtime = build_server(config)
-    except (ModelDirError, HandlerLoadError, ConfigError) as exc:
+        app, registry = build_server(config)
+    except (ModelDirError, HandlerLoadError, ConfigError, StartupError) as exc:
         logger.error("cannot start: %s", exc)
         return START_ERROR
-    return run_server(app, runtime, config)
+    return run_server(app, registry, config)
 
 
 TRAIN_MESSAGE = (

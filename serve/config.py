@@ -19,6 +19,7 @@ from serve.process.cpus import available_cpus
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
+DEFAULT_BATCH_DELAY_MS = 5.0
 
 
 class ConfigError(ValueError):
@@ -115,6 +116,10 @@ def _megabytes(value: str) -> int:
     return int(_positive_float(value) * MIB)
 
 
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(value.replace(",", " ").split())
+
+
 def setting(default: Any, *env: str, parse: Callable[[str], Any] = _text) -> Any:
     """Declare one setting: its default, the variables it is read from (first wins), its parser."""
     return field(default=default, metadata={"env": env, "parse": parse})
@@ -168,6 +173,10 @@ class ServingConfig:
         None, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", parse=_positive_int
     )
     multi_model: bool = setting(False, "SAGEMAKER_MULTI_MODEL", parse=_bool)
+    model_store: Path | None = setting(None, "BYOSERVE_MODEL_STORE", parse=_path)
+    models: tuple[str, ...] = setting((), "BYOSERVE_MODELS", parse=_words)
+    max_models: int | None = setting(None, "BYOSERVE_MAX_MODELS", parse=_positive_int)
+    memory_budget: int | None = setting(None, "BYOSERVE_MEMORY_BUDGET_MB", parse=_megabytes)
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     metrics: bool = setting(True, "BYOSERVE_METRICS", parse=_bool)
     metrics_dir: Path | None = setting(
@@ -184,9 +193,9 @@ class ServingConfig:
             # Below the request threads, so this bound (503 + Retry-After) is reached before
             # gthread's own unbounded wait for a free thread.
             object.__setattr__(self, "queue_size", max(1, self.threads // 2))
-        if self.multi_model:
+        if self.models and self.model_store is None and "all" in self.models:
             raise ConfigError(
-                "SAGEMAKER_MULTI_MODEL=true: multi-model endpoints are not served by this image"
+                "--models all needs a model store (--model-store, BYOSERVE_MODEL_STORE)"
             )
 
     @classmethod
@@ -214,6 +223,74 @@ class ServingConfig:
         return cls(**values)
 
     @property
+    def single_model(self) -> bool:
+        """One model from ``model_dir`` (the SageMaker single-model contract); else the server
+        holds the models of ``models``, those loaded through the API, and the store's on demand."""
+        return not (self.multi_model or self.model_store is not None or self.models)
+
+    @property
     def max_payload_in_mb(self) -> int:
         """The request size limit in whole MiB, as /execution-parameters reports it."""
         return max(1, self.max_request_size // MIB)
+
+
+def _option(options: Mapping[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = options.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """One model's serving settings.
+
+    Attributes:
+        max_batch_size: the most requests passed to one handler call.
+        max_batch_delay: seconds to wait for a batch to fill, counted from its first request's
+            arrival; zero when the batch size is 1, so unbatched serving adds no delay.
+        timeout: seconds a request may wait for its answer.
+        queue_size: requests that may wait for the model in one worker before 503.
+    """
+
+    max_batch_size: int = 1
+    max_batch_delay: float = 0.0
+    timeout: float = 60.0
+    queue_size: int = 32
+
+    @classmethod
+    def choose(
+        cls,
+        config: ServingConfig,
+        options: Mapping[str, Any],
+        registered: Mapping[str, Any] | None = None,
+        capacity: int = 1,
+    ) -> ModelSettings:
+        """The model's registration first (``batch_size``, ``max_batch_delay`` in ms,
+        ``response_timeout`` in s, ``queue_size``), then the environment's batch settings, then
+        the archive's own (``options``: ``batch_size``/``batchSize``, ``max_batch_delay``/
+        ``maxBatchDelay``, ``response_timeout``/``responseTimeout``), then the server's defaults.
+        The batch size never exceeds what the handler can take (``capacity``)."""
+        given = registered or {}
+        size = (
+            _option(given, "batch_size")
+            or config.max_batch_size
+            or _option(options, "batch_size", "batchSize")
+            or 1
+        )
+        size = max(1, min(int(size), capacity))
+        delay_ms = _option(given, "max_batch_delay")
+        if delay_ms is None:
+            delay_ms = config.max_batch_delay_ms
+        if delay_ms is None:
+            delay_ms = _option(options, "max_batch_delay", "maxBatchDelay")
+        if delay_ms is None:
+            delay_ms = DEFAULT_BATCH_DELAY_MS
+        timeout = (
+            _option(given, "response_timeout")
+            or _option(options, "response_timeout", "responseTimeout")
+            or config.timeout
+        )
+        queue = _option(given, "queue_size") or config.queue_size
+        return cls(size, delay_ms / 1000.0 if size > 1 else 0.0, timeout, int(queue))

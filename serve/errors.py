@@ -40,6 +40,12 @@ class NotFoundError(ServingError):
     code = "not_found"
 
 
+class ModelNotFoundError(NotFoundError):
+    """No model of that name is loaded (or, for a load, its url does not exist)."""
+
+    code = "model_not_found"
+
+
 class MethodNotAllowedError(ServingError):
     status_code = 405
     code = "method_not_allowed"
@@ -50,6 +56,13 @@ class NotAcceptableError(ServingError):
 
     status_code = 406
     code = "not_acceptable"
+
+
+class ConflictError(ServingError):
+    """A model of that name is already loaded or being loaded."""
+
+    status_code = 409
+    code = "conflict"
 
 
 class PayloadTooLargeError(ServingError):
@@ -78,6 +91,13 @@ class ModelError(ServingError):
     code = "model_error"
 
 
+class ModelLoadError(ServingError):
+    """A model failed to load; the message says why (the traceback goes to the log)."""
+
+    status_code = 500
+    code = "model_load_failed"
+
+
 class NotReadyError(ServingError):
     status_code = 503
     code = "not_ready"
@@ -93,3 +113,11 @@ class OverloadedError(ServingError):
 class InferenceTimeoutError(ServingError):
     status_code = 504
     code = "timeout"
+
+
+class InsufficientStorageError(ServingError):
+    """A model does not fit: memory (or disk) is short, or a configured budget is reached.
+    SageMaker answers it by unloading models it has not used lately and loading again."""
+
+    status_code = 507
+    code = "insufficient_storage"

@@ -158,13 +158,13 @@ class TextClassifier(BuiltinHandler):
             name = DEFAULT_TOKENIZER if found else "words"
         if name in BUILTIN_TOKENIZERS:
             return builtin_tokenizer(name)
-        from handlers.imports import import_path
+        from handlers.namespace import import_file
 
         path = find_file(loaded.model_dir, name)
         if path is None:
             raise HandlerLoadError(f"{self.name}: no tokenizer {name!r} in the archive")
         source = path.relative_to(loaded.model_dir).as_posix()
-        return module_tokenizer(import_path(path, source), source)
+        return module_tokenizer(import_file(path, source), source)
 
     def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
         texts, single = request_texts(request, codecs)

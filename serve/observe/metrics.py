@@ -72,59 +72,85 @@ class PrometheusObserver(Observer):
         registry: Any = self._registry
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "HTTP requests answered, by route and status.",
-            ["route", "status"],
+            "HTTP requests answered, by route, status and model.",
+            ["route", "status", "model"],
             registry=registry,
         )
         self.latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "Time from request start to response, by route.",
-            ["route"],
+            "Time from request start to response, by route and model.",
+            ["route", "model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
-            "Requests answered with an error, by error code.",
-            ["code"],
+            "Requests answered with an error, by error code and model.",
+            ["code", "model"],
             registry=registry,
         )
         self.rejections = Counter(
             f"{PREFIX}_rejected",
-            "Requests turned away with 503 because the worker's queue was full.",
+            "Requests turned away with 503 because the model's queue was full.",
+            ["model"],
             registry=registry,
         )
         self.batch_size = Histogram(
             f"{PREFIX}_batch_size",
             "Requests per handler call.",
+            ["model"],
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.batch_latency = Histogram(
             f"{PREFIX}_batch_duration_seconds",
             "Time of one handler call.",
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.queue = Gauge(
             f"{PREFIX}_queue_depth",
             "Requests waiting for the model, summed over live workers.",
+            ["model"],
             multiprocess_mode="livesum",
             registry=registry,
         )
         self.load_time = Gauge(
             f"{PREFIX}_model_load_seconds",
             "Time a worker took to load the model (the slowest worker).",
+            ["model"],
             multiprocess_mode="max",
+            registry=registry,
+        )
+        self.model_workers = Gauge(
+            f"{PREFIX}_model_workers",
+            "Worker processes that hold the model loaded.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.model_memory = Gauge(
+            f"{PREFIX}_model_memory_bytes",
+            "Resident memory the model's load added, summed over the workers that hold it.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.model_events = Counter(
+            f"{PREFIX}_model_events",
+            "Model loads, failed loads and unloads, by model.",
+            ["model", "event"],
             registry=registry,
         )
         self.ready_workers = Gauge(
             f"{PREFIX}_ready_workers",
-            "Worker processes with the model loaded.",
+            "Worker processes that have loaded their start-up models and take requests.",
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._per_model: dict[str, tuple[Any, Any, Any]] = {}
 
     @classmethod
     def create(cls, configured_dir: Path | None) -> PrometheusObserver:
@@ -133,35 +159,69 @@ class PrometheusObserver(Observer):
         logger.debug("metrics directory: %s", path)
         return cls(path, owned)
 
-    def model_loaded(self, seconds: float) -> None:
-        self.load_time.set(seconds)
+    def model_loaded(self, model: str, seconds: float, memory: int) -> None:
+        self.load_time.labels(model).set(seconds)
+        self.model_workers.labels(model).set(1)
+        self.model_memory.labels(model).set(memory)
+        self.model_events.labels(model, "loaded").inc()
+
+    def model_load_failed(self, model: str) -> None:
+        self.model_events.labels(model, "failed").inc()
+
+    def model_unloaded(self, model: str, seconds: float, memory: int) -> None:
+        self.model_workers.labels(model).set(0)
+        self.model_memory.labels(model).set(0)
+        self.queue.labels(model).set(0)
+        self.model_events.labels(model, "unloaded").inc()
+        self._per_model.pop(model, None)
+        for key in [key for key in self._children if key[2] == model]:
+            del self._children[key]
+
+    def worker_ready(self) -> None:
         self.ready_workers.set(1)
 
-    def batch_done(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.batch_latency.observe(seconds)
+    def batch_done(self, model: str, size: int, seconds: float) -> None:
+        _, sizes, latency = self._model_children(model)
+        sizes.observe(size)
+        latency.observe(seconds)
 
-    def queue_depth(self, depth: int) -> None:
-        self.queue.set(depth)
+    def queue_depth(self, model: str, depth: int) -> None:
+        self._model_children(model)[0].set(depth)
 
-    def rejected(self) -> None:
-        self.rejections.inc()
+    def _model_children(self, model: str) -> tuple[Any, Any, Any]:
+        children = self._per_model.get(model)
+        if children is None:
+            children = (
+                self.queue.labels(model),
+                self.batch_size.labels(model),
+                self.batch_latency.labels(model),
+            )
+            self._per_model[model] = children
+        return children
 
-    def request_done(self, route: str, status: int, seconds: float, error: str | None) -> None:
+    def rejected(self, model: str) -> None:
+        self.rejections.labels(model).inc()
+
+    def request_done(
+        self, route: str, status: int, seconds: float, error: str | None, model: str = ""
+    ) -> None:
         if route == SELF_ROUTE:
             return
-        counter, histogram = self._children_for(route, status)
+        counter, histogram = self._children_for(route, status, model)
         counter.inc()
         histogram.observe(seconds)
         if error is not None:
-            self.errors.labels(error).inc()
+            self.errors.labels(error, model).inc()
 
-    def _children_for(self, route: str, status: int) -> tuple[Any, Any]:
-        # labels() costs a lock and a tuple build per call; the set of routes is small.
-        key = (route, status)
+    def _children_for(self, route: str, status: int, model: str) -> tuple[Any, Any]:
+        # labels() costs a lock and a tuple build per call; routes and models are few.
+        key = (route, status, model)
         children = self._children.get(key)
         if children is None:
-            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            children = (
+                self.requests.labels(route, str(status), model),
+                self.latency.labels(route, model),
+            )
             self._children[key] = children
         return children
 

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 
 class Observer:
-    """Receives runtime events. The base class ignores them; subclasses record metrics."""
+    """Receives runtime events. The base class ignores them; subclasses record metrics.
 
-    def model_loaded(self, seconds: float) -> None:
-        """The handler finished loading in this worker."""
+    ``model`` is the model's name; requests that reach no model (``/ping``, a 404) report "".
+    """
 
-    def batch_done(self, size: int, seconds: float) -> None:
+    def model_loaded(self, model: str, seconds: float, memory: int) -> None:
+        """A model finished loading in this worker, adding ``memory`` bytes to its RSS."""
+
+    def model_load_failed(self, model: str) -> None:
+        """A model failed to load in this worker."""
+
+    def model_unloaded(self, model: str, seconds: float, memory: int) -> None:
+        """A model was unloaded from this worker, which handed ``memory`` bytes back."""
+
+    def worker_ready(self) -> None:
+        """This worker has loaded the models it started with and takes requests."""
+
+    def batch_done(self, model: str, size: int, seconds: float) -> None:
         """One handler call finished for a batch of ``size`` requests."""
 
-    def queue_depth(self, depth: int) -> None:
-        """Requests waiting in this worker's queue, after an enqueue or a dequeue."""
+    def queue_depth(self, model: str, depth: int) -> None:
+        """Requests waiting in this worker's queue for the model, after an enqueue or dequeue."""
 
-    def rejected(self) -> None:
-        """A request was turned away because the queue was full."""
+    def rejected(self, model: str) -> None:
+        """A request was turned away because the model's queue was full."""
 
-    def request_done(self, route: str, status: int, seconds: float, error: str | None) -> None:
+    def request_done(
+        self, route: str, status: int, seconds: float, error: str | None, model: str = ""
+    ) -> None:
         """One HTTP request finished."""
 
     def worker_exited(self, pid: int) -> None:

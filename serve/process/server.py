@@ -2,9 +2,11 @@
 (gunicorn's gthread worker, changed to keep a busy keep-alive connection on its thread and to
 share connections out evenly between workers: serve/process/worker.py).
 
-The master prepares the model directory and imports the handler (so contract errors stop the
-start-up); each worker starts its model runtime after fork. A worker whose model cannot load exits
-with gunicorn's boot-error status, which stops the whole server with that error.
+The master prepares the models the server starts with and imports their handlers (so contract
+errors stop the start-up); each worker starts its model registry after fork, which loads them. A
+worker that cannot load a start-up model exits with gunicorn's boot-error status, which stops the
+whole server with that error. The master also keeps the registry's shared directory tidy: it
+forgets a worker's report when the worker exits, and removes the directory at exit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from serve.config import ServingConfig
 from serve.process.worker import ConnectionShares, KeepAliveThreadWorker
-from serve.runtime.inference import ModelRuntime
+from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +52,21 @@ class PropagatingLogger(GunicornLogger):  # type: ignore[misc]
 class ServeApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn application serving one Flask app with settings from ServingConfig."""
 
-    def __init__(self, app: Flask, runtime: ModelRuntime, config: ServingConfig) -> None:
+    def __init__(self, app: Flask, registry: ModelRegistry, config: ServingConfig) -> None:
         self.application = app
-        self.runtime = runtime
+        self.registry = registry
         self.serving = config
         super().__init__()
 
     def load_config(self) -> None:
-        for name, value in gunicorn_settings(self.serving, self.runtime).items():
+        for name, value in gunicorn_settings(self.serving, self.registry).items():
             self.cfg.set(name, value)
 
     def load(self) -> Flask:
         return self.application
 
 
-def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str, Any]:
+def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:
     """The gunicorn settings for this configuration, one per line."""
 
     shares = ConnectionShares(config.workers)
@@ -79,18 +81,20 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
         # Request threads hand each request to the inference thread and back: with Python's
         # default 5 ms GIL switch interval every hand-off can cost milliseconds of p99.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        worker.is_ready = lambda: runtime.ready
+        worker.is_ready = lambda: registry.ready
         index = worker.slot if worker.slot is not None else worker.age - 1
-        runtime.start(worker_index=index)
+        registry.start(worker_index=index)
 
     def worker_exit(server: Any, worker: Any) -> None:
-        runtime.stop(timeout=1.0)
+        registry.stop(timeout=1.0)
 
     def child_exit(server: Any, worker: Any) -> None:
-        runtime.observer.worker_exited(worker.pid)
+        registry.observer.worker_exited(worker.pid)
+        registry.shared.forget(worker.pid)
 
     def on_exit(server: Any) -> None:
-        runtime.observer.close()
+        registry.observer.close()
+        registry.shared.remove()
 
     return {
         "bind": [f"{config.host}:{config.port}"],
@@ -114,15 +118,21 @@ def gunicorn_settings(config: ServingConfig, runtime: ModelRuntime) -> dict[str,
     }
 
 
-def run_server(app: Flask, runtime: ModelRuntime, config: ServingConfig) -> int:
+def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
+    names = [spec.name for spec in registry.specs()]
     logger.info(
         "serving %s on %s:%d with %d workers x %d threads",
-        runtime.handler.source,
+        ", ".join(names) if names else "no model yet (multi-model endpoint)",
         config.host,
         config.port,
         config.workers,
         config.threads,
     )
-    ServeApplication(app, runtime, config).run()
+    master = os.getpid()
+    try:
+        ServeApplication(app, registry, config).run()
+    finally:
+        if os.getpid() == master:  # a worker's exit unwinds through here too after fork
+            registry.shared.remove()
     return 0

@@ -1,118 +1,141 @@
-"""The model runtime inside one worker: a single inference thread that loads the handler, then
-serves batches gathered from a bounded queue.
+"""One model in one worker: an inference thread that loads the model, then serves the batches
+its queue gathers (serve/runtime/batching.py).
 
-Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, which enqueues the
-request and waits for its answer. The inference thread takes the first waiting request, gathers more
-until the batch is full or ``max_batch_delay`` has passed since that first request arrived, and
-calls the handler once for the whole batch. User code therefore always runs on one thread, as in
-TorchServe, and the request threads only wait. The hand-offs use the C-level ``SimpleQueue`` and
-a lock per request, not ``queue.Queue`` and futures: on a model that answers in under a
-millisecond, their Python-level locking is a visible share of each request.
+Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, which queues the
+request and waits for its answer. The inference thread calls the handler once per batch. User code
+(its import, its load, every batch) therefore runs on this one thread, as in TorchServe, so
+handlers need not be thread-safe; the thread is bound to the model's namespace
+(handlers/namespace.py), so bare-name imports made on it find the model's own files.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from handlers.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
+from handlers.namespace import ModelNamespace
 from serve.codecs import CodecRegistry
-from serve.config import ServingConfig
+from serve.config import ModelSettings, ServingConfig
 from serve.errors import (
     InferenceTimeoutError,
+    InsufficientStorageError,
     ModelError,
+    ModelNotFoundError,
     NotReadyError,
     OverloadedError,
     ServingError,
 )
 from serve.model.directory import ModelDirectory
 from serve.observe.observer import Observer
-from serve.runtime.batching import BatchPolicy
+from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
 from serve.runtime.devices import configure_torch, gpu_for_worker
+from serve.runtime.memory import release_memory, rss_bytes
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
-
-# States of a pending request; changed only under the runtime's state lock.
-_WAITING, _RUNNING, _CANCELLED = 0, 1, 2
-
-
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
+# One load at a time in a worker: two models' bare-name imports never meet (see
+# handlers/namespace.py), and the memory a load adds is that model's own.
+LOAD_LOCK = threading.Lock()
+_OUT_OF_MEMORY = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed")
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One queued request; ``done`` is released once ``response`` or ``error`` is set."""
+@dataclass(frozen=True, slots=True)
+class OpenedModel:
+    """A model ready to load: its directory, its handler (imported), the namespace of its files."""
 
-    request: InferenceRequest
-    arrived: float
-    state: int = _WAITING
-    response: InferenceResponse | None = None
-    error: BaseException | None = None
-    done: threading.Lock = field(default_factory=_held_lock)
+    directory: ModelDirectory
+    handler: Handler
+    namespace: ModelNamespace
 
-    def finish(self, response: InferenceResponse | None, error: BaseException | None) -> None:
-        """Hand the answer to the waiting request thread (the first answer only)."""
-        if self.response is None and self.error is None:
-            self.response, self.error = response, error
-            self.done.release()
+
+Opener = Callable[[], OpenedModel]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or an error whose text says the device ran out of memory (CUDA)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _OUT_OF_MEMORY) or isinstance(
+        exc.__cause__, MemoryError
+    )
 
 
 class ModelRuntime:
-    """Owns one handler in one worker process.
+    """Owns one model's handler and queue in one worker process.
 
     Args:
-        handler: the adapted handler (constructed in the master, loaded here).
-        model: the prepared model directory.
+        name: the model's name (routing, metrics, logs).
+        opener: gives the model's directory, handler and namespace; called on the inference
+            thread, so a handler imported there runs its module code on that thread.
         config: the serving configuration.
         codecs: the app's codec registry, handed to the handler at load.
         observer: receives load, batch and queue events (metrics, logs).
-        on_load_failure: called when the handler fails to load; the server exits the worker so
-            that gunicorn stops with a start-up error. Tests leave the default (stay not ready).
+        registered: per-model settings given when it was registered (see ModelSettings.choose).
+        generation: which registration of ``name`` this is (see serve/runtime/shared.py).
+        on_loaded: called on the inference thread once the model serves.
+        on_failed: called when the model fails to load (or does not load in time).
     """
 
     def __init__(
         self,
-        handler: Handler,
-        model: ModelDirectory,
+        name: str,
+        opener: Opener,
         config: ServingConfig,
         codecs: CodecRegistry,
         observer: Observer | None = None,
-        on_load_failure: Callable[[BaseException], None] | None = None,
+        *,
+        registered: Mapping[str, Any] | None = None,
+        generation: int = 0,
+        on_loaded: Callable[[ModelRuntime], None] | None = None,
+        on_failed: Callable[[ModelRuntime, BaseException], None] | None = None,
     ) -> None:
-        self.handler = handler
-        self.model = model
+        self.name = name
+        self.generation = generation
         self.config = config
         self.codecs = codecs
-        self.policy = BatchPolicy.choose(config, handler)
         self.observer = observer or Observer()
-        self._on_load_failure = on_load_failure
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._capacity = config.queue_size
-        self._state = threading.Lock()  # guards the queue bound and each request's state
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.registered: Mapping[str, Any] = dict(registered or {})
+        self.settings = ModelSettings.choose(config, {}, self.registered)  # until loaded
+        self.handler: Handler | None = None
+        self.source = name  # the handler's file once it is known, for messages
+        self.namespace: ModelNamespace | None = None
+        self.memory = 0  # RSS this model's load added to the worker
+        self.last_used = time.monotonic()
         self.load_error: BaseException | None = None
+        self._opener = opener
+        self._on_loaded = on_loaded
+        self._on_failed = on_failed
+        self._queue = BatchQueue(self.settings.queue_size)
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def load_status(self) -> int:
+        """The HTTP status a failed load is reported with: 507 when memory ran out, else 500."""
+        return InsufficientStorageError.status_code if self._out_of_memory() else 500
+
+    def _out_of_memory(self) -> bool:
+        return self.load_error is not None and out_of_memory(self.load_error)
+
     def start(self, worker_index: int = 0) -> None:
-        """Start the inference thread; it loads the handler, then serves. Call after fork."""
+        """Start the inference thread; it loads the model, then serves. Call after fork."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(
-            target=self._run, args=(worker_index,), name="byoserve-inference", daemon=True
+            target=self._run,
+            args=(worker_index,),
+            name=f"byoserve-inference-{self.name}"[:60],
+            daemon=True,
         )
         self._thread.start()
         watchdog = threading.Timer(self.config.startup_timeout, self._check_started)
@@ -123,52 +146,64 @@ class ModelRuntime:
         """SAGEMAKER_STARTUP_TIMEOUT: a model still loading by then counts as failed to load."""
         if self.ready or self.load_error is not None:
             return
-        self.load_error = TimeoutError(
-            "the model did not load within "
-            f"SAGEMAKER_STARTUP_TIMEOUT={self.config.startup_timeout:g} s"
+        self._fail(
+            TimeoutError(
+                "the model did not load within "
+                f"SAGEMAKER_STARTUP_TIMEOUT={self.config.startup_timeout:g} s"
+            )
         )
-        logger.error("handler %s: %s", self.handler.source, self.load_error)
-        if self._on_load_failure is not None:
-            self._on_load_failure(self.load_error)
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Let queued requests finish, then end the inference thread."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Take no more requests, let the queued ones finish, end the inference thread; True when
+        it ended within ``timeout``."""
+        self._queue.close()
         if self._thread is None:
-            return
-        self._stopping.set()
-        self._queue.put(_STOP)  # wakes an idle inference thread
+            return True
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def release(self) -> int:
+        """After :meth:`stop`: drop the handler and the model's modules, hand the memory back.
+        Returns how much the worker's RSS went down."""
+        before = rss_bytes()
+        self.handler = None
+        if self.namespace is not None:
+            self.namespace.close()
+            self.namespace = None
+        self._opener = _released
+        release_memory()
+        return max(0, before - rss_bytes())
 
     def submit(self, request: InferenceRequest) -> InferenceResponse:
-        """Queue one request and wait for its answer, at most the configured timeout.
+        """Queue one request and wait for its answer, at most the model's timeout.
 
         Raises:
             NotReadyError: the model is not loaded in this worker yet.
+            ModelNotFoundError: the model is being unloaded.
             OverloadedError: the queue is full (answered 503 with Retry-After).
             InferenceTimeoutError: no answer within the timeout.
             ServingError: whatever the handler failed this request with.
         """
         self.ensure_ready()
-        pending = _Pending(request, time.monotonic())
-        with self._state:
-            depth = self._queue.qsize()
-            if depth < self._capacity:
-                self._queue.put(pending)
-        if depth >= self._capacity:
-            self.observer.rejected()
+        self.last_used = time.monotonic()
+        try:
+            pending, depth = self._queue.put(request)
+        except QueueFullError:
+            self.observer.rejected(self.name)
             raise OverloadedError(
                 "the server is at capacity; retry shortly", headers={"Retry-After": "1"}
-            )
-        self.observer.queue_depth(depth + 1)
-        if not pending.done.acquire(timeout=self.config.timeout):
-            with self._state:
-                if pending.state == _WAITING:  # never started: the inference thread skips it
-                    pending.state = _CANCELLED
+            ) from None
+        except QueueClosedError:
+            raise ModelNotFoundError(f"model {self.name!r} is being unloaded") from None
+        self.observer.queue_depth(self.name, depth + 1)
+        timeout = self.settings.timeout
+        if not pending.done.acquire(timeout=timeout):
+            self._queue.cancel(pending)
             raise InferenceTimeoutError(
-                f"no answer within {self.config.timeout:g} s "
+                f"no answer within {timeout:g} s "
                 "(raise SAGEMAKER_MODEL_SERVER_TIMEOUT for slower models)"
             )
         if pending.error is not None:
@@ -178,105 +213,108 @@ class ModelRuntime:
 
     def ensure_ready(self) -> None:
         """Raise NotReadyError (503) unless the model is loaded in this worker."""
-        if self.ready:
+        if self._ready.is_set():
             return
         if self.load_error is not None:
-            raise NotReadyError("the model failed to load; see the server log")
-        raise NotReadyError("the model is still loading")
+            raise NotReadyError(f"model {self.name!r} failed to load; see the server log")
+        raise NotReadyError(f"model {self.name!r} is still loading")
 
     def _run(self, worker_index: int) -> None:
         if not self._load(worker_index):
             return
+        handler, namespace = self.handler, self.namespace
+        assert handler is not None and namespace is not None
+        settings = self.settings
         while True:
-            batch = self._gather()
+            batch = self._queue.gather(settings.max_batch_size, settings.max_batch_delay)
             if batch is None:
                 return
-            self.observer.queue_depth(self._queue.qsize())
+            self.observer.queue_depth(self.name, self._queue.qsize())
             try:
-                self._execute(batch)
+                self._execute(handler, batch)
             except BaseException as exc:  # the thread must outlive anything a batch does
-                logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
+                logger.error(
+                    "model %s: batch of %d failed: %s", self.name, len(batch), exc, exc_info=exc
+                )
                 for pending in batch:
                     pending.finish(None, ModelError("the batch failed"))
+            namespace.settle()
 
     def _load(self, worker_index: int) -> bool:
+        if not LOAD_LOCK.acquire(timeout=self.config.startup_timeout):
+            self._fail(TimeoutError("another model's load in this worker did not finish in time"))
+            return False
+        try:
+            return self._load_locked(worker_index)
+        finally:
+            LOAD_LOCK.release()
+
+    def _load_locked(self, worker_index: int) -> bool:
         started = time.monotonic()
         gpu_id = gpu_for_worker(worker_index)
         configure_torch(self.config.torch_threads)
-        context = LoadContext(
-            model_dir=self.model.root,
-            manifest=self.model.manifest,
-            gpu_id=gpu_id,
-            batch_size=self.policy.max_batch_size,
-            codecs=self.codecs,
-            allow_pickled_models=self.config.allow_pickled_models,
-            options=self.handler.options,
-        )
+        before = rss_bytes()  # torch is imported by now: its own memory is nobody's model
         try:
-            self.handler.load(context)
+            opened = self._opener()
+            self.source, self.namespace = opened.handler.source, opened.namespace
+            opened.namespace.bind_thread()
+            handler = opened.handler
+            self.settings = ModelSettings.choose(
+                self.config, handler.options, self.registered, handler.max_batch_size
+            )
+            handler.load(
+                LoadContext(
+                    model_dir=opened.directory.root,
+                    manifest=opened.directory.manifest,
+                    gpu_id=gpu_id,
+                    batch_size=self.settings.max_batch_size,
+                    codecs=self.codecs,
+                    allow_pickled_models=self.config.allow_pickled_models,
+                    options=handler.options,
+                )
+            )
+            opened.namespace.settle()
         except BaseException as exc:  # a load failure of any kind must be reported, not lost
-            self.load_error = exc
-            logger.error("handler %s failed to load: %s", self.handler.source, exc, exc_info=exc)
-            if self._on_load_failure is not None:
-                self._on_load_failure(exc)
+            self._fail(exc)
             return False
-        if self.load_error is not None:
+        if self.load_error is not None:  # the watchdog gave up on it meanwhile
             return False
-        elapsed = time.monotonic() - started
-        self.observer.model_loaded(elapsed)
-        logger.info(
-            "model loaded from %s in %.2f s (device %s, batch size %d, delay %.1f ms)",
-            self.handler.source,
-            elapsed,
-            "cpu" if gpu_id is None else f"cuda:{gpu_id}",
-            self.policy.max_batch_size,
-            self.policy.max_delay * 1000,
-        )
-        self._ready.set()
+        self.handler = handler
+        self.memory = max(0, rss_bytes() - before)
+        self._report_loaded(handler, time.monotonic() - started, gpu_id)
         return True
 
-    def _gather(self) -> list[_Pending] | None:
-        """Wait for a first request, then gather more until full or the delay has passed."""
-        batch: list[_Pending] = []
-        while not batch:
-            if self._stopping.is_set() and self._queue.empty():
-                return None
-            item = self._queue.get()
-            if item is _STOP:
-                continue
-            assert isinstance(item, _Pending)
-            if self._claim(item):
-                batch.append(item)
-        deadline = batch[0].arrived + self.policy.max_delay
-        while len(batch) < self.policy.max_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            if item is _STOP:
-                break
-            assert isinstance(item, _Pending)
-            if self._claim(item):
-                batch.append(item)
-        return batch
+    def _report_loaded(self, handler: Handler, elapsed: float, gpu_id: int | None) -> None:
+        self.observer.model_loaded(self.name, elapsed, self.memory)
+        logger.info(
+            "model %s loaded from %s in %.2f s, +%.1f MiB "
+            "(device %s, batch size %d, delay %.1f ms)",
+            self.name,
+            handler.source,
+            elapsed,
+            self.memory / 2**20,
+            "cpu" if gpu_id is None else f"cuda:{gpu_id}",
+            self.settings.max_batch_size,
+            self.settings.max_batch_delay * 1000,
+        )
+        self.last_used = time.monotonic()
+        self._ready.set()
+        if self._on_loaded is not None:
+            self._on_loaded(self)
 
-    def _claim(self, pending: _Pending) -> bool:
-        """Mark a queued request as running, unless its caller has given up on it."""
-        with self._state:
-            if pending.state != _WAITING:
-                return False
-            pending.state = _RUNNING
-            return True
+    def _fail(self, exc: BaseException) -> None:
+        if self.load_error is not None:
+            return
+        self.load_error = exc
+        logger.error("model %s (%s) failed to load: %s", self.name, self.source, exc, exc_info=exc)
+        self.observer.model_load_failed(self.name)
+        if self._on_failed is not None:
+            self._on_failed(self, exc)
 
-    def _execute(self, batch: list[_Pending]) -> None:
+    def _execute(self, handler: Handler, batch: list[Pending]) -> None:
         started = time.monotonic()
-        results = self._call_handler(batch)
-        self.observer.batch_done(len(batch), time.monotonic() - started)
+        results = self._call_handler(handler, batch)
+        self.observer.batch_done(self.name, len(batch), time.monotonic() - started)
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._log_failure(pending.request, result)
@@ -284,10 +322,10 @@ class ModelRuntime:
             else:
                 pending.finish(result, None)
 
-    def _call_handler(self, batch: Sequence[_Pending]) -> list[Result]:
+    def _call_handler(self, handler: Handler, batch: Sequence[Pending]) -> list[Result]:
         requests = [pending.request for pending in batch]
         try:
-            results = list(self.handler.handle(requests))
+            results = list(handler.handle(requests))
             if len(results) != len(requests):
                 raise ModelError(
                     f"the handler returned {len(results)} results for {len(requests)} requests"
@@ -297,13 +335,24 @@ class ModelRuntime:
             if len(batch) == 1:
                 return [exc]
             # One bad input must fail only its own request: retry each alone.
-            logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
-            return [self._call_handler([pending])[0] for pending in batch]
+            logger.warning(
+                "model %s: batch of %d failed (%s); retrying one by one", self.name, len(batch), exc
+            )
+            return [self._call_handler(handler, [pending])[0] for pending in batch]
 
-    @staticmethod
-    def _log_failure(request: InferenceRequest, exc: BaseException) -> None:
+    def _log_failure(self, request: InferenceRequest, exc: BaseException) -> None:
         cause = exc.__cause__ or exc
         if isinstance(exc, ServingError) and exc.status_code < 500:
-            logger.info("request %s rejected: %s", request.request_id, exc)
+            logger.info("model %s: request %s rejected: %s", self.name, request.request_id, exc)
         else:
-            logger.error("request %s failed: %s", request.request_id, exc, exc_info=cause)
+            logger.error(
+                "model %s: request %s failed: %s",
+                self.name,
+                request.request_id,
+                exc,
+                exc_info=cause,
+            )
+
+
+def _released() -> OpenedModel:
+    raise RuntimeError("this model was unloaded")

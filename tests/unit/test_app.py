@@ -20,12 +20,8 @@ from handlers.contract import (
     LoadContext,
     Result,
 )
-from serve.codecs import default_codecs
-from serve.config import ServingConfig
 from serve.errors import BadRequestError, ModelError
-from serve.http.app import create_app
-from serve.model.directory import ModelDirectory
-from serve.runtime.inference import ModelRuntime
+from tests.fixtures.apps import AppModel, make_app
 
 
 class EchoHandler:
@@ -72,15 +68,8 @@ class EchoHandler:
 
 def make_client(
     handler: EchoHandler, tmp_path: Path, start: bool = True, **config: Any
-) -> tuple[FlaskClient, ModelRuntime]:
-    settings = ServingConfig.from_env({}, model_dir=tmp_path, workers=1, **config)
-    model = ModelDirectory(root=tmp_path, code_dir=None, manifest={}, manifest_path=None)
-    runtime = ModelRuntime(handler, model, settings, default_codecs())
-    app = create_app(settings, runtime)
-    if start:
-        runtime.start()
-        assert runtime.wait_ready(10)
-    return app.test_client(), runtime
+) -> tuple[FlaskClient, AppModel]:
+    return make_app(handler, tmp_path, start=start, **config)
 
 
 @pytest.fixture

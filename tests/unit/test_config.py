@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.config import MIB, ConfigError, ServingConfig
+from serve.config import MIB, ConfigError, ModelSettings, ServingConfig
 from serve.process.cpus import available_cpus
 
 
@@ -90,9 +90,40 @@ def test_booleans_are_strict() -> None:
         ServingConfig.from_env({"BYOSERVE_METRICS": "yes"})
 
 
-def test_multi_model_endpoints_are_refused_rather_than_half_served() -> None:
-    with pytest.raises(ConfigError, match="multi-model"):
-        ServingConfig.from_env({"SAGEMAKER_MULTI_MODEL": "true"})
+def test_multi_model_settings() -> None:
+    assert ServingConfig.from_env({}).single_model
+    config = ServingConfig.from_env(
+        {
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "BYOSERVE_MODEL_STORE": "/store",
+            "BYOSERVE_MODELS": "a=a.tar.gz, b.mar  all",
+            "BYOSERVE_MAX_MODELS": "3",
+            "BYOSERVE_MEMORY_BUDGET_MB": "1.5",
+        }
+    )
+    assert not config.single_model
+    assert config.model_store == Path("/store")
+    assert config.models == ("a=a.tar.gz", "b.mar", "all")
+    assert config.max_models == 3
+    assert config.memory_budget == int(1.5 * MIB)
+    assert not ServingConfig.from_env({"BYOSERVE_MODELS": "a=/x/a.tar.gz"}).single_model
+    with pytest.raises(ConfigError, match="needs a model store"):
+        ServingConfig.from_env({"BYOSERVE_MODELS": "all"})
+    with pytest.raises(ConfigError, match="BYOSERVE_MAX_MODELS"):
+        ServingConfig.from_env({"BYOSERVE_MAX_MODELS": "0"})
+
+
+def test_model_settings_registration_then_environment_then_archive() -> None:
+    config = ServingConfig.from_env({"BYOSERVE_MAX_BATCH_SIZE": "4"}, timeout=30.0, threads=8)
+    archive = {"batchSize": 16, "maxBatchDelay": 50, "responseTimeout": 90}
+    assert ModelSettings.choose(config, archive, capacity=64) == ModelSettings(4, 0.05, 90.0, 4)
+    registered = {"batch_size": 2, "max_batch_delay": 0, "response_timeout": 5, "queue_size": 7}
+    assert ModelSettings.choose(config, archive, registered, capacity=64) == ModelSettings(
+        2, 0.0, 5.0, 7
+    )
+    plain = ServingConfig.from_env({}, timeout=30.0)
+    assert ModelSettings.choose(plain, {}, capacity=64) == ModelSettings(1, 0.0, 30.0, 32)
+    assert ModelSettings.choose(plain, archive, capacity=8).max_batch_size == 8
 
 
 def _cgroup(root: Path, cpu_max: str) -> Path:

@@ -11,38 +11,31 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from serve.codecs import default_codecs
-from serve.config import ServingConfig
-from serve.http.app import create_app
-from serve.model.directory import ModelDirectory
 from serve.observe.metrics import PrometheusObserver
-from serve.runtime.inference import ModelRuntime
+from tests.fixtures.apps import AppModel, make_app
 from tests.unit.test_app import EchoHandler, make_client
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format; 0 when absent."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    """The sum of the samples of ``name`` in Prometheus text format that carry ``labels``
+    (whatever their other labels); 0 when there is none."""
+    wanted = {f'{key}="{value}"' for key, value in labels.items()}
+    total = 0.0
     for line in text.splitlines():
         match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)", line)
         if match is None or match.group(1) != name:
             continue
-        given = ",".join(sorted(filter(None, (match.group(2) or "").split(","))))
-        if given == wanted:
-            return float(match.group(3))
-    return 0.0
+        if wanted <= set(filter(None, (match.group(2) or "").split(","))):
+            total += float(match.group(3))
+    return total
 
 
 def observed_client(
     tmp_path: Path, handler: EchoHandler | None = None, **config: object
-) -> tuple[FlaskClient, ModelRuntime, PrometheusObserver]:
+) -> tuple[FlaskClient, AppModel, PrometheusObserver]:
     observer = PrometheusObserver()
-    settings = ServingConfig.from_env({}, model_dir=tmp_path, workers=1, **config)
-    model = ModelDirectory(root=tmp_path, code_dir=None, manifest={}, manifest_path=None)
-    runtime = ModelRuntime(handler or EchoHandler(), model, settings, default_codecs(), observer)
-    runtime.start()
-    assert runtime.wait_ready(10)
-    return create_app(settings, runtime).test_client(), runtime, observer
+    test_client, model = make_app(handler or EchoHandler(), tmp_path, observer=observer, **config)
+    return test_client, model, observer
 
 
 @pytest.fixture

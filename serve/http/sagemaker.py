@@ -1,0 +1,121 @@
+"""The SageMaker container routes: /ping, /invocations (and the runtime API's
+/endpoints/{name}/invocations, so boto3 with ``endpoint_url`` works locally), the batch transform
+parameters, and /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.datastructures import EnvironHeaders
+
+from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
+from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError
+from serve.http.context import config, registry, too_large_message
+from serve.observe.observer import Observer
+from serve.runtime.inference import ModelRuntime
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_CUSTOM_ATTRIBUTES = 1024
+READ_CHUNK = 256 * 1024
+TARGET_MODEL = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"  # X-Amzn-SageMaker-Target-Model, in the environ
+_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
+
+
+def add_routes(app: Flask) -> None:
+    app.add_url_rule("/ping", "ping", _ping, methods=["GET"])
+    app.add_url_rule("/invocations", "invocations", _invocations, methods=["POST"])
+    app.add_url_rule(
+        "/endpoints/<endpoint_name>/invocations",
+        "endpoint_invocations",
+        _invocations,
+        methods=["POST"],
+    )
+    app.add_url_rule("/execution-parameters", "execution_parameters", _execution_parameters)
+    app.add_url_rule("/metrics", "metrics", _metrics, methods=["GET"])
+
+
+def _ping() -> Response:
+    """200 once this worker has loaded the models it started with, 503 before; does no work."""
+    return Response(status=200 if registry().ready else 503)
+
+
+def _invocations(endpoint_name: str | None = None) -> Response:
+    """The model the TargetModel header names, else the only one."""
+    length = checked_length()
+    return invoke(registry().route(request.environ.get(TARGET_MODEL) or None), length)
+
+
+def checked_length() -> int | None:
+    """The request's Content-Length, refused (413) before anything else when over the limit."""
+    length = request.content_length
+    limit = config().max_request_size
+    if length is not None and length > limit:
+        raise PayloadTooLargeError(too_large_message(length, limit))
+    return length
+
+
+def invoke(runtime: ModelRuntime, length: int | None) -> Response:
+    """Answer the current request with ``runtime``'s model (``length``: see checked_length)."""
+    g.model = runtime.name
+    settings = config()
+    runtime.ensure_ready()
+    attributes = request.headers.get(CUSTOM_ATTRIBUTES)
+    if attributes is not None and len(attributes) > MAX_CUSTOM_ATTRIBUTES:
+        raise BadRequestError(f"{CUSTOM_ATTRIBUTES} is longer than {MAX_CUSTOM_ATTRIBUTES} chars")
+    accept = request.headers.get("Accept", "").strip()
+    if accept in ("", "*/*"):
+        accept = settings.default_accept
+    inference = InferenceRequest(
+        body=_read_body(length, settings.max_request_size),
+        content_type=request.headers.get("Content-Type", "").strip() or DEFAULT_CONTENT_TYPE,
+        accept=accept,
+        # a snapshot, read by the handler only if it looks at a header
+        headers=Headers(EnvironHeaders(dict(request.environ)).items()),
+        request_id=g.request_id,
+    )
+    answer = runtime.submit(inference)
+    response = Response(answer.body_bytes(), status=answer.status, content_type=answer.content_type)
+    for name, value in answer.headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            response.headers[name] = value
+    return response
+
+
+def _read_body(length: int | None, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated."""
+    stream = request.stream
+    if length is not None:  # Content-Length (already checked against the limit) bounds the stream
+        return stream.read()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(too_large_message(None, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _execution_parameters() -> Response:
+    settings = config()
+    params: dict[str, Any] = {
+        "MaxConcurrentTransforms": settings.max_concurrent_transforms or settings.workers,
+        "BatchStrategy": settings.batch_strategy,
+        "MaxPayloadInMB": settings.max_payload_in_mb,
+    }
+    only = registry().default
+    handler_params = getattr(only.handler, "execution_parameters", None) if only else None
+    if callable(handler_params):
+        params.update(handler_params())
+    return jsonify(params)
+
+
+def _metrics() -> Response:
+    """Prometheus text format for the whole server; reads files, never waits for a model."""
+    observer: Observer = current_app.extensions["byoserve.observer"]
+    exposition = observer.exposition()
+    if exposition is None:
+        raise NotFoundError("metrics are off (BYOSERVE_METRICS=false)")
+    body, content_type = exposition
+    return Response(body, status=200, content_type=content_type)

@@ -1,0 +1,562 @@
+"""The models one worker holds: each with its own runtime (queue, inference thread, batching,
+settings, load state), kept in step with the server's desired set (serve/runtime/shared.py).
+
+Requests find their model with :meth:`ModelRegistry.route`: a dict lookup, nothing shared between
+processes. A thread of the worker's own (the watcher) applies the desired set whenever another
+worker changes it: it starts a runtime for each model this worker does not hold yet, and drains
+and releases the ones taken out. Management calls (:meth:`register`, :meth:`unregister`) may run
+in any worker; they change the desired set and wait for every worker (see shared.py).
+
+Single-model mode (``--model-dir``) is this registry holding one model that every request
+without a TargetModel goes to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from serve.codecs import CodecRegistry
+from serve.config import ServingConfig
+from serve.errors import (
+    BadRequestError,
+    ConflictError,
+    InferenceTimeoutError,
+    InsufficientStorageError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ServingError,
+    brief,
+)
+from serve.model.directory import ModelDirError, prepare_model_dir
+from serve.model.store import ModelStore, check_name
+from serve.observe.observer import Observer
+from serve.runtime.inference import ModelRuntime, OpenedModel
+from serve.runtime.memory import available_bytes, tree_bytes
+from serve.runtime.shared import (
+    FAILED,
+    LOADED,
+    LOADING,
+    UNLOADING,
+    DesiredSet,
+    HeldModel,
+    ModelSpec,
+    SharedModels,
+    WorkerReport,
+)
+
+logger = logging.getLogger(__name__)
+
+WATCH_S = 1.0  # the watcher reads the set at least this often, and reports usage for the LRU
+DRAIN_GRACE_S = 5.0  # an unload waits for queued requests: their timeout plus this
+MIB = 2**20
+
+Opener = Callable[[ModelSpec], OpenedModel]
+
+
+class ModelRegistry:
+    """The models of one worker, and the management of the server's models from any worker.
+
+    Args:
+        config: the serving configuration (budgets, timeouts, the store).
+        shared: the server's shared directory.
+        opener: opens a model the master did not prepare: unpacks it if needed (requirements are
+            installed by the worker that registered it), imports its handler in a namespace of its
+            own. Called on the model's inference thread.
+        codecs: the app's codec registry, handed to handlers at load.
+        observer: receives load, unload and request events.
+        store: where a TargetModel that is not loaded is looked for; None to load none on demand.
+        on_startup_failure: called when a model the server started with fails to load in this
+            worker (the server exits the worker, which stops the server, as for one model).
+    """
+
+    def __init__(
+        self,
+        config: ServingConfig,
+        shared: SharedModels,
+        opener: Opener,
+        codecs: CodecRegistry,
+        observer: Observer | None = None,
+        store: ModelStore | None = None,
+        on_startup_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.shared = shared
+        self.store = store
+        self.codecs = codecs
+        self.observer = observer or Observer()
+        self._opener = opener
+        self._on_startup_failure = on_startup_failure
+        self._prepared: dict[tuple[str, int], OpenedModel] = {}  # opened in the master
+        self._runtimes: dict[str, ModelRuntime] = {}  # the routing table: read without a lock
+        self._aliases: dict[str, str] = {}
+        self._only: ModelRuntime | None = None
+        self._specs: dict[str, ModelSpec] = {}
+        self._held: dict[tuple[str, int], HeldModel] = {}
+        self._lock = threading.RLock()  # guards applying the set and this worker's report
+        self._version = -1
+        self._booting: set[str] = set()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._worker_index = 0
+        self._socket: socket.socket | None = None
+
+    # Set-up, in the master
+
+    def add_startup(
+        self, name: str, url: Path, opened: OpenedModel, aliases: tuple[str, ...] = ()
+    ) -> ModelSpec:
+        """Add a model the server starts with, opened (and its handler imported) in the master.
+
+        Raises:
+            ConflictError: a model of that name was added already.
+            InsufficientStorageError: BYOSERVE_MAX_MODELS or BYOSERVE_MEMORY_BUDGET_MB is passed.
+        """
+        with self.shared.editing() as desired:
+            if desired.find(name) is not None:
+                raise ConflictError(f"model {name!r} is given twice")
+            spec = desired.add(
+                name,
+                str(url),
+                aliases=aliases,
+                startup=True,
+                estimate=tree_bytes(opened.directory.root),
+            )
+            self._check_room(desired, spec.estimate, exclude=name, measure_available=False)
+        self._prepared[(spec.name, spec.generation)] = opened
+        return spec
+
+    # The worker's life
+
+    @property
+    def ready(self) -> bool:
+        """Whether this worker has loaded the models it started with (its /ping)."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def start(self, worker_index: int = 0) -> None:
+        """Register this worker, load the current set, and start the watcher. Call after fork."""
+        self._worker_index = worker_index
+        self._socket = self.shared.register(os.getpid())
+        desired = self.shared.read()
+        with self._lock:
+            self._booting = set(desired.models)
+            self._apply(desired)
+            self._check_booted()
+        threading.Thread(target=self._watch, name="byoserve-models", daemon=True).start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Take no more requests for any model and let queued ones finish (worker exit)."""
+        self._stopping.set()
+        if self._socket is not None:
+            self._socket.close()  # ends the watcher
+        runtimes = list(self._runtimes.values())
+        deadline = time.monotonic() + timeout
+        for runtime in runtimes:
+            runtime.stop(0)
+        for runtime in runtimes:
+            runtime.stop(max(0.0, deadline - time.monotonic()))
+
+    # Requests
+
+    def route(self, target: str | None) -> ModelRuntime:
+        """The runtime a request goes to: its TargetModel's (by name, or by its path in the model
+        store, loaded on first use when the server has one), else the only model's.
+
+        Raises:
+            ModelNotFoundError: no such model (and none in the store).
+            BadRequestError: no TargetModel while several models are loaded, or one that
+                leaves the model store.
+        """
+        if target is None:
+            only = self._only
+            if only is not None:
+                return only
+            raise self._no_default()
+        runtime = self._runtimes.get(target)
+        if runtime is None:
+            runtime = self._runtimes.get(self._aliases.get(target, ""))
+            if runtime is None:
+                return self._fetch(target)
+        return runtime
+
+    def get(self, name: str) -> ModelRuntime:
+        """The model called ``name`` in this worker (``/models/{name}/invoke``).
+
+        Raises:
+            ModelNotFoundError: it is not loaded.
+        """
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        return runtime
+
+    @property
+    def default(self) -> ModelRuntime | None:
+        """The model a request without a TargetModel goes to: the only one, if only one."""
+        return self._only
+
+    def runtimes(self) -> list[ModelRuntime]:
+        return list(self._runtimes.values())
+
+    def _no_default(self) -> ServingError:
+        count = len(self._runtimes)
+        if count == 0:
+            return ModelNotFoundError("no model is loaded")
+        return BadRequestError(
+            f"{count} models are loaded: name one with X-Amzn-SageMaker-Target-Model, "
+            "or POST /models/{name}/invoke"
+        )
+
+    def _fetch(self, target: str) -> ModelRuntime:
+        """A TargetModel that is not loaded: load it from the model store, then answer it."""
+        if self.store is None:
+            raise ModelNotFoundError(f"model {target[:200]!r} is not loaded")
+        deadline = self._deadline()
+        if self.shared.read().find(target) is None:
+            path = self.store.resolve(target)
+            with suppress(ConflictError):  # another request loaded it meanwhile: wait below
+                self.register(target, str(path), evict=True)
+        while time.monotonic() < deadline:
+            runtime = self._runtimes.get(target) or self._runtimes.get(
+                self._aliases.get(target, "")
+            )
+            if runtime is not None and runtime.wait_ready(max(0.0, deadline - time.monotonic())):
+                return runtime
+            if runtime is not None and runtime.load_error is not None:
+                return runtime  # answers 503 with why
+            time.sleep(0.01)
+        raise InferenceTimeoutError(f"model {target[:200]!r} did not load in time")
+
+    # Management: any worker, for the whole server
+
+    def register(
+        self,
+        name: str,
+        url: str,
+        registered: Mapping[str, Any] | None = None,
+        *,
+        aliases: tuple[str, ...] = (),
+        evict: bool = False,
+    ) -> ModelSpec:
+        """Load a model in every worker; returns once all of them answer it.
+
+        Args:
+            name: the model's name.
+            url: its directory or archive.
+            registered: per-model settings (``batch_size``, ``max_batch_delay``,
+                ``response_timeout``, ``queue_size``).
+            aliases: other names a TargetModel may use for it.
+            evict: unload the least recently used models when a budget would be exceeded,
+                instead of refusing with 507.
+
+        Raises:
+            BadRequestError: a bad name. ModelNotFoundError: no such url. ConflictError: the name
+            is loaded or loading. InsufficientStorageError: it does not fit. ModelLoadError: it
+            failed to load (the reason; no traceback).
+        """
+        check_name(name)
+        path = Path(url)
+        if not path.exists():
+            raise ModelNotFoundError(f"model url {url[:200]!r} does not exist")
+        if self.shared.read().find(name) is not None:
+            raise ConflictError(f"model {name!r} is already loaded")
+        estimate = tree_bytes(self._prepare(path).root)
+        deadline = self._deadline()
+        if evict:
+            self._make_room(estimate, deadline)
+        with self.shared.editing() as desired:
+            if desired.find(name) is not None:
+                raise ConflictError(f"model {name!r} is already loaded")
+            self._check_room(desired, estimate)
+            spec = desired.add(name, url, aliases=aliases, registered=registered, estimate=estimate)
+        self.shared.wake_all()
+        started = time.monotonic()
+        outcome = self.shared.await_loaded(spec, deadline)
+        if outcome.ok:
+            logger.info(
+                "model %s loaded in every worker in %.2f s", name, time.monotonic() - started
+            )
+            return spec
+        if outcome.abandoned:
+            raise ConflictError(f"model {name!r} was {outcome.error}")
+        self._withdraw(spec, deadline)
+        message = f"model {name!r} failed to load: {outcome.error}"
+        if outcome.status == InsufficientStorageError.status_code:
+            raise InsufficientStorageError(message)
+        raise ModelLoadError(message)
+
+    def unregister(self, name: str) -> ModelSpec:
+        """Unload a model from every worker; returns once none holds it (queued requests for it
+        have finished, its memory is released).
+
+        Raises:
+            ModelNotFoundError: it is not loaded. InferenceTimeoutError: a worker did not drop it
+            in time (it still will).
+        """
+        with self.shared.editing() as desired:
+            spec = desired.remove(name)
+        if spec is None:
+            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        self.shared.wake_all()
+        if not self.shared.await_unloaded(spec, self._deadline()):
+            raise InferenceTimeoutError(f"model {name!r} is still unloading")
+        return spec
+
+    def describe(self, name: str) -> tuple[ModelSpec, dict[int, HeldModel]]:
+        """A model of the set and how each worker holds it.
+
+        Raises:
+            ModelNotFoundError: it is not in the set.
+        """
+        spec = self.shared.read().models.get(name)
+        if spec is None:
+            raise ModelNotFoundError(f"model {name!r} is not loaded")
+        held = {
+            pid: model
+            for pid, report in self.shared.workers().items()
+            if (model := report.held(spec.name, spec.generation)) is not None
+        }
+        return spec, held
+
+    def specs(self) -> list[ModelSpec]:
+        """Every model of the set, by name."""
+        return sorted(self.shared.read().models.values(), key=lambda spec: spec.name)
+
+    def _prepare(self, path: Path) -> Any:
+        """Unpack the model and install its requirements, once, in the worker registering it."""
+        try:
+            return prepare_model_dir(
+                path,
+                unpack_dir=self.config.unpack_dir,
+                install_requirements=self.config.install_requirements,
+            )
+        except ModelDirError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise InsufficientStorageError(f"no disk space to unpack {path}: {exc}") from exc
+            raise ModelLoadError(f"cannot read {path}: {brief(exc)}") from exc
+
+    def _withdraw(self, spec: ModelSpec, deadline: float) -> None:
+        """Take a model out of the set and wait until no worker holds it."""
+        with self.shared.editing() as desired:
+            desired.remove(spec.name, spec.generation)
+        self.shared.wake_all()
+        self.shared.await_unloaded(spec, deadline)
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.startup_timeout + DRAIN_GRACE_S
+
+    # Budgets
+
+    def _check_room(
+        self,
+        desired: DesiredSet,
+        estimate: int,
+        exclude: str = "",
+        measure_available: bool = True,
+    ) -> None:
+        """Raise InsufficientStorageError when one more model of ``estimate`` bytes (per worker)
+        would pass BYOSERVE_MAX_MODELS, BYOSERVE_MEMORY_BUDGET_MB, or (``measure_available``)
+        the memory the machine has left."""
+        others = [spec for name, spec in desired.models.items() if name != exclude]
+        limit = self.config.max_models
+        if limit is not None and len(others) >= limit:
+            raise InsufficientStorageError(
+                f"the server holds its maximum of {limit} models (BYOSERVE_MAX_MODELS)"
+            )
+        workers = max(1, len(self.shared.workers()) or self.config.workers)
+        needed = estimate * workers
+        budget = self.config.memory_budget
+        if budget is not None:
+            used = self._memory_in_use(others, workers)
+            if used + needed > budget:
+                raise InsufficientStorageError(
+                    f"the model needs about {needed / MIB:.0f} MiB ({workers} workers), and "
+                    f"{max(0, budget - used) / MIB:.0f} MiB of BYOSERVE_MEMORY_BUDGET_MB="
+                    f"{budget / MIB:.0f} are left"
+                )
+        available = available_bytes() if measure_available else None
+        if available is not None and needed > available:
+            raise InsufficientStorageError(
+                f"the model needs about {needed / MIB:.0f} MiB ({workers} workers); "
+                f"{available / MIB:.0f} MiB of memory are available"
+            )
+
+    def _memory_in_use(self, specs: list[ModelSpec], workers: int) -> int:
+        """What the models take: measured in each worker once loaded, else estimated."""
+        reports = self.shared.workers().values()
+        total = 0
+        for spec in specs:
+            measured = [
+                held.memory
+                for report in reports
+                if (held := report.held(spec.name, spec.generation)) is not None
+                and held.state == LOADED
+            ]
+            total += sum(measured) if measured else spec.estimate * workers
+        return total
+
+    def _make_room(self, estimate: int, deadline: float) -> None:
+        """Unload least recently used models until one of ``estimate`` bytes fits."""
+        while True:
+            desired = self.shared.read()
+            try:
+                self._check_room(desired, estimate)
+                return
+            except InsufficientStorageError as exc:
+                victim = self._least_recently_used(desired)
+                if victim is None:
+                    raise
+                logger.info("unloading model %s, the least recently used: %s", victim.name, exc)
+                self._withdraw(victim, deadline)
+
+    def _least_recently_used(self, desired: DesiredSet) -> ModelSpec | None:
+        """The loaded model whose last use (in any worker; a load counts) is the oldest."""
+        reports = self.shared.workers().values()
+        candidates: list[tuple[float, ModelSpec]] = []
+        for spec in desired.models.values():
+            held = [report.held(spec.name, spec.generation) for report in reports]
+            if held and all(m is not None and m.state == LOADED for m in held):
+                candidates.append((max(m.used for m in held if m is not None), spec))
+        return min(candidates, key=lambda pair: pair[0])[1] if candidates else None
+
+    # Applying the set (the watcher thread, and start)
+
+    def _watch(self) -> None:
+        assert self._socket is not None
+        self._socket.settimeout(WATCH_S)
+        while not self._stopping.is_set():
+            try:
+                self._socket.recv(64)
+            except TimeoutError:
+                pass
+            except OSError:
+                return
+            desired = self.shared.read()
+            with self._lock:
+                if desired.version != self._version and not self._stopping.is_set():
+                    self._apply(desired)
+                self._report_usage()
+
+    def _apply(self, desired: DesiredSet) -> None:
+        for name, runtime in list(self._runtimes.items()):
+            spec = desired.models.get(name)
+            if spec is None or spec.generation != runtime.generation:
+                del self._runtimes[name]
+                threading.Thread(
+                    target=self._unload, args=(runtime,), name="byoserve-unload", daemon=True
+                ).start()
+        for name, spec in desired.models.items():
+            if name not in self._runtimes:
+                self._attach(spec)
+        self._specs = dict(desired.models)
+        self._aliases = {
+            alias: spec.name for spec in desired.models.values() for alias in spec.aliases
+        }
+        self._only = next(iter(self._runtimes.values())) if len(self._runtimes) == 1 else None
+        self._version = desired.version
+        self._publish()
+
+    def _attach(self, spec: ModelSpec) -> None:
+        prepared = self._prepared.pop((spec.name, spec.generation), None)
+        runtime = ModelRuntime(
+            spec.name,
+            (lambda: prepared) if prepared is not None else (lambda: self._opener(spec)),
+            self.config,
+            self.codecs,
+            self.observer,
+            registered=spec.registered,
+            generation=spec.generation,
+            on_loaded=self._loaded,
+            on_failed=self._failed,
+        )
+        self._runtimes[spec.name] = runtime
+        self._set_held(HeldModel(spec.name, spec.generation, LOADING, used=time.monotonic()))
+        runtime.start(self._worker_index)
+
+    def _loaded(self, runtime: ModelRuntime) -> None:
+        with self._lock:
+            held = HeldModel(
+                runtime.name,
+                runtime.generation,
+                LOADED,
+                memory=runtime.memory,
+                used=runtime.last_used,
+            )
+            self._set_held(held)
+            self._booting.discard(runtime.name)
+            self._check_booted()
+
+    def _failed(self, runtime: ModelRuntime, exc: BaseException) -> None:
+        spec = self._specs.get(runtime.name)
+        startup = spec is not None and spec.startup and spec.generation == runtime.generation
+        if startup and self._on_startup_failure is not None:
+            self._on_startup_failure(exc)
+        with self._lock:
+            error = f"{type(exc).__name__}: {brief(exc)}"
+            held = HeldModel(runtime.name, runtime.generation, FAILED, error, runtime.load_status)
+            self._set_held(held)
+            if not startup:  # without its start-up models a worker is never ready
+                self._booting.discard(runtime.name)
+                self._check_booted()
+
+    def _unload(self, runtime: ModelRuntime) -> None:
+        """Drain a model taken out of the set, then release it (on a thread of its own)."""
+        key = (runtime.name, runtime.generation)
+        with self._lock:
+            if key in self._held:
+                self._set_held(
+                    HeldModel(runtime.name, runtime.generation, UNLOADING, memory=runtime.memory)
+                )
+            self._booting.discard(runtime.name)
+            self._check_booted()
+        started = time.monotonic()
+        if not runtime.stop(runtime.settings.timeout + DRAIN_GRACE_S):
+            logger.warning("model %s: still busy after its timeout; released anyway", runtime.name)
+        freed = runtime.release()
+        elapsed = time.monotonic() - started
+        self.observer.model_unloaded(runtime.name, elapsed, freed)
+        logger.info("model %s unloaded in %.2f s, -%.1f MiB", runtime.name, elapsed, freed / MIB)
+        with self._lock:
+            self._held.pop(key, None)
+            self._publish()
+
+    def _check_booted(self) -> None:
+        if not self._booting and not self._ready.is_set():
+            self._ready.set()
+            self.observer.worker_ready()
+            self._publish()
+
+    def _set_held(self, held: HeldModel) -> None:
+        self._held[(held.name, held.generation)] = held
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._stopping.is_set():
+            return
+        report = WorkerReport(os.getpid(), self._ready.is_set(), tuple(self._held.values()))
+        self.shared.publish(report)
+
+    def _report_usage(self) -> None:
+        """Write each model's last use into this worker's report when it changed (for the LRU)."""
+        changed = False
+        for runtime in self._runtimes.values():
+            held = self._held.get((runtime.name, runtime.generation))
+            if held is not None and held.state == LOADED and held.used != runtime.last_used:
+                self._held[(held.name, held.generation)] = HeldModel(
+                    held.name, held.generation, LOADED, memory=held.memory, used=runtime.last_used
+                )
+                changed = True
+        if changed:
+            self._publish()

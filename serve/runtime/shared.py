@@ -1,0 +1,318 @@
+"""How the worker processes of one server agree on which models it holds.
+
+gunicorn runs several worker processes and a load or unload request reaches only one of them. The
+set of models the server should hold, and what each worker holds, live in a directory the master
+creates before it forks (and removes at exit):
+
+- ``models.json``: the desired set, ``{"version", "next_generation", "models": {name: spec}}``,
+  changed only under ``models.lock`` (``flock``) and replaced atomically, so readers need no lock.
+  Each registration of a name gets a new *generation*, so an old registration still draining and a
+  new one loading are never confused.
+- ``worker-<pid>.json``: what one worker holds: each model's generation and state (``loading``,
+  ``loaded``, ``failed`` with its error and status, ``unloading``), the memory its load added and
+  when it was last used. Written by that worker only, atomically.
+- ``worker-<pid>.sock``: a datagram socket the worker listens on; one byte makes it read the set.
+
+A **load** (``POST /models``, or a TargetModel found in the model store) adds the model to the set
+under a new generation, wakes every worker, and waits until every live worker reports that
+generation ``loaded`` (success), or one reports it ``failed`` (the model is taken out of the set
+again, the caller gets that worker's error once no worker holds it). An **unload** takes the name
+out, wakes every worker and returns once no live worker holds that generation; each worker first
+lets the requests already queued for it finish. Each worker applies the set on a thread of its own
+(serve/runtime/registry.py); the hot path never reads any of this.
+
+What happens when things race, by design:
+
+- Two loads of one name at once: whichever takes the lock first adds it; the other gets 409 at once,
+  whether the first is still loading or done.
+- An unload while the model is still loading: the unload goes ahead (it returns once every worker
+  has dropped the model, which waits for a load in progress to end); the load returns 409, "unloaded
+  before it finished loading".
+- A load of a name whose unload is still draining: it gets a new generation; a worker loads it while
+  the old one drains, and each waiter waits for its own generation.
+- A worker that dies while it loads the model: the load fails with 507 (a worker killed during a
+  load has most often run out of memory: SageMaker then unloads other models and tries again) and
+  the model is taken out of the set, so the worker that replaces it does not load it again.
+- A worker that dies otherwise: waiters ignore it. Its replacement registers first and then reads
+  the set, and loads all of it before it reports ready and takes connections; a waiter lists
+  workers after it has written the set, so a load in flight waits for the replacement too.
+- The worker serving a load request dies before it answers: the model stays in the set and loads in
+  every worker; the client's connection drops, and retrying answers 409 (it is loaded).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "models.json"
+LOCK_FILE = "models.lock"
+POLL_S = 0.01  # how often a waiter looks at the workers' reports
+
+LOADING, LOADED, FAILED, UNLOADING = "loading", "loaded", "failed", "unloading"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model in the desired set.
+
+    Attributes:
+        name: the model's name.
+        url: where it was loaded from (a directory or archive).
+        generation: which registration of the name this is.
+        aliases: other names a TargetModel may use for it (its path in the model store).
+        registered: per-model settings given at registration (batch size, delay, timeout).
+        startup: one the server was started with: failing to load it in a worker stops the server.
+        estimate: bytes its files take, the memory one worker is expected to need for it.
+        added: when it was added (wall clock), for listings.
+    """
+
+    name: str
+    url: str
+    generation: int
+    aliases: tuple[str, ...] = ()
+    registered: Mapping[str, Any] = field(default_factory=dict)
+    startup: bool = False
+    estimate: int = 0
+    added: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
+        return cls(**{**data, "aliases": tuple(data.get("aliases", ()))})
+
+
+@dataclass(slots=True)
+class DesiredSet:
+    """The models the server should hold, as stored in ``models.json``."""
+
+    version: int = 0
+    next_generation: int = 1
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+
+    def find(self, name: str) -> ModelSpec | None:
+        """The model called ``name``, or whose alias it is."""
+        spec = self.models.get(name)
+        if spec is None:
+            spec = next((m for m in self.models.values() if name in m.aliases), None)
+        return spec
+
+    def add(
+        self,
+        name: str,
+        url: str,
+        *,
+        aliases: tuple[str, ...] = (),
+        registered: Mapping[str, Any] | None = None,
+        startup: bool = False,
+        estimate: int = 0,
+    ) -> ModelSpec:
+        spec = ModelSpec(
+            name,
+            url,
+            self.next_generation,
+            aliases,
+            dict(registered or {}),
+            startup,
+            estimate,
+            time.time(),
+        )
+        self.next_generation += 1
+        self.models[name] = spec
+        return spec
+
+    def remove(self, name: str, generation: int | None = None) -> ModelSpec | None:
+        """Take ``name`` out (only that generation when given); returns what was taken out."""
+        spec = self.models.get(name)
+        if spec is None or (generation is not None and spec.generation != generation):
+            return None
+        return self.models.pop(name)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldModel:
+    """One model as a worker holds it."""
+
+    name: str
+    generation: int
+    state: str
+    error: str = ""
+    status: int = 0
+    memory: int = 0
+    used: float = 0.0  # time.monotonic() of its last request: CLOCK_MONOTONIC is machine-wide
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """What one worker holds, as it last wrote it."""
+
+    pid: int
+    ready: bool
+    models: tuple[HeldModel, ...] = ()
+
+    def held(self, name: str, generation: int) -> HeldModel | None:
+        return next((m for m in self.models if m.name == name and m.generation == generation), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a load ended across the workers."""
+
+    ok: bool
+    status: int = 200
+    error: str = ""
+    abandoned: bool = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, PermissionError, FileNotFoundError):
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]  # a zombie is dead, only not reaped
+
+
+class SharedModels:
+    """The shared directory of one server: the desired set and the workers' reports.
+
+    Args:
+        directory: created by the master (see :meth:`create`) and inherited by the workers.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def create(cls) -> SharedModels:
+        """A fresh, empty directory (in the master, before fork)."""
+        return cls(Path(tempfile.mkdtemp(prefix="byoserve-models-")))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # The desired set
+
+    def read(self) -> DesiredSet:
+        try:
+            data = json.loads((self.directory / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return DesiredSet()
+        models = {name: ModelSpec.from_json(spec) for name, spec in data["models"].items()}
+        return DesiredSet(data["version"], data["next_generation"], models)
+
+    @contextmanager
+    def editing(self) -> Iterator[DesiredSet]:
+        """The desired set under the lock; written back (with a new version) if it changed."""
+        with (self.directory / LOCK_FILE).open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            desired = self.read()
+            before = (desired.next_generation, dict(desired.models))
+            yield desired
+            if (desired.next_generation, desired.models) != before:
+                desired.version += 1
+                models = {name: asdict(spec) for name, spec in desired.models.items()}
+                data = {
+                    "version": desired.version,
+                    "next_generation": desired.next_generation,
+                    "models": models,
+                }
+                self._write(STATE_FILE, data)
+
+    def _write(self, name: str, data: Mapping[str, Any]) -> None:
+        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.directory / name)
+
+    # The workers
+
+    def register(self, pid: int) -> socket.socket:
+        """Report an empty worker and open its wake-up socket (in the worker, at start)."""
+        self.publish(WorkerReport(pid, ready=False))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = self.directory / f"worker-{pid}.sock"
+        with suppress(FileNotFoundError):
+            path.unlink()
+        sock.bind(str(path))
+        return sock
+
+    def publish(self, report: WorkerReport) -> None:
+        self._write(f"worker-{report.pid}.json", asdict(report))
+
+    def workers(self) -> dict[int, WorkerReport]:
+        """The reports of the workers that are alive."""
+        reports: dict[int, WorkerReport] = {}
+        for path in self.directory.glob("worker-*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):  # removed meanwhile
+                continue
+            if _alive(data["pid"]):
+                held = tuple(HeldModel(**model) for model in data["models"])
+                reports[data["pid"]] = WorkerReport(data["pid"], data["ready"], held)
+        return reports
+
+    def forget(self, pid: int) -> None:
+        """A worker exited (in the master): drop its report and socket."""
+        for name in (f"worker-{pid}.json", f"worker-{pid}.sock"):
+            with suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+
+    def wake_all(self) -> None:
+        """Make every worker read the desired set now."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            for path in self.directory.glob("worker-*.sock"):
+                with suppress(OSError):  # gone, or a wake-up is already waiting there
+                    sock.sendto(b"!", str(path))
+
+    # Waiting for the workers
+
+    def await_loaded(self, spec: ModelSpec, deadline: float) -> Outcome:
+        """Wait until every live worker holds ``spec`` loaded, one failed it, or it was taken out
+        of the set; see the module docstring for the outcomes."""
+        loading: set[int] = set()
+        while time.monotonic() < deadline:
+            current = self.read().models.get(spec.name)
+            if current is None or current.generation != spec.generation:
+                return Outcome(False, 409, "unloaded before it finished loading", abandoned=True)
+            workers = self.workers()
+            died = loading - workers.keys()
+            if died:
+                return Outcome(
+                    False,
+                    507,
+                    f"a worker (pid {min(died)}) died while loading it (most likely out of memory)",
+                )
+            held = {pid: report.held(spec.name, spec.generation) for pid, report in workers.items()}
+            failed = next((m for m in held.values() if m is not None and m.state == FAILED), None)
+            if failed is not None:
+                return Outcome(False, failed.status or 500, failed.error)
+            if held and all(m is not None and m.state == LOADED for m in held.values()):
+                return Outcome(True)
+            loading |= {pid for pid, m in held.items() if m is not None and m.state == LOADING}
+            time.sleep(POLL_S)
+        return Outcome(False, 500, "it did not load in every worker in time")
+
+    def await_unloaded(self, spec: ModelSpec, deadline: float) -> bool:
+        """Wait until no live worker holds ``spec``; False when the deadline passed first."""
+        while time.monotonic() < deadline:
+            workers = self.workers().values()
+            if all(report.held(spec.name, spec.generation) is None for report in workers):
+                return True
+            time.sleep(POLL_S)
+        return False
