@@ -1,5 +1,5 @@
-"""The keep-alive worker (serve/process/worker.py) over real sockets: consecutive and pipelined requests
-on one connection, a quiet connection handed back and served later, more connections than
+"""The keep-alive worker (serve/process/worker.py) over real sockets: consecutive and pipelined
+requests on one connection, a quiet connection handed back and served later, more connections than
 threads, and an error answer that keeps its connection."""
 
 from __future__ import annotations
