@@ -36,7 +36,7 @@ def serve_model(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start real servers for the test; every one is stopped afterwards, pass or fail."""
     servers: list[ServerProcess] = []
 
-    def start(model_dir: Path | str, **kwargs: Any) -> ServerProcess:
+    def start(model_dir: Path | str | None, **kwargs: Any) -> ServerProcess:
         server = start_server(model_dir, tmp_path / "logs", **kwargs)
         servers.append(server)
         return server
@@ -44,3 +44,12 @@ def serve_model(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in servers:
         server.stop(10)
+
+
+@pytest.fixture(scope="session")
+def digits_archive() -> Path:
+    """build/digits.tar.gz, the digits example served by the built-in ``digit`` handler."""
+    subprocess.run(
+        ["make", "-s", "build/digits.tar.gz"], cwd=REPO, check=True, stdout=subprocess.DEVNULL
+    )
+    return REPO / "build" / "digits.tar.gz"

@@ -102,7 +102,8 @@ def parse_models(words: Sequence[str], store: ModelStore | None) -> list[StoredM
     absolute one is used as it is (the operator's command line is trusted, a request is not).
 
     Raises:
-        ValueError: a word names nothing, or two name the same model.
+        ValueError: a word names nothing, or two name the same model (a path that does not
+            exist is the model's own load failure, reported with the others').
     """
     models: list[StoredModel] = []
     for word in words:
@@ -119,8 +120,6 @@ def parse_models(words: Sequence[str], store: ModelStore | None) -> list[StoredM
         path = Path(where)
         if not path.is_absolute():
             path = (store.root if store is not None else Path.cwd()) / path
-        if not path.exists():
-            raise ValueError(f"--models {word!r}: {path} does not exist")
         models.append(StoredModel(name, path, where if store is not None else None))
     names = [model.name for model in models]
     duplicates = sorted({name for name in names if names.count(name) > 1})

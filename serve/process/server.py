@@ -32,7 +32,8 @@ KEEPALIVE_SECONDS = 65  # longer than a load balancer's idle timeout, so it clos
 
 
 def exit_worker(exc: BaseException) -> None:
-    """A worker whose model cannot load ends at once with the boot-error status."""
+    """A worker whose start-up models cannot load ends at once with the boot-error status."""
+    logger.error("worker %d: %s", os.getpid(), exc)
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()

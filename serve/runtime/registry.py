@@ -23,6 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from handlers.contract import HandlerLoadError
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
 from serve.errors import (
@@ -59,6 +60,13 @@ DRAIN_GRACE_S = 5.0  # an unload waits for queued requests: their timeout plus t
 MIB = 2**20
 
 Opener = Callable[[ModelSpec], OpenedModel]
+
+
+def _why(exc: BaseException) -> str:
+    """Why a load failed, briefly: our own errors name the file and the cause already."""
+    if isinstance(exc, HandlerLoadError | ModelDirError | ServingError):
+        return brief(exc)
+    return f"{type(exc).__name__}: {brief(exc)}"
 
 
 class ModelRegistry:
@@ -103,6 +111,7 @@ class ModelRegistry:
         self._lock = threading.RLock()  # guards applying the set and this worker's report
         self._version = -1
         self._booting: set[str] = set()
+        self._startup_failures: list[str] = []
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._worker_index = 0
@@ -278,10 +287,11 @@ class ModelRegistry:
             if desired.find(name) is not None:
                 raise ConflictError(f"model {name!r} is already loaded")
             self._check_room(desired, estimate)
+            workers = set(self.shared.workers())
             spec = desired.add(name, url, aliases=aliases, registered=registered, estimate=estimate)
         self.shared.wake_all()
         started = time.monotonic()
-        outcome = self.shared.await_loaded(spec, deadline)
+        outcome = self.shared.await_loaded(spec, deadline, workers)
         if outcome.ok:
             logger.info(
                 "model %s loaded in every worker in %.2f s", name, time.monotonic() - started
@@ -501,15 +511,14 @@ class ModelRegistry:
     def _failed(self, runtime: ModelRuntime, exc: BaseException) -> None:
         spec = self._specs.get(runtime.name)
         startup = spec is not None and spec.startup and spec.generation == runtime.generation
-        if startup and self._on_startup_failure is not None:
-            self._on_startup_failure(exc)
         with self._lock:
-            error = f"{type(exc).__name__}: {brief(exc)}"
+            error = _why(exc)
             held = HeldModel(runtime.name, runtime.generation, FAILED, error, runtime.load_status)
             self._set_held(held)
-            if not startup:  # without its start-up models a worker is never ready
-                self._booting.discard(runtime.name)
-                self._check_booted()
+            if startup:  # without its start-up models a worker is never ready
+                self._startup_failures.append(f"model {runtime.name}: {error}")
+            self._booting.discard(runtime.name)
+            self._check_booted()
 
     def _unload(self, runtime: ModelRuntime) -> None:
         """Drain a model taken out of the set, then release it (on a thread of its own)."""
@@ -533,10 +542,17 @@ class ModelRegistry:
             self._publish()
 
     def _check_booted(self) -> None:
-        if not self._booting and not self._ready.is_set():
-            self._ready.set()
-            self.observer.worker_ready()
-            self._publish()
+        """Once every start-up model has loaded or failed: ready, or (with failures) stop."""
+        if self._booting or self._ready.is_set():
+            return
+        if self._startup_failures:
+            if self._on_startup_failure is not None:
+                failures = "; ".join(self._startup_failures)
+                self._on_startup_failure(ModelLoadError(f"start-up models failed: {failures}"))
+            return
+        self._ready.set()
+        self.observer.worker_ready()
+        self._publish()
 
     def _set_held(self, held: HeldModel) -> None:
         self._held[(held.name, held.generation)] = held

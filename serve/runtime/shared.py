@@ -50,7 +50,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "models.json"
 LOCK_FILE = "models.lock"
 POLL_S = 0.01  # how often a waiter looks at the workers' reports
+MAX_WITHDRAWN = 256  # reasons kept for loads still waiting on a model taken out
+_UNLOADED = "unloaded before it finished loading"
 
 LOADING, LOADED, FAILED, UNLOADING = "loading", "loaded", "failed", "unloading"
 
@@ -94,6 +96,15 @@ class ModelSpec:
         return cls(**{**data, "aliases": tuple(data.get("aliases", ()))})
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """Why a model was last taken out of the set, for the load that was waiting on it."""
+
+    generation: int
+    status: int
+    error: str
+
+
 @dataclass(slots=True)
 class DesiredSet:
     """The models the server should hold, as stored in ``models.json``."""
@@ -101,6 +112,7 @@ class DesiredSet:
     version: int = 0
     next_generation: int = 1
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    withdrawn: dict[str, Withdrawal] = field(default_factory=dict)
 
     def find(self, name: str) -> ModelSpec | None:
         """The model called ``name``, or whose alias it is."""
@@ -133,11 +145,18 @@ class DesiredSet:
         self.models[name] = spec
         return spec
 
-    def remove(self, name: str, generation: int | None = None) -> ModelSpec | None:
-        """Take ``name`` out (only that generation when given); returns what was taken out."""
+    def remove(
+        self, name: str, generation: int | None = None, status: int = 409, why: str = ""
+    ) -> ModelSpec | None:
+        """Take ``name`` out (only that generation when given); returns what was taken out. A
+        load still waiting on it learns ``status`` and ``why``."""
         spec = self.models.get(name)
         if spec is None or (generation is not None and spec.generation != generation):
             return None
+        self.withdrawn.pop(name, None)
+        self.withdrawn[name] = Withdrawal(spec.generation, status, why or _UNLOADED)
+        while len(self.withdrawn) > MAX_WITHDRAWN:
+            del self.withdrawn[next(iter(self.withdrawn))]
         return self.models.pop(name)
 
 
@@ -174,6 +193,10 @@ class Outcome:
     status: int = 200
     error: str = ""
     abandoned: bool = False
+
+
+def died_while_loading(pid: int) -> str:
+    return f"a worker (pid {pid}) died while loading it (most likely out of memory)"
 
 
 def _alive(pid: int) -> bool:
@@ -213,7 +236,8 @@ class SharedModels:
         except FileNotFoundError:
             return DesiredSet()
         models = {name: ModelSpec.from_json(spec) for name, spec in data["models"].items()}
-        return DesiredSet(data["version"], data["next_generation"], models)
+        withdrawn = {name: Withdrawal(**why) for name, why in data["withdrawn"].items()}
+        return DesiredSet(data["version"], data["next_generation"], models, withdrawn)
 
     @contextmanager
     def editing(self) -> Iterator[DesiredSet]:
@@ -225,13 +249,7 @@ class SharedModels:
             yield desired
             if (desired.next_generation, desired.models) != before:
                 desired.version += 1
-                models = {name: asdict(spec) for name, spec in desired.models.items()}
-                data = {
-                    "version": desired.version,
-                    "next_generation": desired.next_generation,
-                    "models": models,
-                }
-                self._write(STATE_FILE, data)
+                self._write(STATE_FILE, asdict(desired))
 
     def _write(self, name: str, data: Mapping[str, Any]) -> None:
         tmp = self.directory / f".{name}.{os.getpid()}.tmp"
@@ -267,7 +285,21 @@ class SharedModels:
         return reports
 
     def forget(self, pid: int) -> None:
-        """A worker exited (in the master): drop its report and socket."""
+        """A worker exited (in the master): a model it was loading is taken out of the set, so
+        that its replacement does not load it too (see the module docstring); then its report
+        and socket are dropped."""
+        try:
+            report = json.loads((self.directory / f"worker-{pid}.json").read_text())
+        except (OSError, ValueError):
+            report = {"models": []}
+        loading = [HeldModel(**m) for m in report["models"] if m["state"] == LOADING]
+        if loading:
+            why = died_while_loading(pid)
+            with self.editing() as desired:
+                for model in loading:
+                    if desired.remove(model.name, model.generation, 507, why) is not None:
+                        logger.error("model %s: %s; it is unloaded", model.name, why)
+            self.wake_all()
         for name in (f"worker-{pid}.json", f"worker-{pid}.sock"):
             with suppress(FileNotFoundError):
                 (self.directory / name).unlink()
@@ -282,29 +314,41 @@ class SharedModels:
 
     # Waiting for the workers
 
-    def await_loaded(self, spec: ModelSpec, deadline: float) -> Outcome:
-        """Wait until every live worker holds ``spec`` loaded, one failed it, or it was taken out
-        of the set; see the module docstring for the outcomes."""
-        loading: set[int] = set()
+    def await_loaded(self, spec: ModelSpec, deadline: float, workers: Iterable[int]) -> Outcome:
+        """Wait until every live worker holds ``spec`` loaded, one failed it, one died before it
+        had loaded it, or it was taken out of the set; see the module docstring.
+
+        Args:
+            spec: the model, as added to the set.
+            deadline: a ``time.monotonic()`` value.
+            workers: the workers alive before ``spec`` was added (listed under the lock): a
+                worker that loads it and dies at once is then still seen to die.
+        """
+        seen = set(workers)
+        done: set[int] = set()
         while time.monotonic() < deadline:
-            current = self.read().models.get(spec.name)
+            desired = self.read()
+            current = desired.models.get(spec.name)
             if current is None or current.generation != spec.generation:
-                return Outcome(False, 409, "unloaded before it finished loading", abandoned=True)
+                why = desired.withdrawn.get(spec.name)
+                if why is None or why.generation != spec.generation:
+                    return Outcome(False, 409, _UNLOADED, abandoned=True)
+                return Outcome(False, why.status, why.error, abandoned=why.status == 409)
             workers = self.workers()
-            died = loading - workers.keys()
+            died = seen - done - workers.keys()
             if died:
-                return Outcome(
-                    False,
-                    507,
-                    f"a worker (pid {min(died)}) died while loading it (most likely out of memory)",
+                why = (
+                    f"a worker (pid {min(died)}) died while loading it (most likely out of memory)"
                 )
+                return Outcome(False, 507, why)
             held = {pid: report.held(spec.name, spec.generation) for pid, report in workers.items()}
             failed = next((m for m in held.values() if m is not None and m.state == FAILED), None)
             if failed is not None:
                 return Outcome(False, failed.status or 500, failed.error)
-            if held and all(m is not None and m.state == LOADED for m in held.values()):
+            done |= {pid for pid, m in held.items() if m is not None and m.state == LOADED}
+            if held and done >= held.keys():
                 return Outcome(True)
-            loading |= {pid for pid, m in held.items() if m is not None and m.state == LOADING}
+            seen |= workers.keys()
             time.sleep(POLL_S)
         return Outcome(False, 500, "it did not load in every worker in time")
 

@@ -148,33 +148,12 @@ def test_bind_to_port_moves_the_port(tmp_path: Path, digits: DigitsModel) -> Non
         server.stop(10)
 
 
-def _workers(master: int) -> set[int]:
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                children.add(int(entry.name))
-    return children
-
-
 def test_a_dead_worker_is_replaced(tmp_path: Path, digits: DigitsModel, serve_model: Serve) -> None:
     server = serve_model(_toolkit_dir(tmp_path, digits), workers=2)
-    deadline = time.monotonic() + 30
-    while len(before := _workers(server.proc.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    victim = min(before)
+    server.wait_workers(2)
+    victim = min(server.worker_pids())
     os.kill(victim, signal.SIGKILL)
-    while time.monotonic() < deadline:
-        now = _workers(server.proc.pid)
-        if len(now) == 2 and victim not in now:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"worker not replaced: {server.log()}")
+    server.wait_workers(2, without=victim)
     for _ in range(10):  # both workers, the new one included, answer once it has loaded
         server.wait_ready(30)
         _predict_ok(server, digits)

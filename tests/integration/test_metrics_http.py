@@ -77,11 +77,6 @@ def check_totals(text: str) -> None:
     assert sample(text, "byoserve_ready_workers") == 2
 
 
-def worker_pids(server: ServerProcess) -> list[int]:
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
-    return [int(pid) for pid in children.split()]
-
-
 def test_totals_are_exact_whichever_worker_answers(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -96,15 +91,10 @@ def test_totals_survive_a_replaced_worker(
 ) -> None:
     server = serve_model(slow_model(tmp_path), workers=2)
     send_known_traffic(server.url)
-    before = worker_pids(server)
+    before = server.worker_pids()
     assert len(before) == 2
     os.kill(before[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = worker_pids(server)
-        if len(now) == 2 and before[0] not in now:
-            break
-        time.sleep(0.05)
+    server.wait_workers(2, without=before[0])
     wait_all_ready(server.url, 2)
     for _ in range(4):
         check_totals(scrape(server.url))
