@@ -337,10 +337,7 @@ class SharedModels:
             workers = self.workers()
             died = seen - done - workers.keys()
             if died:
-                why = (
-                    f"a worker (pid {min(died)}) died while loading it (most likely out of memory)"
-                )
-                return Outcome(False, 507, why)
+                return Outcome(False, 507, died_while_loading(min(died)))
             held = {pid: report.held(spec.name, spec.generation) for pid, report in workers.items()}
             failed = next((m for m in held.values() if m is not None and m.state == FAILED), None)
             if failed is not None:
