@@ -1,4 +1,9 @@
-"""Model archives: find the ``model.tar.gz``, hash it, upload it to S3 under its content hash."""
+"""Model archives: find the ``model.tar.gz``, hash it, upload it to S3 unless its bytes are there.
+
+A single-model endpoint's archive goes under its content hash (new bytes, new key); a multi-model
+endpoint's archives go under fixed names below one prefix (see ``deploy.multimodel``), where the
+object's ``sha256`` metadata tells whether the same bytes are already there.
+"""
 
 from __future__ import annotations
 
@@ -30,19 +35,30 @@ class UploadedArchive:
     key: str
     sha256: str
     uploaded: bool
+    replaced: bool = False
 
     @property
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def resolve_archive(definition: EndpointDefinition, override: Path | None = None) -> Path:
-    """The archive to deploy: ``override`` if given, else the definition's; it must exist."""
-    archive = override or definition.archive
+def existing_archive(archive: Path, hint: str) -> Path:
+    """``archive`` if it is a file, else an error ending in ``hint`` (how to make it)."""
     if not archive.is_file():
-        hint = "check --archive" if override else definition.archive_hint
         raise ArchiveMissingError(f"model archive {archive} not found: {hint}")
     return archive
+
+
+def resolve_archive(definition: EndpointDefinition, override: Path | None = None) -> Path:
+    """The archive to deploy: ``override`` if given, else the definition's; it must exist."""
+    if override:
+        return existing_archive(override, "check --archive")
+    if definition.archive is None:
+        raise DeployError(
+            f"{definition.source} is a multi-model definition with no single archive: "
+            "pass --archive"
+        )
+    return existing_archive(definition.archive, definition.archive_hint)
 
 
 def file_sha256(path: Path) -> str:
@@ -54,9 +70,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def endpoint_prefix(name: str) -> str:
+    """``models/NAME/``: where every archive of endpoint ``name`` is kept."""
+    return f"models/{name}/"
+
+
 def archive_key(name: str, sha256: str) -> str:
     """``models/NAME/<sha256>/model.tar.gz``: same bytes, same key; new bytes, new key."""
-    return f"models/{name}/{sha256}/model.tar.gz"
+    return f"{endpoint_prefix(name)}{sha256}/model.tar.gz"
 
 
 def _check_bucket(aws: Aws, bucket: str) -> None:
@@ -69,22 +90,31 @@ def _check_bucket(aws: Aws, bucket: str) -> None:
         ) from exc
 
 
-def _exists(aws: Aws, bucket: str, key: str) -> bool:
+def _stored_sha256(aws: Aws, bucket: str, key: str) -> str | None:
+    """The ``sha256`` metadata of the object at ``key``: "" when it has none, None when absent."""
     try:
-        aws.call("s3", "head_object", Bucket=bucket, Key=key)
+        head = aws.call("s3", "head_object", Bucket=bucket, Key=key)
     except ClientError as exc:
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return False
+            return None
         raise
-    return True
+    return str(head.get("Metadata", {}).get("sha256", ""))
 
 
-def upload_archive(aws: Aws, name: str, archive: Path, bucket: str) -> UploadedArchive:
-    """Upload ``archive`` unless an object with the same content hash is already there."""
+def upload_archive(
+    aws: Aws, name: str, archive: Path, bucket: str, key: str | None = None
+) -> UploadedArchive:
+    """Upload ``archive`` to ``key`` unless the object there already holds the same bytes.
+
+    Args:
+        name: the endpoint, recorded in the object's metadata.
+        key: where to put it; by default the content-addressed ``archive_key``.
+    """
     sha256 = file_sha256(archive)
-    key = archive_key(name, sha256)
+    key = key or archive_key(name, sha256)
     _check_bucket(aws, bucket)
-    if _exists(aws, bucket, key):
+    stored = _stored_sha256(aws, bucket, key)
+    if stored == sha256:
         logger.info("s3://%s/%s is already there; not uploading", bucket, key)
         return UploadedArchive(bucket, key, sha256, uploaded=False)
     with archive.open("rb") as body:
@@ -97,4 +127,4 @@ def upload_archive(aws: Aws, name: str, archive: Path, bucket: str) -> UploadedA
             ContentType="application/gzip",
             Metadata={"sha256": sha256, "byoserve-endpoint": name},
         )
-    return UploadedArchive(bucket, key, sha256, uploaded=True)
+    return UploadedArchive(bucket, key, sha256, uploaded=True, replaced=stored is not None)

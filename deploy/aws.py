@@ -78,14 +78,27 @@ class Aws:
         response: dict[str, Any] = getattr(client, operation)(**params)
         return response
 
-    def pages(self, service: str, operation: str, key: str, **params: Any) -> Iterator[Any]:
-        """Every item under ``key`` across the pages of a List* request."""
+    def pages(
+        self,
+        service: str,
+        operation: str,
+        key: str,
+        *,
+        request_token: str = "NextToken",
+        response_token: str = "NextToken",
+        **params: Any,
+    ) -> Iterator[Any]:
+        """Every item under ``key`` across the pages of a List* request.
+
+        The page token's names default to ``NextToken``; S3's ``ListObjectsV2`` takes
+        ``ContinuationToken`` and answers ``NextContinuationToken``.
+        """
         token: str | None = None
         while True:
-            extra = {"NextToken": token} if token else {}
+            extra = {request_token: token} if token else {}
             response = self.call(service, operation, **params, **extra)
             yield from response.get(key, [])
-            token = response.get("NextToken")
+            token = response.get(response_token)
             if not token:
                 return
 

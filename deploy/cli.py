@@ -95,12 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["push"].add_argument(
         "--registry", help="push to this registry host instead of ECR's (tests: localhost:PORT)"
     )
-    up = _verb(sub, "upload-model", commands.upload_model, common, "archive to S3 by content hash")
+    up = _verb(sub, "upload-model", commands.upload_model, common,
+               "archive(s) to S3: by content hash, or added to a multi-model endpoint")  # fmt: skip
     up.add_argument("--archive", type=Path, help="model.tar.gz instead of the definition's")
+    up.add_argument("--name", dest="target_name", metavar="TARGET",  # NAME is the endpoint
+                    help="multi-model: the archive's name under the prefix, the TargetModel "
+                    "(default: its file name)")  # fmt: skip
     for verb, existing in (("create-endpoint", False), ("update-endpoint", True)):
         text = "update the endpoint blue/green" if existing else "create or update the endpoint"
         p = _verb(sub, verb, commands.create_endpoint, common, text + ", rollback on failure")
-        p.add_argument("--archive", type=Path, help="model.tar.gz instead of the definition's")
+        p.add_argument("--archive", type=Path, help="single-model: model.tar.gz to deploy")
         p.add_argument("--image", help="image URI (default: the digest `push` recorded)")
         p.add_argument("--force", action="store_true", help="new release even if nothing changed")
         p.set_defaults(require_existing=existing)
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--content-type", default="application/json")
     inv.add_argument("--accept", help="wanted response type")
     inv.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes")
+    inv.add_argument("--target-model", help="multi-model: the archive to invoke, e.g. x.tar.gz")
     inv.add_argument("--endpoint-url", help="a local server, e.g. http://127.0.0.1:8080")
     loc = _verb(sub, "local", commands.run_local, common, "serve the archive on this machine")
     loc.add_argument("--no-docker", action="store_true", help="run python -m serve, no image")

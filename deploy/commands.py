@@ -6,17 +6,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from deploy import archives, endpoints, images, local, scaling
+from deploy import archives, endpoints, images, local, multimodel, scaling
 from deploy.aws import Aws
 from deploy.cloudwatch import format_tail
-from deploy.definitions import Autoscaling, EndpointDefinition, load_definition
+from deploy.definitions import (
+    Autoscaling,
+    EndpointDefinition,
+    TargetArchive,
+    check_target_name,
+    load_definition,
+)
 from deploy.dryrun import Plan
 from deploy.engines import BuildRequest, open_engine
 from deploy.errors import DeployError
 from deploy.invoke import Invocation, invoke, runtime_client
 from deploy.release import Release, check_role
+from deploy.report import endpoint_report, format_report
 from deploy.settings import DeploySettings
 
 
@@ -32,7 +38,7 @@ def _definition(
     """The endpoint's definition; verbs that only need the name work without the file."""
     path = settings.endpoints_dir / f"{args.name}.toml"
     if not required and not args.name.endswith(".toml") and not path.exists():
-        return EndpointDefinition(name=args.name, source=path, archive=Path())
+        return EndpointDefinition(name=args.name, source=path)
     return load_definition(args.name, settings.endpoints_dir)
 
 
@@ -77,10 +83,21 @@ def push(args: argparse.Namespace, settings: DeploySettings) -> int:
 
 
 def upload_model(args: argparse.Namespace, settings: DeploySettings) -> int:
-    """Upload the endpoint's archive to S3 under its content hash, unless it is there."""
+    """Upload the endpoint's archive(s) to S3, unless the same bytes are there.
+
+    Single-model: under the content hash. Multi-model: by name under the prefix the endpoint
+    serves (the definition's before it exists); the endpoint itself is not touched.
+    """
     definition = _definition(args, settings)
-    uploaded = _upload(args, settings, definition, _aws(settings, definition))
-    print(f"{'uploaded' if uploaded.uploaded else 'already there'}: {uploaded.url}")
+    aws = _aws(settings, definition)
+    if definition.multi_model:
+        uploads = _upload_targets(args, settings, definition, aws)
+    elif args.target_name:
+        raise DeployError(f"--name is for multi-model endpoints, and {definition.source} is not")
+    else:
+        uploads = [_upload(args, settings, definition, aws)]
+    for uploaded in uploads:
+        print(f"{'uploaded' if uploaded.uploaded else 'already there'}: {uploaded.url}")
     return 0
 
 
@@ -92,6 +109,46 @@ def _upload(
     return archives.upload_archive(aws, definition.name, archive, bucket)
 
 
+def _prefix(settings: DeploySettings, definition: EndpointDefinition) -> multimodel.ModelPrefix:
+    bucket = settings.require("bucket", definition.bucket, str(definition.source))
+    return multimodel.ModelPrefix.of(bucket, definition.name)
+
+
+def _upload_targets(
+    args: argparse.Namespace, settings: DeploySettings, definition: EndpointDefinition, aws: Aws
+) -> list[archives.UploadedArchive]:
+    """``--archive`` (as ``--name``), else every archive of the definition, under the prefix."""
+    prefix = multimodel.live_prefix(aws, definition.name) or _prefix(settings, definition)
+    if args.archive is None:
+        if args.target_name:
+            raise DeployError("--name names the --archive to add; pass both")
+        uploads = list(multimodel.upload_targets(aws, definition, prefix).values())
+    else:
+        archive = archives.existing_archive(args.archive, "check --archive")
+        name = check_target_name(args.target_name or archive.name, "--name")
+        target = TargetArchive(archive, name)
+        uploads = [multimodel.upload_target(aws, definition.name, target, prefix)]
+    multimodel.warn_replaced(uploads)
+    return uploads
+
+
+def _model_data(
+    args: argparse.Namespace, settings: DeploySettings, definition: EndpointDefinition, aws: Aws
+) -> tuple[str, dict[str, str] | None]:
+    """Upload what the endpoint serves: its ``ModelDataUrl``, and multi-model, the targets."""
+    if not definition.multi_model:
+        return _upload(args, settings, definition, aws).url, None
+    if args.archive:
+        raise DeployError(
+            f"--archive is for single-model endpoints: list archives under [model] in "
+            f"{definition.source}, or add one with upload-model"
+        )
+    prefix = _prefix(settings, definition)
+    multimodel.warn_if_moved(aws, definition.name, prefix)
+    uploaded = multimodel.upload_targets(aws, definition, prefix)
+    return prefix.url, {name: item.sha256 for name, item in uploaded.items()}
+
+
 def create_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     """Upload, then create the endpoint or move it to the new release; wait; autoscale."""
     definition = _definition(args, settings)
@@ -101,13 +158,13 @@ def create_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     role = settings.require("role_arn", definition.role_arn, str(definition.source))
     image = args.image or images.recorded_image(definition.repository, settings.images_dir).uri
     check_role(aws, role)
-    uploaded = _upload(args, settings, definition, aws)
-    release = Release.of(definition, image, uploaded.url, role)
+    model_data, targets = _model_data(args, settings, definition, aws)
+    release = Release.of(definition, image, model_data, role, targets)
     config = endpoints.deploy_release(aws, release, _waiting(args), force=args.force)
     if definition.autoscaling is not None and not args.no_wait:
         scaling.apply_scaling(aws, definition.name, definition.autoscaling)
     if not settings.dry_run:
-        print(f"{definition.name} runs {config} (image {image}, model {uploaded.url})")
+        print(f"{definition.name} runs {config} (image {image}, model {model_data})")
     return 0
 
 
@@ -149,38 +206,13 @@ def autoscale(args: argparse.Namespace, settings: DeploySettings) -> int:
 
 
 def status(args: argparse.Namespace, settings: DeploySettings) -> int:
-    """Endpoint status, config, image and autoscaling; ``--json`` for all of it."""
+    """Endpoint status, config, model (mode, data, targets), autoscaling; ``--json`` for all."""
     definition = _definition(args, settings, required=False)
-    aws = _aws(settings, definition)
-    found = endpoints.describe_endpoint(aws, definition.name)
-    if found is None:
-        raise DeployError(f"no endpoint {definition.name} in {aws.region}")
-    config = aws.call(
-        "sagemaker", "describe_endpoint_config", EndpointConfigName=found["EndpointConfigName"]
-    )
-    report: dict[str, Any] = {
-        "EndpointName": found["EndpointName"],
-        "EndpointStatus": found["EndpointStatus"],
-        "EndpointConfigName": found["EndpointConfigName"],
-        "FailureReason": found.get("FailureReason"),
-        "Variants": found.get("ProductionVariants", []),
-        "Config": config.get("ProductionVariants", []),
-        "ScalableTarget": scaling.scalable_target(aws, definition.name),
-    }
+    report = endpoint_report(_aws(settings, definition), definition.name)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return 0
-    print(f"{report['EndpointName']}: {report['EndpointStatus']} ({report['EndpointConfigName']})")
-    for variant in report["Config"]:
-        print(
-            f"  {variant['VariantName']}: {variant.get('InitialInstanceCount')} x "
-            f"{variant.get('InstanceType')}, model {variant['ModelName']}"
-        )
-    if report["FailureReason"]:
-        print(f"  failure: {report['FailureReason']}")
-    target = report["ScalableTarget"]
-    if target:
-        print(f"  autoscaling: {target['MinCapacity']}-{target['MaxCapacity']} instances")
+    else:
+        print("\n".join(format_report(report)))
     return 0
 
 
@@ -195,22 +227,33 @@ def logs(args: argparse.Namespace, settings: DeploySettings) -> int:
 def invoke_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     """One request; the response body goes to stdout as is."""
     definition = _definition(args, settings, required=False)
-    body = args.body.encode() if args.body is not None else _read_body(args.body_file)
     region = settings.region or definition.region
     if args.endpoint_url is None:
         region = settings.require("region", definition.region, str(definition.source))
+        _check_target_model(definition, args.target_model)
+    body = args.body.encode() if args.body is not None else _read_body(args.body_file)
+    request = Invocation(
+        body, args.content_type, args.accept, args.custom_attributes, args.target_model
+    )
     if settings.dry_run:
-        Plan().record("sagemaker-runtime", "InvokeEndpoint", {"EndpointName": definition.name})
+        Plan().record("sagemaker-runtime", "InvokeEndpoint", request.params(definition.name))
         return 0
-    client = runtime_client(region, args.endpoint_url)
-    request = Invocation(body, args.content_type, args.accept, args.custom_attributes)
-    answer = invoke(client, definition.name, request)
+    answer = invoke(runtime_client(region, args.endpoint_url), definition.name, request)
     sys.stdout.buffer.write(answer.body)
     sys.stdout.buffer.write(b"\n" if not answer.body.endswith(b"\n") else b"")
     sys.stdout.flush()
     if answer.custom_attributes:
         print(f"custom attributes: {answer.custom_attributes}", file=sys.stderr)
     return 0
+
+
+def _check_target_model(definition: EndpointDefinition, target_model: str | None) -> None:
+    """A multi-model endpoint on SageMaker refuses a request that names no target."""
+    if definition.multi_model and not target_model:
+        names = ", ".join(target.name for target in definition.targets)
+        raise DeployError(
+            f"{definition.name} is a multi-model endpoint: pass --target-model, e.g. one of {names}"
+        )
 
 
 def _read_body(path: str) -> bytes:

@@ -1,8 +1,9 @@
 """Endpoint definitions: one small TOML file per endpoint, kept in ``endpoints/``.
 
-A definition says what to deploy (model archive, image repository), on what (instance type and
-count, timeouts), with which container environment and autoscaling bounds. Relative paths are
-relative to the project root, the directory that holds ``endpoints/``. See deploy/README.md.
+A definition says what to deploy (one model archive, or for a multi-model endpoint several, and
+the image repository), on what (instance type and count, timeouts), with which container
+environment and autoscaling bounds. Relative paths are relative to the project root, the directory
+that holds ``endpoints/``. See deploy/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,28 @@ from typing import Any
 from deploy.errors import DeployError
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,39}$")
-KNOWN_TABLES = {"model", "image", "endpoint", "environment", "autoscaling", "aws"}
+TARGET_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,200}\.tar\.gz$")
+SINGLE_MODEL, MULTI_MODEL = "single-model", "multi-model"
+# The keys each table may hold; [environment] is free-form.
+KNOWN_KEYS = {
+    "model": {"mode", "archive", "archives", "make_target"},
+    "image": {"repository", "dockerfile"},
+    "endpoint": {
+        "instance_type",
+        "instance_count",
+        "startup_health_check_timeout",
+        "model_data_download_timeout",
+    },
+    "autoscaling": {
+        "min_capacity",
+        "max_capacity",
+        "target_invocations_per_instance",
+        "scale_in_cooldown",
+        "scale_out_cooldown",
+    },
+    "aws": {"region", "role_arn", "bucket"},
+}
+KNOWN_TABLES = set(KNOWN_KEYS) | {"environment"}
 
 
 class DefinitionError(DeployError):
@@ -35,12 +57,29 @@ class Autoscaling:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetArchive:
+    """One archive of a multi-model endpoint and its name under the endpoint's S3 prefix.
+
+    The name is what callers pass as ``TargetModel`` to ``InvokeEndpoint``.
+    """
+
+    path: Path
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointDefinition:
-    """One endpoint, as read from ``endpoints/NAME.toml``."""
+    """One endpoint, as read from ``endpoints/NAME.toml``.
+
+    A single-model endpoint has one ``archive``; a multi-model one (``mode = "multi-model"``) has
+    ``targets`` and no ``archive``.
+    """
 
     name: str
     source: Path
-    archive: Path
+    archive: Path | None = None
+    mode: str = SINGLE_MODEL
+    targets: tuple[TargetArchive, ...] = ()
     make_target: str | None = None
     repository: str = "byoserve"
     dockerfile: str = "Dockerfile"
@@ -55,18 +94,43 @@ class EndpointDefinition:
     bucket: str | None = None
 
     @property
+    def multi_model(self) -> bool:
+        """Whether the endpoint serves several archives, chosen per request by ``TargetModel``."""
+        return self.mode == MULTI_MODEL
+
+    @property
     def archive_hint(self) -> str:
         """How to produce the archive, for error messages."""
         if self.make_target:
             return f"build it with `make {self.make_target}`"
-        return f"set [model] archive in {self.source}"
+        return f"set [model] {'archives' if self.multi_model else 'archive'} in {self.source}"
+
+
+def check_target_name(name: str, where: str) -> str:
+    """``name`` if it can be a multi-model target (an S3 key under the prefix), else an error."""
+    if not TARGET_PATTERN.match(name):
+        raise DefinitionError(
+            f"{where}: archive name {name!r}: use letters, digits, '.', '_' and '-', ending in "
+            ".tar.gz (it is the TargetModel of the invocations)"
+        )
+    return name
 
 
 def _table(data: dict[str, Any], key: str, source: Path) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
         raise DefinitionError(f"{source}: [{key}] must be a table")
+    _check_keys(value, KNOWN_KEYS.get(key), f"{source} [{key}]")
     return value
+
+
+def _check_keys(table: dict[str, Any], known: set[str] | None, where: str) -> None:
+    unknown = set(table) - known if known is not None else set()
+    if unknown:
+        raise DefinitionError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known or ()))})"
+        )
 
 
 def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
@@ -95,6 +159,61 @@ def _autoscaling(table: dict[str, Any], where: str) -> Autoscaling | None:
     return scaling
 
 
+def _target(entry: Any, root: Path, where: str) -> TargetArchive:
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, dict):
+        raise DefinitionError(f"{where}: must be a path or a table {{path, name}}, not {entry!r}")
+    _check_keys(entry, {"path", "name"}, where)
+    path = _typed(entry, "path", str, None, where)
+    if not path:
+        raise DefinitionError(f"{where}: needs `path` (path to the .tar.gz)")
+    archive = (root / path).resolve()
+    name = _typed(entry, "name", str, None, where)
+    return TargetArchive(archive, check_target_name(archive.name if name is None else name, where))
+
+
+def _targets(entries: Any, root: Path, where: str) -> tuple[TargetArchive, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise DefinitionError(
+            f'{where}: mode = "multi-model" needs `archives`, a list of paths or '
+            f"{{path, name}} tables, not {entries!r}"
+        )
+    targets = tuple(
+        _target(entry, root, f"{where} archives[{i}]") for i, entry in enumerate(entries)
+    )
+    names = [target.name for target in targets]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DefinitionError(f"{where}: two archives named {twice[0]}: give one a `name`")
+    return targets
+
+
+def _model_fields(model: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``mode`` and either ``archive`` (single-model) or ``targets`` (multi-model)."""
+    where, root = f"{source} [model]", source.parent.parent
+    mode = _typed(model, "mode", str, SINGLE_MODEL, where)
+    if mode not in (SINGLE_MODEL, MULTI_MODEL):
+        raise DefinitionError(
+            f"{where}: `mode` must be {SINGLE_MODEL!r} or {MULTI_MODEL!r}, not {mode!r}"
+        )
+    if mode == MULTI_MODEL:
+        if "archive" in model:
+            raise DefinitionError(
+                f"{where}: `archive` is for single-model endpoints; list `archives` instead"
+            )
+        return {"mode": mode, "targets": _targets(model.get("archives"), root, where)}
+    if "archives" in model:
+        raise DefinitionError(
+            f'{where}: `archives` needs mode = "multi-model"; a single-model endpoint has '
+            "one `archive`"
+        )
+    archive = _typed(model, "archive", str, None, where)
+    if not archive:
+        raise DefinitionError(f"{source}: [model] needs `archive` (path to model.tar.gz)")
+    return {"mode": mode, "archive": (root / archive).resolve()}
+
+
 def parse_definition(name: str, data: dict[str, Any], source: Path) -> EndpointDefinition:
     """Check and convert the parsed TOML ``data`` of definition ``name``."""
     unknown = set(data) - KNOWN_TABLES
@@ -103,14 +222,11 @@ def parse_definition(name: str, data: dict[str, Any], source: Path) -> EndpointD
     model, image = _table(data, "model", source), _table(data, "image", source)
     endpoint, aws = _table(data, "endpoint", source), _table(data, "aws", source)
     environment = _table(data, "environment", source)
-    archive = _typed(model, "archive", str, None, f"{source} [model]")
-    if not archive:
-        raise DefinitionError(f"{source}: [model] needs `archive` (path to model.tar.gz)")
     where = f"{source} [endpoint]"
     definition = EndpointDefinition(
         name=name,
         source=source,
-        archive=(source.parent.parent / archive).resolve(),
+        **_model_fields(model, source),
         make_target=_typed(model, "make_target", str, None, f"{source} [model]"),
         repository=_typed(image, "repository", str, "byoserve", f"{source} [image]"),
         dockerfile=_typed(image, "dockerfile", str, "Dockerfile", f"{source} [image]"),

@@ -20,12 +20,31 @@ class InvokeError(DeployError):
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
-    """One request: body and the SageMaker runtime headers."""
+    """One request: body and the SageMaker runtime headers.
+
+    ``target_model`` picks the archive of a multi-model endpoint (``x.tar.gz`` under its prefix);
+    boto3 sends it as ``X-Amzn-SageMaker-Target-Model``.
+    """
 
     body: bytes
     content_type: str = "application/json"
     accept: str | None = None
     custom_attributes: str | None = None
+    target_model: str | None = None
+
+    def params(self, endpoint: str) -> dict[str, Any]:
+        """The ``InvokeEndpoint`` parameters, optional headers left out when not set."""
+        optional = {
+            "Accept": self.accept,
+            "CustomAttributes": self.custom_attributes,
+            "TargetModel": self.target_model,
+        }
+        return {
+            "EndpointName": endpoint,
+            "Body": self.body,
+            "ContentType": self.content_type,
+            **{key: value for key, value in optional.items() if value},
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +69,8 @@ def runtime_client(region: str | None, endpoint_url: str | None) -> Any:
 
 def invoke(client: Any, endpoint: str, invocation: Invocation) -> Answer:
     """Call ``InvokeEndpoint``; a container error becomes ``InvokeError`` with its message."""
-    params: dict[str, Any] = {
-        "EndpointName": endpoint,
-        "Body": invocation.body,
-        "ContentType": invocation.content_type,
-    }
-    if invocation.accept:
-        params["Accept"] = invocation.accept
-    if invocation.custom_attributes:
-        params["CustomAttributes"] = invocation.custom_attributes
     try:
-        response = client.invoke_endpoint(**params)
+        response = client.invoke_endpoint(**invocation.params(endpoint))
     except ClientError as exc:
         error = exc.response.get("Error", {})
         status = exc.response.get("OriginalStatusCode") or exc.response.get(

@@ -2,6 +2,7 @@
 
 Every resource is tagged ``byoserve:endpoint=NAME`` (so ``delete-endpoint`` finds them all) and
 ``byoserve:release=<fingerprint>`` (so ``create-endpoint`` with nothing changed does nothing).
+A multi-model release's model has ``Mode=MultiModel`` and the S3 prefix as its ``ModelDataUrl``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from deploy.errors import DeployError
 ENDPOINT_TAG = "byoserve:endpoint"
 RELEASE_TAG = "byoserve:release"
 VARIANT = "AllTraffic"
+MODE_SINGLE, MODE_MULTI = "SingleModel", "MultiModel"  # the container's Mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +39,18 @@ class Release:
     startup_health_check_timeout: int
     model_data_download_timeout: int
     environment: dict[str, str] = field(default_factory=dict)
+    # Multi-model only: the definition's archives (name -> sha256) under the model_data_url prefix.
+    # Archives added later with upload-model are not part of the release.
+    targets: dict[str, str] | None = None
 
     @classmethod
     def of(
-        cls, definition: EndpointDefinition, image_uri: str, model_data_url: str, role_arn: str
+        cls,
+        definition: EndpointDefinition,
+        image_uri: str,
+        model_data_url: str,
+        role_arn: str,
+        targets: dict[str, str] | None = None,
     ) -> Release:
         return cls(
             endpoint=definition.name,
@@ -52,12 +62,25 @@ class Release:
             startup_health_check_timeout=definition.startup_health_check_timeout,
             model_data_download_timeout=definition.model_data_download_timeout,
             environment=dict(definition.environment),
+            targets=targets,
         )
 
     @property
+    def mode(self) -> str:
+        """The container's ``Mode``: ``MultiModel`` or ``SingleModel``."""
+        return MODE_SINGLE if self.targets is None else MODE_MULTI
+
+    @property
     def fingerprint(self) -> str:
-        """16 hex digits that change whenever anything in the release does."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        """16 hex digits that change whenever anything in the release does.
+
+        A multi-model release changes when one of its archives' bytes do, so that redeploying
+        brings up a fleet that has not cached the old ones.
+        """
+        fields = asdict(self)
+        if self.targets is None:
+            del fields["targets"]  # single-model releases keep the fingerprint they always had
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tags(self) -> list[dict[str, str]]:
@@ -95,6 +118,7 @@ def create_release(aws: Aws, release: Release) -> str:
         ModelName=name,
         PrimaryContainer={
             "Image": release.image_uri,
+            "Mode": release.mode,
             "ModelDataUrl": release.model_data_url,
             "Environment": release.environment,
         },
@@ -165,3 +189,16 @@ def release_fingerprint(aws: Aws, config_name: str) -> str | None:
             return None
         raise
     return resource_tags(aws, config["EndpointConfigArn"]).get(RELEASE_TAG)
+
+
+def model_container(aws: Aws, config: dict[str, Any]) -> dict[str, Any]:
+    """The ``PrimaryContainer`` of the model an endpoint config runs ({} when it is gone)."""
+    variants = config.get("ProductionVariants") or [{}]
+    try:
+        model = aws.call("sagemaker", "describe_model", ModelName=variants[0].get("ModelName", ""))
+    except ClientError as exc:
+        if error_code(exc) == "ValidationException":
+            return {}
+        raise
+    container: dict[str, Any] = model.get("PrimaryContainer", {})
+    return container

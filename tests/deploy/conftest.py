@@ -206,22 +206,37 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     return run
 
 
+def sagemaker_resources(aws: AwsWorld) -> dict[str, list[str]]:
+    """The names of every endpoint, endpoint config and model in moto."""
+    sm = aws.client("sagemaker")
+    return {
+        "endpoints": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]],
+        "models": [m["ModelName"] for m in sm.list_models()["Models"]],
+    }
+
+
 FAKE_DIGEST = "sha256:" + "ab" * 32
 
 
-@pytest.fixture
-def pushed(aws: AwsWorld) -> str:
-    """An image record as ``push`` writes it (for endpoint tests that need no registry)."""
+def record_pushed_image(aws: AwsWorld, repository: str) -> str:
+    """Record an image of ``repository`` as ``push`` does; returns its URI (by digest)."""
     from deploy.images import PushedImage, record_image
 
     image = PushedImage(
-        repository="byoserve-test",
+        repository=repository,
         registry="123456789012.dkr.ecr.us-east-1.amazonaws.com",
         tag="abc-def",
         digest=FAKE_DIGEST,
-        local_image="byoserve-test:latest",
+        local_image=f"{repository}:latest",
         image_id="sha256:" + "cd" * 32,
         pushed_at="2025-01-01T00:00:00Z",
     )
     record_image(image, aws.build_dir / "images")
     return image.uri
+
+
+@pytest.fixture
+def pushed(aws: AwsWorld) -> str:
+    """An image record as ``push`` writes it (for endpoint tests that need no registry)."""
+    return record_pushed_image(aws, "byoserve-test")

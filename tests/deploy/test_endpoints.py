@@ -7,18 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.deploy.conftest import FAKE_DIGEST, REGION, AwsWorld, Result, make_archive
+from tests.deploy.conftest import (
+    FAKE_DIGEST,
+    REGION,
+    AwsWorld,
+    Result,
+    make_archive,
+    sagemaker_resources,
+)
 
 FAST = ("--poll", "0.01")
-
-
-def _everything(aws: AwsWorld) -> dict[str, list[str]]:
-    sm = aws.client("sagemaker")
-    return {
-        "endpoints": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
-        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]],
-        "models": [m["ModelName"] for m in sm.list_models()["Models"]],
-    }
 
 
 def _config(aws: AwsWorld, name: str) -> dict[str, Any]:
@@ -86,21 +84,21 @@ def test_create_endpoint_again_changes_nothing(
     aws: AwsWorld, cli: Callable[..., Result], pushed: str
 ) -> None:
     assert cli("create-endpoint", "demo", *FAST).code == 0
-    before = _everything(aws)
+    before = sagemaker_resources(aws)
     again = cli("create-endpoint", "demo", *FAST)
     assert again.code == 0 and "already runs this release" in again.out
-    assert _everything(aws) == before
+    assert sagemaker_resources(aws) == before
 
 
 def test_update_moves_to_a_new_config_and_deletes_the_old_one(
     aws: AwsWorld, cli: Callable[..., Result], pushed: str
 ) -> None:
     assert cli("create-endpoint", "demo", *FAST).code == 0
-    first = _everything(aws)
+    first = sagemaker_resources(aws)
     make_archive(aws.archive, marker="v2")
     result = cli("update-endpoint", "demo", *FAST)
     assert result.code == 0, result.err
-    now = _everything(aws)
+    now = sagemaker_resources(aws)
     current = aws.client("sagemaker").describe_endpoint(EndpointName="demo")["EndpointConfigName"]
     assert now["configs"] == [current] and now["models"] == [current]
     assert current not in first["configs"]
@@ -111,7 +109,7 @@ def test_update_endpoint_needs_an_existing_endpoint(
 ) -> None:
     result = cli("update-endpoint", "demo", *FAST)
     assert result.code != 0 and "no endpoint demo" in result.err
-    assert _everything(aws) == {"endpoints": [], "configs": [], "models": []}
+    assert sagemaker_resources(aws) == {"endpoints": [], "configs": [], "models": []}
 
 
 def test_delete_endpoint_leaves_nothing(
@@ -123,7 +121,7 @@ def test_delete_endpoint_leaves_nothing(
     result = cli("delete-endpoint", "demo", *FAST)
     assert result.code == 0, result.err
     assert "deleted endpoint demo" in result.out
-    assert _everything(aws) == {"endpoints": [], "configs": [], "models": []}
+    assert sagemaker_resources(aws) == {"endpoints": [], "configs": [], "models": []}
     scaling = aws.client("application-autoscaling")
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
@@ -139,7 +137,7 @@ def test_delete_endpoint_spares_other_endpoints_resources(
     assert cli("create-endpoint", "demo", *FAST).code == 0
     assert cli("create-endpoint", "demo-two", *FAST).code == 0
     assert cli("delete-endpoint", "demo", *FAST).code == 0
-    left = _everything(aws)
+    left = sagemaker_resources(aws)
     assert left["endpoints"] == ["demo-two"] and len(left["models"]) == 1
 
 
@@ -222,7 +220,7 @@ def test_failed_update_rolls_back_to_the_previous_config(
     monkeypatch: Any,
 ) -> None:
     assert cli("create-endpoint", "demo", *FAST).code == 0
-    before = _everything(aws)
+    before = sagemaker_resources(aws)
     from moto.sagemaker import models
 
     monkeypatch.setattr(models.FakeEndpoint, "updates_to_fail", 1, raising=False)
@@ -231,6 +229,6 @@ def test_failed_update_rolls_back_to_the_previous_config(
     assert result.code == 3 and "rolling demo back to" in result.out
     assert "the new fleet did not pass the ping" in result.out
     assert "it runs the previous config" in result.err
-    assert _everything(aws) == before
+    assert sagemaker_resources(aws) == before
     endpoint = aws.client("sagemaker").describe_endpoint(EndpointName="demo")
     assert endpoint["EndpointStatus"] == "InService"
