@@ -54,6 +54,9 @@ RUN set -eu; \
 FROM python:3.11-slim
 
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# SageMaker multi-model endpoints: the server answers POST/GET/DELETE /models and
+# /models/<name>/invoke when started with SAGEMAKER_MULTI_MODEL=true.
+LABEL com.amazonaws.sagemaker.capabilities.multi-models=true
 
 # An unprivileged account for those who opt in with `--build-arg RUN_AS=model` (or `docker run
 # --user 1000:1000`). SageMaker runs containers as root, so root stays the default.

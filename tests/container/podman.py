@@ -307,14 +307,18 @@ class Containers:
         args: Sequence[str] = ("serve",),
         env: Mapping[str, str] | None = None,
         container_port: int = 8080,
+        mounts: Mapping[Path, str] | None = None,
     ) -> Container:
-        """``podman run -d`` with a free host port and ``model_dir`` mounted read-only."""
+        """``podman run -d`` with a free host port, ``model_dir`` mounted read-only at
+        /opt/ml/model and each of ``mounts`` (host path: container path) read-only."""
         name = unique(TEST_LABEL)
         port = free_port()
         command = ["run", "-d", "--name", name, "--label", TEST_LABEL]
         command += ["-p", f"127.0.0.1:{port}:{container_port}"]
         if model_dir is not None:
             command += ["-v", f"{model_dir}:/opt/ml/model:ro"]
+        for source, target in (mounts or {}).items():
+            command += ["-v", f"{source}:{target}:ro"]
         for key, value in (env or {}).items():
             command += ["-e", f"{key}={value}"]
         self.names.append(name)

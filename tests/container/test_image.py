@@ -35,6 +35,7 @@ pytestmark = pytest.mark.container
 
 ENTRYPOINT = ["/opt/venv/bin/python", "/opt/program/container/serve"]
 BIND_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
+MME_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
 REVIEW = "This is an amazing movie."
 
 
@@ -63,6 +64,7 @@ def test_image_declares_the_sagemaker_contract(image: BuiltImage) -> None:
     assert config["Cmd"] == ["serve"]
     assert "8080/tcp" in config["ExposedPorts"]
     assert config["Labels"][BIND_LABEL] == "true"
+    assert config["Labels"][MME_LABEL] == "true"
 
 
 def test_train_exits_non_zero_with_its_message(containers: Containers) -> None:
@@ -195,3 +197,50 @@ def test_sigterm_during_a_request_lets_it_finish(containers: Containers, slow_tr
     assert elapsed < 30, details
     # 0: gunicorn's master (PID 1) shut down on SIGTERM; 137 would be podman's SIGKILL at 30 s.
     assert server.state()["ExitCode"] == 0, details
+
+
+def test_a_multi_model_endpoint_loads_invokes_and_unloads(
+    containers: Containers, digits_tree: Path, sentiment_tree: Path, digits: DigitsModel
+) -> None:
+    """As SageMaker runs a multi-model endpoint: no /opt/ml/model, each model extracted under
+    /opt/ml/models/<key>/model, and the management calls on the serving port."""
+    server = containers.run(
+        None,
+        env={"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+        mounts={
+            digits_tree: "/opt/ml/models/8f3a/model",
+            sentiment_tree: "/opt/ml/models/c41e/model",
+        },
+    )
+    server.wait_ready()
+    assert requests.get(f"{server.url}/models", timeout=10).json() == {"models": []}
+    for key in ("8f3a", "c41e"):
+        body = {"model_name": key, "url": f"/opt/ml/models/{key}/model"}
+        response = requests.post(f"{server.url}/models", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+    again = requests.post(
+        f"{server.url}/models",
+        json={"model_name": "8f3a", "url": "/opt/ml/models/8f3a/model"},
+        timeout=30,
+    )
+    assert again.status_code == 409
+    images = digits.images[:2]
+    answer = requests.post(
+        f"{server.url}/models/8f3a/invoke",
+        json=images.tolist(),
+        headers={"X-Amzn-SageMaker-Target-Model": "digits.tar.gz"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert_digits_answer(answer.json(), digits, images)
+    review = requests.post(
+        f"{server.url}/models/c41e/invoke",
+        data=REVIEW.encode(),
+        headers={"Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert review.json()["label"] == "positive", review.text
+    assert requests.delete(f"{server.url}/models/8f3a", timeout=60).status_code == 200
+    assert requests.post(f"{server.url}/models/8f3a/invoke", json=[], timeout=10).status_code == 404
+    listed = requests.get(f"{server.url}/models", timeout=10).json()["models"]
+    assert [model["modelName"] for model in listed] == ["c41e"]
