@@ -38,6 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The served settings the table reports: (batch size, delay ms) per model.
 BATCHED = {"digit": (8, 2.0), "resnet18": (8, 5.0)}
 SWEEP = [(1, 0.0)] + [(size, delay) for size in (4, 8, 16) for delay in (0.0, 2.0, 5.0)]
+COPIES = 4  # the multi-model row: the digit workload spread over this many loaded models
 TARGETS = {"digit_ratio": 0.75, "digit_p99_ms": 20.0, "resnet18_ratio": 0.95, "cold_start_s": 1.5}
 
 
@@ -87,6 +88,21 @@ def serve_and_load(
     port = free_port()
     with running(byoserve_command(work.model_dir, port, args), port, log) as (url, _):
         return load(url, script, settings, duration)
+
+
+def multi_model_load(
+    work: Workload, settings: Settings, scratch: Path, batch: int, delay: float
+) -> LoadResult:
+    """The same requests spread over ``COPIES`` models loaded from one model directory: each
+    request names the next with X-Amzn-SageMaker-Target-Model."""
+    names = tuple(f"{work.name}-{index}" for index in range(COPIES))
+    script = write_script(scratch, work.payload, work.content_type, names)
+    store = ["--model-store", str(work.model_dir.parent)]
+    models = ["--models", *(f"{name}={work.model_dir.name}" for name in names)]
+    log = scratch / f"{work.name}-multi.log"
+    return serve_and_load(
+        work, script, settings, log, batch, delay, settings.duration, (*store, *models)
+    )
 
 
 def plain_load(work: Workload, script: Path, settings: Settings, log: Path) -> LoadResult:
@@ -188,6 +204,10 @@ def measure_model(
         result = serve_and_load(work, script, settings, log, size, wait, settings.duration)
         name = f"byoserve, {n} workers, batch {size}" + (f" / {wait:g} ms" if size > 1 else "")
         served.append(("byoserve", name, result))
+    if work.name == "digit":
+        result = multi_model_load(work, settings, scratch, batch, delay)
+        name = f"byoserve, {n} workers, {COPIES} models, batch {batch} / {delay:g} ms"
+        served.append(("multi", name, result))
     # Measured again after the load: on a noisy machine the higher reading is the fairer limit.
     again = measure_limits(work, settings, batch)
     limits = {name: max(rate, again[name]) for name, rate in limits.items()}

@@ -16,6 +16,16 @@ local file = io.open("{path}", "rb")
 wrk.body = file:read("*all")
 file:close()
 """
+# The same request spread over several models: each names the next one in turn.
+TARGETS_LUA = """
+local targets = {%s}
+local sent = 0
+request = function()
+  sent = sent + 1
+  wrk.headers["X-Amzn-SageMaker-Target-Model"] = targets[sent %% #targets + 1]
+  return wrk.format()
+end
+"""
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -43,9 +53,15 @@ def require_wrk() -> str:
     return path
 
 
-def write_script(directory: Path, payload: Path, content_type: str) -> Path:
-    script = directory / f"post-{payload.stem}.lua"
-    script.write_text(LUA.format(content_type=content_type, path=payload.resolve()))
+def write_script(
+    directory: Path, payload: Path, content_type: str, targets: tuple[str, ...] = ()
+) -> Path:
+    """A wrk script POSTing ``payload``; with ``targets``, each request names the next model."""
+    script = directory / f"post-{payload.stem}{'-' + str(len(targets)) if targets else ''}.lua"
+    text = LUA.format(content_type=content_type, path=payload.resolve())
+    if targets:
+        text += TARGETS_LUA % ", ".join(f'"{target}"' for target in targets)
+    script.write_text(text)
     return script
 
 
