@@ -165,6 +165,8 @@ class ModelRegistry:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Take no more requests for any model and let queued ones finish (worker exit)."""
+        if self._socket is not None:  # a worker leaving on purpose: nothing it loads is to blame
+            self.shared.publish(WorkerReport(os.getpid(), ready=False))
         self._stopping.set()
         if self._socket is not None:
             self._socket.close()  # ends the watcher

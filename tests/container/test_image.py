@@ -13,11 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import requests
-from botocore.config import Config
 
 from tests.container.conftest import BuiltImage
 from tests.container.podman import (
@@ -30,6 +28,7 @@ from tests.container.podman import (
     wait_request_taken,
 )
 from tests.fixtures.models import DigitsModel
+from tests.fixtures.server import runtime_client
 
 pytestmark = pytest.mark.container
 
@@ -98,14 +97,7 @@ def test_pid_1_is_the_server_and_the_model_mount_is_read_only(digits_server: Con
 def test_boto3_sagemaker_runtime_reaches_the_container(
     digits_server: Container, digits: DigitsModel
 ) -> None:
-    client = boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=digits_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}),
-    )
+    client = runtime_client(digits_server.url, retries={"max_attempts": 1})
     images = digits.images[:3]
     response = client.invoke_endpoint(
         EndpointName="byoserve-local",

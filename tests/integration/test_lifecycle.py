@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -22,7 +21,7 @@ from botocore.exceptions import ClientError
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir, tar_gz
 from tests.fixtures.models import DigitsModel
-from tests.fixtures.server import REPO, ServerProcess, free_port
+from tests.fixtures.server import REPO, ServerProcess, free_port, runtime_client
 
 Serve = Callable[..., ServerProcess]
 
@@ -196,13 +195,7 @@ def test_boto3_invoke_endpoint_against_the_local_alias(
     tmp_path: Path, digits: DigitsModel, serve_model: Serve
 ) -> None:
     server = serve_model(_toolkit_dir(tmp_path, digits))
-    client = boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    client = runtime_client(server.url)
     response = client.invoke_endpoint(
         EndpointName="digits",
         Body=json.dumps(digits.images[:3].tolist()),

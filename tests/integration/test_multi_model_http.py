@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import requests
 
 from tests.fixtures import multimodel
 from tests.fixtures.models import DigitsModel
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, runtime_client
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +94,44 @@ def answers_from_every_worker(
     raise AssertionError(f"{name}: answered by {sorted(answers)}, workers are {sorted(pids)}")
 
 
+@dataclass
+class Traffic:
+    """What steady callers saw: the answers that were wrong, and how many they got."""
+
+    failures: list[str] = field(default_factory=list)
+    served: int = 0
+
+
+@contextmanager
+def steady_traffic(
+    server: ServerProcess, names: list[str], image: tuple[list[Any], int]
+) -> Iterator[Traffic]:
+    """For the block, two callers per model keep invoking it on connections of their own; an
+    answer other than a 200 from that model with the right digit is a failure."""
+    pixels, digit = image
+    traffic = Traffic()
+    stop = threading.Event()
+
+    def keep_invoking(name: str) -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = invoke(server, name, pixels, session)
+                answer = response.json() if response.status_code == 200 else {}
+                if (answer.get("tag"), answer.get("digit")) != (name, digit):
+                    traffic.failures.append(f"{name}: {response.status_code} {response.text}")
+                traffic.served += 1
+
+    callers = [threading.Thread(target=keep_invoking, args=(n,)) for n in names for _ in "ab"]
+    for caller in callers:
+        caller.start()
+    try:
+        yield traffic
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join()
+
+
 def listed(server: ServerProcess) -> list[str]:
     names, token = [], None
     while True:
@@ -146,26 +186,11 @@ def test_a_sagemaker_mme_session_with_three_handler_styles(
     unnamed = requests.post(f"{server.url}/invocations", json=pixels, timeout=10)
     assert unnamed.status_code == 400 and "Target-Model" in error(unnamed)["message"]
 
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def keep_invoking(name: str) -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                response = invoke(server, name, pixels, session)
-                if response.status_code != 200 or response.json()["tag"] != name:
-                    failures.append(f"{name}: {response.status_code} {response.text}")
-
-    callers = [threading.Thread(target=keep_invoking, args=(n,)) for n in ("toolkit-a", "mms-a")]
-    for caller in callers:
-        caller.start()
-    time.sleep(0.3)
-    assert requests.delete(f"{server.url}/models/ts-b", timeout=60).status_code == 200
-    time.sleep(0.3)
-    stop.set()
-    for caller in callers:
-        caller.join()
-    assert failures == []
+    with steady_traffic(server, ["toolkit-a", "mms-a"], image) as traffic:
+        time.sleep(0.3)
+        assert requests.delete(f"{server.url}/models/ts-b", timeout=60).status_code == 200
+        time.sleep(0.3)
+    assert traffic.failures == []
     assert invoke(server, "ts-b", pixels).status_code == 404
     assert listed(server) == sorted(set(models) - {"ts-b"})
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
@@ -297,27 +322,10 @@ def test_loads_and_unloads_interleaved_with_load_on_other_models(
 ) -> None:
     server = mme(serve_model)
     steady = ["steady-toolkit", "steady-ts"]
-    assert load(server, steady[0], multimodel.build("toolkit", tmp_path / "s1", steady[0], digits))
-    assert load(
-        server, steady[1], multimodel.build("torchserve", tmp_path / "s2", steady[1], digits)
-    )
-    pixels, digit = image
-    stop = threading.Event()
-    failures: list[str] = []
-    served = [0]
-
-    def keep_invoking(name: str) -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                response = invoke(server, name, pixels, session)
-                if response.status_code != 200 or response.json()["digit"] != digit:
-                    failures.append(f"{name}: {response.status_code} {response.text}")
-                served[0] += 1
-
-    callers = [threading.Thread(target=keep_invoking, args=(steady[i % 2],)) for i in range(4)]
-    for caller in callers:
-        caller.start()
-    try:
+    for style, name in zip(("toolkit", "torchserve"), steady, strict=True):
+        assert load(server, name, multimodel.build(style, tmp_path / name, name, digits)).ok
+    pixels, _ = image
+    with steady_traffic(server, steady, image) as traffic:
         for cycle in range(3):
             for style in multimodel.STYLES:
                 name = f"{style}-{cycle}"
@@ -327,12 +335,8 @@ def test_loads_and_unloads_interleaved_with_load_on_other_models(
             for style in multimodel.STYLES:
                 deleted = requests.delete(f"{server.url}/models/{style}-{cycle}", timeout=60)
                 assert deleted.status_code == 200
-    finally:
-        stop.set()
-        for caller in callers:
-            caller.join()
-    assert failures == []
-    assert served[0] > 50
+    assert traffic.failures == []
+    assert traffic.served > 50
     assert listed(server) == sorted(steady)
 
 
@@ -395,7 +399,6 @@ def store(tmp_path: Path, digits: DigitsModel, digits_archive: Path) -> Path:
 def test_target_model_through_boto3_with_a_model_store(
     store: Path, serve_model: Serve, digits: DigitsModel, image: tuple[list[Any], int]
 ) -> None:
-    import boto3
     from botocore.exceptions import ClientError
 
     server = serve_model(
@@ -403,13 +406,7 @@ def test_target_model_through_boto3_with_a_model_store(
         workers=2,
         args=["--model-store", str(store), "--models", "digits=digits.tar.gz", "--max-models", "2"],
     )
-    client = boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    client = runtime_client(server.url)
     pixels, digit = image
     png = _png(digits.images[0])
 
