@@ -14,7 +14,7 @@ from pathlib import Path
 from handlers.contract import HandlerLoadError
 from serve.config import MIB, ConfigError, ServingConfig
 from serve.model.directory import ModelDirError
-from serve.process.logs import configure_logging
+from serve.observe.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 

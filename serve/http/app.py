@@ -15,6 +15,7 @@ from serve.config import ServingConfig
 from serve.errors import MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ServingError
 from serve.http import models, sagemaker
 from serve.http.context import config, too_large_message
+from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.registry import ModelRegistry
 
@@ -56,6 +57,7 @@ def _assign_request_id() -> None:
     g.request_id = given if 0 < len(given) <= MAX_INFERENCE_ID else os.urandom(16).hex()
     g.error_code = None
     g.model = ""
+    log_model("")
 
 
 def _finish_request(response: Response) -> Response:
@@ -66,13 +68,12 @@ def _finish_request(response: Response) -> Response:
     observer: Observer = current_app.extensions["byoserve.observer"]
     observer.request_done(route, response.status_code, seconds, g.get("error_code"), model)
     logger.debug(
-        "%s %s -> %d in %.1f ms (request %s%s)",
+        "%s %s -> %d in %.1f ms (request %s)",
         request.method,
         request.path,
         response.status_code,
         seconds * 1000,
         g.get("request_id"),
-        f", model {model}" if model else "",
     )
     return response
 
@@ -107,11 +108,5 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected_error(exc: Exception) -> Response:
-    model = g.get("model", "")
-    logger.error(
-        "request %s%s: unexpected error",
-        g.get("request_id", "-"),
-        f" (model {model})" if model else "",
-        exc_info=exc,
-    )
+    logger.error("request %s: unexpected error", g.get("request_id", "-"), exc_info=exc)
     return _error_response(500, "internal_error", "internal server error", {})

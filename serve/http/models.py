@@ -19,6 +19,7 @@ from flask import Flask, Response, g, jsonify, request
 from serve.errors import BadRequestError
 from serve.http.context import registry
 from serve.http.sagemaker import checked_length, invoke
+from serve.observe.logs import log_model
 from serve.runtime.shared import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,14 @@ def _load() -> Response:
     if not isinstance(name, str) or not isinstance(url, str) or not name or not url:
         raise BadRequestError('the body must be a JSON object with "model_name" and "url" strings')
     g.model = name
+    log_model(name)
     spec = registry().register(name, url, _settings(body))
     return jsonify({"status": f"model {name!r} loaded", **_summary(spec)})
 
 
 def _unload(name: str) -> Response:
     g.model = name
+    log_model(name)
     registry().unregister(name)
     return jsonify({"status": f"model {name!r} unloaded"})
 

@@ -12,6 +12,7 @@ from werkzeug.datastructures import EnvironHeaders
 from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
 from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError
 from serve.http.context import config, registry, too_large_message
+from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime
 
@@ -58,6 +59,7 @@ def checked_length() -> int | None:
 def invoke(runtime: ModelRuntime, length: int | None) -> Response:
     """Answer the current request with ``runtime``'s model (``length``: see checked_length)."""
     g.model = runtime.name
+    log_model(runtime.name)
     settings = config()
     runtime.ensure_ready()
     attributes = request.headers.get(CUSTOM_ATTRIBUTES)

@@ -31,6 +31,7 @@ from serve.errors import (
     ServingError,
 )
 from serve.model.directory import ModelDirectory
+from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
 from serve.runtime.devices import configure_torch, gpu_for_worker
@@ -220,6 +221,7 @@ class ModelRuntime:
         raise NotReadyError(f"model {self.name!r} is still loading")
 
     def _run(self, worker_index: int) -> None:
+        log_model(self.name)  # this thread's log lines name the model
         if not self._load(worker_index):
             return
         handler, namespace = self.handler, self.namespace
@@ -233,9 +235,7 @@ class ModelRuntime:
             try:
                 self._execute(handler, batch)
             except BaseException as exc:  # the thread must outlive anything a batch does
-                logger.error(
-                    "model %s: batch of %d failed: %s", self.name, len(batch), exc, exc_info=exc
-                )
+                logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
                 for pending in batch:
                     pending.finish(None, ModelError("the batch failed"))
             namespace.settle()
@@ -335,23 +335,15 @@ class ModelRuntime:
             if len(batch) == 1:
                 return [exc]
             # One bad input must fail only its own request: retry each alone.
-            logger.warning(
-                "model %s: batch of %d failed (%s); retrying one by one", self.name, len(batch), exc
-            )
+            logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             return [self._call_handler(handler, [pending])[0] for pending in batch]
 
     def _log_failure(self, request: InferenceRequest, exc: BaseException) -> None:
         cause = exc.__cause__ or exc
         if isinstance(exc, ServingError) and exc.status_code < 500:
-            logger.info("model %s: request %s rejected: %s", self.name, request.request_id, exc)
+            logger.info("request %s rejected: %s", request.request_id, exc)
         else:
-            logger.error(
-                "model %s: request %s failed: %s",
-                self.name,
-                request.request_id,
-                exc,
-                exc_info=cause,
-            )
+            logger.error("request %s failed: %s", request.request_id, exc, exc_info=cause)
 
 
 def _released() -> OpenedModel:

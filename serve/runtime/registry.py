@@ -38,6 +38,7 @@ from serve.errors import (
 )
 from serve.model.directory import ModelDirError, prepare_model_dir
 from serve.model.store import ModelStore, check_name
+from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime, OpenedModel
 from serve.runtime.memory import available_bytes, tree_bytes
@@ -524,6 +525,7 @@ class ModelRegistry:
 
     def _unload(self, runtime: ModelRuntime) -> None:
         """Drain a model taken out of the set, then release it (on a thread of its own)."""
+        log_model(runtime.name)
         key = (runtime.name, runtime.generation)
         with self._lock:
             if key in self._held:
