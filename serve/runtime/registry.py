@@ -166,9 +166,10 @@ class ModelRegistry:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Take no more requests for any model and let queued ones finish (worker exit)."""
-        if self._socket is not None:  # a worker leaving on purpose: nothing it loads is to blame
-            self.shared.publish(WorkerReport(os.getpid(), ready=False))
-        self._stopping.set()
+        with self._lock:
+            if self._socket is not None:  # leaving on purpose: nothing it loads is to blame
+                self.shared.publish(WorkerReport(os.getpid(), ready=False))
+            self._stopping.set()
         if self._socket is not None:
             self._socket.close()  # ends the watcher
         runtimes = list(self._runtimes.values())
@@ -470,10 +471,10 @@ class ModelRegistry:
                 threading.Thread(
                     target=self._unload, args=(runtime,), name="byoserve-unload", daemon=True
                 ).start()
+        self._specs = dict(desired.models)
         for name, spec in desired.models.items():
             if name not in self._runtimes:
                 self._attach(spec)
-        self._specs = dict(desired.models)
         self._aliases = {
             alias: spec.name for spec in desired.models.values() for alias in spec.aliases
         }
@@ -512,9 +513,9 @@ class ModelRegistry:
             self._check_booted()
 
     def _failed(self, runtime: ModelRuntime, exc: BaseException) -> None:
-        spec = self._specs.get(runtime.name)
-        startup = spec is not None and spec.startup and spec.generation == runtime.generation
         with self._lock:
+            spec = self._specs.get(runtime.name)
+            startup = spec is not None and spec.startup and spec.generation == runtime.generation
             error = _why(exc)
             held = HeldModel(runtime.name, runtime.generation, FAILED, error, runtime.load_status)
             self._set_held(held)

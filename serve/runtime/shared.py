@@ -49,6 +49,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -252,7 +253,7 @@ class SharedModels:
                 self._write(STATE_FILE, asdict(desired))
 
     def _write(self, name: str, data: Mapping[str, Any]) -> None:
-        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+        tmp = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.directory / name)
 
