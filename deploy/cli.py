@@ -127,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes")
     inv.add_argument("--target-model", help="multi-model: the archive to invoke, e.g. x.tar.gz")
     inv.add_argument("--endpoint-url", help="a local server, e.g. http://127.0.0.1:8080")
-    loc = _verb(sub, "local", commands.run_local, common, "serve the archive on this machine")
+    loc = _verb(sub, "local", commands.run_local, common,
+                "serve the archive, or every archive of a multi-model endpoint, here")  # fmt: skip
     loc.add_argument("--no-docker", action="store_true", help="run python -m serve, no image")
     loc.add_argument("--port", type=int, help="host port (default: a free one)")
     loc.add_argument("--image", help="local image (default REPOSITORY:latest)")
-    loc.add_argument("--archive", type=Path, help="model.tar.gz instead of the definition's")
+    loc.add_argument("--archive", type=Path, help="serve this model.tar.gz alone instead")
     loc.add_argument("--ready-timeout", type=float, default=300.0, help="seconds for /ping")
     return parser
 

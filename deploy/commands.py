@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from deploy import archives, endpoints, images, local, multimodel, scaling
 from deploy.aws import Aws
@@ -265,18 +267,34 @@ def _read_body(path: str) -> bytes:
         raise DeployError(f"cannot read the request body {path}: {exc.strerror}") from exc
 
 
-def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
-    """Serve the endpoint's archive here: in its image, or ``--no-docker`` with ``serve``."""
-    definition = _definition(args, settings)
+def _local_source(
+    args: argparse.Namespace, definition: EndpointDefinition
+) -> tuple[dict[str, Any], AbstractContextManager[local.ModelSource]]:
+    """What ``local`` serves, as a dry run shows it, and the source to serve: the archive, or
+    a multi-model endpoint's archives in a temporary model store (made on entering it)."""
+    if definition.multi_model and args.archive is None:
+        targets = multimodel.existing_targets(definition)
+        shown = {"model_store": {target.name: str(target.path) for target in targets}}
+        return shown, local.model_store(targets)
     archive = archives.resolve_archive(definition, args.archive)
+    return {"archive": str(archive)}, nullcontext(local.ModelSource(archive))
+
+
+def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Serve the endpoint here, in its image or ``--no-docker`` with ``serve``: its archive, or
+    every archive of a multi-model endpoint, each loaded when a request first names it."""
+    definition = _definition(args, settings)
+    shown, serving = _local_source(args, definition)
     port = args.port or local.free_port()
     if settings.dry_run:
-        Plan().record("local", "run", {"archive": str(archive), "port": port})
+        Plan().record("local", "run", {**shown, "port": port})
         return 0
-    if args.no_docker:
-        local.run_subprocess(archive, port, definition.environment, args.ready_timeout)
-        return 0
-    engine = open_engine(settings.docker, settings.docker_host)
-    image = args.image or f"{definition.repository}:latest"
-    local.run_container(engine, image, archive, port, definition.environment, args.ready_timeout)
+    environment, timeout = definition.environment, args.ready_timeout
+    with serving as source:
+        if args.no_docker:
+            local.run_subprocess(source, port, environment, timeout)
+            return 0
+        engine = open_engine(settings.docker, settings.docker_host)
+        image = args.image or f"{definition.repository}:latest"
+        local.run_container(engine, image, source, port, environment, timeout)
     return 0

@@ -80,7 +80,7 @@ class ApiEngine:
     def run(self, request: RunRequest) -> str:
         container = self.client.containers.run(
             request.image,
-            command=["serve"],
+            command=["serve", *request.args],
             detach=True,
             init=True,
             ports={"8080/tcp": ("127.0.0.1", request.port)},

@@ -39,12 +39,14 @@ class BuildRequest:
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    """A detached container: image, host port for 8080, read-only mounts, environment."""
+    """A detached container: image, host port for 8080, read-only mounts, environment, and the
+    flags that follow the image's ``serve`` command (none: SageMaker's own command)."""
 
     image: str
     port: int
     mounts: Mapping[str, str]
     environment: Mapping[str, str]
+    args: Sequence[str] = ()
 
 
 def is_local_registry(registry: str) -> bool:
@@ -138,7 +140,8 @@ class CliEngine:
             args += ["-v", f"{source}:{target}:ro"]
         for key, value in request.environment.items():
             args += ["-e", f"{key}={value}"]
-        return self._run(*args, request.image, "serve").strip().splitlines()[-1]
+        command = [request.image, "serve", *request.args]
+        return self._run(*args, *command).strip().splitlines()[-1]
 
     def remove_container(self, container_id: str) -> None:
         self._run("rm", "-f", container_id)

@@ -1,29 +1,39 @@
-"""``local``: serve an endpoint's archive on this machine, in its image or as ``python -m serve``.
+"""``local``: serve an endpoint on this machine, in its image or as ``python -m serve``.
 
-The archive is mounted read-only as ``/opt/ml/model/model.tar.gz`` (the server unpacks it, as it
-does for any local mount). Once ``/ping`` answers, one line ``endpoint_url=http://127.0.0.1:PORT``
-is printed; ``boto3.client("sagemaker-runtime", endpoint_url=...)`` then reaches the server.
-It runs until interrupted (Ctrl-C or SIGTERM) and then stops what it started.
+A single-model endpoint's archive is mounted read-only as ``/opt/ml/model/model.tar.gz`` (the
+server unpacks it, as it does for any local mount). A multi-model endpoint's archives are put in
+a temporary model store under their target names and the server runs with ``--model-store`` and
+no start-up models, so each archive is loaded on the first request that names it as its
+``TargetModel``, as SageMaker does. Once ``/ping`` answers, one line
+``endpoint_url=http://127.0.0.1:PORT`` is printed; ``boto3.client("sagemaker-runtime",
+endpoint_url=...)`` then reaches the server. It runs until interrupted (Ctrl-C or SIGTERM) and
+then stops what it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from deploy.definitions import TargetArchive
 from deploy.engines import Engine, RunRequest
 from deploy.errors import DeployError
 
 CONTAINER_ARCHIVE = "/opt/ml/model/model.tar.gz"
+CONTAINER_STORE = "/opt/ml/model-store"
 
 
 class LocalServerError(DeployError):
@@ -32,6 +42,48 @@ class LocalServerError(DeployError):
 
 class _StoppedError(Exception):
     """SIGTERM arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """What the local server serves: one archive, or a model store (a directory of archives,
+    each loaded on the first request whose ``TargetModel`` names it)."""
+
+    path: Path
+    store: bool = False
+
+    def server_args(self) -> list[str]:
+        """The ``python -m serve`` flags that serve it from this machine."""
+        return ["--model-store" if self.store else "--model-dir", str(self.path)]
+
+    def mounts(self) -> dict[str, str]:
+        """Its read-only mount: an archive where SageMaker puts the model, a store at
+        ``CONTAINER_STORE``."""
+        return {str(self.path.resolve()): CONTAINER_STORE if self.store else CONTAINER_ARCHIVE}
+
+    def container_args(self) -> tuple[str, ...]:
+        """The flags after the image's ``serve``: none for an archive (SageMaker's command)."""
+        return ("--model-store", CONTAINER_STORE) if self.store else ()
+
+
+def _place(archive: Path, destination: Path) -> None:
+    """A hard link, else (another file system) a copy. Not a symlink: the server refuses a
+    store entry that resolves outside the store, and the link would not resolve in a mount."""
+    try:
+        os.link(archive, destination)
+    except OSError:
+        shutil.copyfile(archive, destination)
+
+
+@contextlib.contextmanager
+def model_store(targets: Iterable[TargetArchive]) -> Iterator[ModelSource]:
+    """A temporary model store holding each archive under its target name; removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="byoserve-store-", ignore_cleanup_errors=True) as tmp:
+        store = Path(tmp)
+        store.chmod(0o755)  # the image's server runs as an unprivileged user
+        for target in targets:
+            _place(target.path, store / target.name)
+        yield ModelSource(store, store=True)
 
 
 def free_port() -> int:
@@ -78,10 +130,10 @@ def serve_until_stopped(url: str, alive: Callable[[], bool], ready_timeout: floa
 
 
 def run_subprocess(
-    archive: Path, port: int, environment: Mapping[str, str], ready_timeout: float
+    source: ModelSource, port: int, environment: Mapping[str, str], ready_timeout: float
 ) -> None:
-    """``python -m serve`` on the archive, without any container engine."""
-    command = [sys.executable, "-m", "serve", "--model-dir", str(archive)]
+    """``python -m serve`` on the archive or store, without any container engine."""
+    command = [sys.executable, "-m", "serve", *source.server_args()]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(command, env={**os.environ, **environment})
     try:
@@ -99,15 +151,15 @@ def run_subprocess(
 def run_container(
     engine: Engine,
     image: str,
-    archive: Path,
+    source: ModelSource,
     port: int,
     environment: Mapping[str, str],
     ready_timeout: float,
 ) -> None:
-    """The image, as SageMaker runs it (``serve``), with the archive mounted read-only."""
+    """The image, as SageMaker runs it (``serve``), with the archive or store mounted read-only."""
     if engine.image_id(image) is None:
         raise LocalServerError(f"no local image {image}: run `python -m deploy build` or --image")
-    request = RunRequest(image, port, {str(archive.resolve()): CONTAINER_ARCHIVE}, environment)
+    request = RunRequest(image, port, source.mounts(), environment, args=source.container_args())
     container = engine.run(request)
     running = [True]
 

@@ -73,6 +73,13 @@ def warn_replaced(uploads: Iterable[UploadedArchive]) -> None:
             )
 
 
+def existing_targets(definition: EndpointDefinition) -> tuple[TargetArchive, ...]:
+    """The definition's archives, once each is known to exist (else an error on the first)."""
+    for target in definition.targets:
+        existing_archive(target.path, definition.archive_hint)
+    return definition.targets
+
+
 def upload_targets(
     aws: Aws, definition: EndpointDefinition, prefix: ModelPrefix
 ) -> dict[str, UploadedArchive]:
@@ -80,11 +87,9 @@ def upload_targets(
 
     Returns what was uploaded (or found there already) by target name.
     """
-    for target in definition.targets:
-        existing_archive(target.path, definition.archive_hint)
     return {
         target.name: upload_target(aws, definition.name, target, prefix)
-        for target in definition.targets
+        for target in existing_targets(definition)
     }
 
 

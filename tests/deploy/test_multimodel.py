@@ -260,6 +260,12 @@ def test_dry_runs_print_the_requests_and_send_none(
     )
     assert "DRY-RUN sagemaker-runtime InvokeEndpoint" in invoke.out
     assert '"TargetModel": "digits.tar.gz"' in invoke.out
+    local = cli("local", "catalog", "--no-docker", "--port", "8080", "--dry-run")
+    store = {name: str(path) for name, path in sorted(catalog.archives.items())}
+    shown = json.dumps({"model_store": store, "port": 8080}, sort_keys=True)
+    assert local.out == f"DRY-RUN local run {shown}\n"
+    alone = cli("local", "catalog", "--archive", str(added), "--port", "8080", "--dry-run")
+    assert alone.out == f'DRY-RUN local run {{"archive": "{added}", "port": 8080}}\n'
     assert _state(catalog.aws) == before
 
 
@@ -311,7 +317,6 @@ def test_definition_errors_name_the_file_and_key(
         (("upload-model", "catalog", "--name", "x.tar.gz"), "pass both"),
         (("upload-model", "catalog", "--archive", "nowhere.tar.gz"), "check --archive"),
         (("invoke", "catalog", "--body", "{}"), "pass --target-model, e.g. one of sentiment"),
-        (("local", "catalog", "--no-docker"), "multi-model definition with no single archive"),
     ],
 )
 def test_multi_model_flags_misused(
@@ -331,9 +336,12 @@ def test_bad_name_for_an_added_archive(
     assert catalog.objects() == {}
 
 
-def test_missing_archive_uploads_nothing(catalog: Catalog, cli: Callable[..., Result]) -> None:
+@pytest.mark.parametrize("verb", [("create-endpoint", *FAST), ("local", "--no-docker")])
+def test_missing_archive_uploads_and_serves_nothing(
+    catalog: Catalog, cli: Callable[..., Result], verb: tuple[str, ...]
+) -> None:
     catalog.archives["digits.tar.gz"].unlink()
-    result = cli("create-endpoint", "catalog", *FAST)
+    result = cli(verb[0], "catalog", *verb[1:])
     assert result.code == 1
     assert f"model archive {catalog.archives['digits.tar.gz']} not found" in result.err
     assert "make model" in result.err

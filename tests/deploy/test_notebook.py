@@ -1,64 +1,108 @@
-"""notebooks/sentiment_end_to_end.ipynb runs top to bottom (nbclient) against moto and a local
-server, with the real sentiment example (made by `make`), and is stored without outputs."""
+"""The notebooks run top to bottom (nbclient) against moto and a local server, with the real
+examples (made by `make`), and are stored without outputs:
+
+- notebooks/sentiment_end_to_end.ipynb: one archive, endpoints/sentiment.toml;
+- notebooks/multi_model_end_to_end.ipynb: the multi-model endpoints/catalog.toml, both targets
+  served locally and chosen with boto3's TargetModel, a third added to the live endpoint.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import nbclient
 import nbformat
 import pytest
 
-from tests.deploy.conftest import AwsWorld
+from tests.deploy.conftest import AwsWorld, record_pushed_image
 from tests.fixtures.server import REPO
 
 NOTEBOOK = REPO / "notebooks" / "sentiment_end_to_end.ipynb"
+MULTI_MODEL_NOTEBOOK = REPO / "notebooks" / "multi_model_end_to_end.ipynb"
 
 
-def test_notebook_is_stored_without_outputs() -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def _read(path: Path) -> Any:
+    return nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("path", [NOTEBOOK, MULTI_MODEL_NOTEBOOK], ids=lambda path: path.stem)
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    notebook = _read(path)
     nbformat.validate(notebook)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
 
 
-@pytest.mark.slow
-def test_notebook_runs_against_moto_and_a_local_server(
-    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sentiment_archive: Path
-) -> None:
-    from deploy.images import PushedImage, record_image
-
-    # The notebook deploys the real endpoints/sentiment.toml, whose image is `byoserve`.
+@pytest.fixture
+def project_endpoints(aws: AwsWorld, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
+    """moto, for notebooks that deploy the project's own endpoints/*.toml: their image
+    (`byoserve`) recorded as pushed."""
     monkeypatch.delenv("BYOSERVE_ENDPOINTS_DIR")
-    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(sentiment_archive))
-    record_image(
-        PushedImage(
-            "byoserve",
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
-            "t",
-            "sha256:" + "0" * 64,
-            "byoserve:latest",
-            "sha256:" + "1" * 64,
-            "now",
-        ),
-        aws.build_dir / "images",
-    )
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    record_pushed_image(aws, "byoserve")
+    return aws
+
+
+def run_notebook(path: Path) -> str:
+    """Execute the notebook in its folder, as Jupyter would; returns all it printed."""
+    notebook = _read(path)
     client = nbclient.NotebookClient(
         notebook,
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
-    text = "\n".join(
+    return "\n".join(
         str(output.get("text", "")) for cell in notebook.cells for output in cell.get("outputs", [])
     )
+
+
+def _assert_all_deleted(aws: AwsWorld) -> None:
+    sagemaker = aws.client("sagemaker")
+    assert sagemaker.list_models()["Models"] == []
+    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+
+
+@pytest.mark.slow
+def test_notebook_runs_against_moto_and_a_local_server(
+    project_endpoints: AwsWorld, monkeypatch: pytest.MonkeyPatch, sentiment_archive: Path
+) -> None:
+    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(sentiment_archive))
+    text = run_notebook(NOTEBOOK)
     assert "'label': 'positive'" in text and "'label': 'negative'" in text
     assert "DRY-RUN sagemaker CreateEndpoint " in text
     assert "sentiment: InService" in text
     assert "endpoints left: []" in text
-    sagemaker = aws.client("sagemaker")
-    assert sagemaker.list_models()["Models"] == []
-    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+    _assert_all_deleted(project_endpoints)
+
+
+@pytest.mark.slow
+def test_multi_model_notebook_runs_against_moto_and_a_local_server(
+    project_endpoints: AwsWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    sentiment_archive: Path,
+    digits_archive: Path,
+) -> None:
+    prebuilt = os.pathsep.join(map(str, (sentiment_archive, digits_archive)))
+    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVES", prebuilt)
+    text = run_notebook(MULTI_MODEL_NOTEBOOK)
+    assert "TargetModel digits.tar.gz: build/digits.tar.gz" in text
+    assert "sentiment.tar.gz says [{'label': 'positive'" in text
+    assert "}, {'label': 'negative'" in text
+    assert re.search(r"is a (\d); digits.tar.gz says \{'digit': \1, ", text), text
+    assert "loaded: ['digits.tar.gz', 'sentiment.tar.gz']" in text
+    prefix = f"s3://{project_endpoints.bucket}/models/catalog/"
+    assert re.search(r'DRY-RUN sagemaker CreateModel .*"Mode": "MultiModel"', text)
+    assert "catalog: InService" in text
+    assert f"uploaded: {prefix}sentiment-v2.tar.gz" in text
+    assert "3 archive(s) under the prefix (TargetModel)" in text  # status, before the delete
+    for name in ("sentiment.tar.gz", "digits.tar.gz", "sentiment-v2.tar.gz"):
+        assert project_endpoints.client("s3").head_object(
+            Bucket=project_endpoints.bucket, Key=f"models/catalog/{name}"
+        )
+    assert "endpoints left: []" in text
+    _assert_all_deleted(project_endpoints)
