@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from serve.errors import BadRequestError
-from serve.http.context import registry
+from serve.http.context import config, registry
 from serve.http.sagemaker import checked_length, invoke
 from serve.observe.logs import log_model
 from serve.runtime.shared import ModelSpec
@@ -61,8 +61,9 @@ def add_routes(app: Flask, manage: bool) -> None:
 
 
 def _invoke(name: str) -> Response:
-    length = checked_length()
-    return invoke(registry().get(name), length)
+    settings = config()
+    length = checked_length(settings)
+    return invoke(registry().get(name), settings, length)
 
 
 def _list() -> Response:

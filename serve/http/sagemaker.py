@@ -10,6 +10,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import EnvironHeaders
 
 from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
+from serve.config import ServingConfig
 from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError
 from serve.http.context import config, registry, too_large_message
 from serve.observe.logs import log_model
@@ -43,24 +44,23 @@ def _ping() -> Response:
 
 def _invocations(endpoint_name: str | None = None) -> Response:
     """The model the TargetModel header names, else the only one."""
-    length = checked_length()
-    return invoke(registry().route(request.environ.get(TARGET_MODEL) or None), length)
+    settings = config()
+    length = checked_length(settings)
+    return invoke(registry().route(request.environ.get(TARGET_MODEL) or None), settings, length)
 
 
-def checked_length() -> int | None:
+def checked_length(settings: ServingConfig) -> int | None:
     """The request's Content-Length, refused (413) before anything else when over the limit."""
     length = request.content_length
-    limit = config().max_request_size
-    if length is not None and length > limit:
-        raise PayloadTooLargeError(too_large_message(length, limit))
+    if length is not None and length > settings.max_request_size:
+        raise PayloadTooLargeError(too_large_message(length, settings.max_request_size))
     return length
 
 
-def invoke(runtime: ModelRuntime, length: int | None) -> Response:
+def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -> Response:
     """Answer the current request with ``runtime``'s model (``length``: see checked_length)."""
     g.model = runtime.name
     log_model(runtime.name)
-    settings = config()
     runtime.ensure_ready()
     attributes = request.headers.get(CUSTOM_ATTRIBUTES)
     if attributes is not None and len(attributes) > MAX_CUSTOM_ATTRIBUTES:
