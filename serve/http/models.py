@@ -70,7 +70,7 @@ def _list() -> Response:
     limit = _limit(request.args.get("limit"))
     token = request.args.get("next_page_token") or request.args.get("nextPageToken")
     after = _decode_token(token) if token else None
-    specs = [spec for spec in registry().specs() if after is None or spec.name > after]
+    specs = [spec for spec in registry().manager.specs() if after is None or spec.name > after]
     page = specs[:limit]
     body: dict[str, Any] = {"models": [_summary(spec) for spec in page]}
     if len(specs) > limit:
@@ -79,7 +79,7 @@ def _list() -> Response:
 
 
 def _describe(name: str) -> Response:
-    spec, held = registry().describe(name)
+    spec, held = registry().manager.describe(name)
     workers = [
         {"pid": pid, "state": model.state, "memoryBytes": model.memory}
         | ({"error": model.error} if model.error else {})
@@ -95,14 +95,14 @@ def _load() -> Response:
         raise BadRequestError('the body must be a JSON object with "model_name" and "url" strings')
     g.model = name
     log_model(name)
-    spec = registry().register(name, url, _settings(body))
+    spec = registry().manager.register(name, url, _settings(body))
     return jsonify({"status": f"model {name!r} loaded", **_summary(spec)})
 
 
 def _unload(name: str) -> Response:
     g.model = name
     log_model(name)
-    registry().unregister(name)
+    registry().manager.unregister(name)
     return jsonify({"status": f"model {name!r} unloaded"})
 
 

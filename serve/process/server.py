@@ -121,7 +121,7 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
 
 def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
-    names = [spec.name for spec in registry.specs()]
+    names = [spec.name for spec in registry.manager.specs()]
     logger.info(
         "serving %s on %s:%d with %d workers x %d threads",
         ", ".join(names) if names else "no model yet (multi-model endpoint)",

@@ -4,8 +4,8 @@ settings, load state), kept in step with the server's desired set (serve/runtime
 Requests find their model with :meth:`ModelRegistry.route`: a dict lookup, nothing shared between
 processes. A thread of the worker's own (the watcher) applies the desired set whenever another
 worker changes it: it starts a runtime for each model this worker does not hold yet, and drains
-and releases the ones taken out. Management calls (:meth:`register`, :meth:`unregister`) may run
-in any worker; they change the desired set and wait for every worker (see shared.py).
+and releases the ones taken out. Loads and unloads for the whole server go through
+:attr:`ModelRegistry.manager` (serve/runtime/management.py) from any worker.
 
 Single-model mode (``--model-dir``) is this registry holding one model that every request
 without a TargetModel goes to.
@@ -18,10 +18,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from handlers.contract import HandlerLoadError
 from serve.codecs import CodecRegistry
@@ -30,18 +29,18 @@ from serve.errors import (
     BadRequestError,
     ConflictError,
     InferenceTimeoutError,
-    InsufficientStorageError,
     ModelLoadError,
     ModelNotFoundError,
     ServingError,
     brief,
 )
-from serve.model.directory import ModelDirError, prepare_model_dir
-from serve.model.store import ModelStore, check_name
+from serve.model.directory import ModelDirError
+from serve.model.store import ModelStore
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime, OpenedModel
-from serve.runtime.memory import available_bytes, tree_bytes
+from serve.runtime.management import DRAIN_GRACE_S, ModelManager
+from serve.runtime.memory import tree_bytes
 from serve.runtime.shared import (
     FAILED,
     LOADED,
@@ -57,7 +56,6 @@ from serve.runtime.shared import (
 logger = logging.getLogger(__name__)
 
 WATCH_S = 1.0  # the watcher reads the set at least this often, and reports usage for the LRU
-DRAIN_GRACE_S = 5.0  # an unload waits for queued requests: their timeout plus this
 MIB = 2**20
 
 Opener = Callable[[ModelSpec], OpenedModel]
@@ -101,6 +99,7 @@ class ModelRegistry:
         self.store = store
         self.codecs = codecs
         self.observer = observer or Observer()
+        self.manager = ModelManager(config, shared)
         self._opener = opener
         self._on_startup_failure = on_startup_failure
         self._prepared: dict[tuple[str, int], OpenedModel] = {}  # opened in the master
@@ -129,17 +128,8 @@ class ModelRegistry:
             ConflictError: a model of that name was added already.
             InsufficientStorageError: BYOSERVE_MAX_MODELS or BYOSERVE_MEMORY_BUDGET_MB is passed.
         """
-        with self.shared.editing() as desired:
-            if desired.find(name) is not None:
-                raise ConflictError(f"model {name!r} is given twice")
-            spec = desired.add(
-                name,
-                str(url),
-                aliases=aliases,
-                startup=True,
-                estimate=tree_bytes(opened.directory.root),
-            )
-            self._check_room(desired, spec.estimate, exclude=name, measure_available=False)
+        estimate = tree_bytes(opened.directory.root)
+        spec = self.manager.admit_startup(name, url, estimate, aliases)
         self._prepared[(spec.name, spec.generation)] = opened
         return spec
 
@@ -234,11 +224,11 @@ class ModelRegistry:
         """A TargetModel that is not loaded: load it from the model store, then answer it."""
         if self.store is None:
             raise ModelNotFoundError(f"model {target[:200]!r} is not loaded")
-        deadline = self._deadline()
+        deadline = self.manager.deadline()
         if self.shared.read().find(target) is None:
             path = self.store.resolve(target)
             with suppress(ConflictError):  # another request loaded it meanwhile: wait below
-                self.register(target, str(path), evict=True)
+                self.manager.register(target, str(path), evict=True)
         while time.monotonic() < deadline:
             runtime = self._runtimes.get(target) or self._runtimes.get(
                 self._aliases.get(target, "")
@@ -249,201 +239,6 @@ class ModelRegistry:
                 return runtime  # answers 503 with why
             time.sleep(0.01)
         raise InferenceTimeoutError(f"model {target[:200]!r} did not load in time")
-
-    # Management: any worker, for the whole server
-
-    def register(
-        self,
-        name: str,
-        url: str,
-        registered: Mapping[str, Any] | None = None,
-        *,
-        aliases: tuple[str, ...] = (),
-        evict: bool = False,
-    ) -> ModelSpec:
-        """Load a model in every worker; returns once all of them answer it.
-
-        Args:
-            name: the model's name.
-            url: its directory or archive.
-            registered: per-model settings (``batch_size``, ``max_batch_delay``,
-                ``response_timeout``, ``queue_size``).
-            aliases: other names a TargetModel may use for it.
-            evict: unload the least recently used models when a budget would be exceeded,
-                instead of refusing with 507.
-
-        Raises:
-            BadRequestError: a bad name. ModelNotFoundError: no such url. ConflictError: the name
-            is loaded or loading. InsufficientStorageError: it does not fit. ModelLoadError: it
-            failed to load (the reason; no traceback).
-        """
-        check_name(name)
-        path = Path(url)
-        if not path.exists():
-            raise ModelNotFoundError(f"model url {url[:200]!r} does not exist")
-        if self.shared.read().find(name) is not None:
-            raise ConflictError(f"model {name!r} is already loaded")
-        estimate = tree_bytes(self._prepare(path).root)
-        deadline = self._deadline()
-        if evict:
-            self._make_room(estimate, deadline)
-        with self.shared.editing() as desired:
-            if desired.find(name) is not None:
-                raise ConflictError(f"model {name!r} is already loaded")
-            self._check_room(desired, estimate)
-            workers = set(self.shared.workers())
-            spec = desired.add(name, url, aliases=aliases, registered=registered, estimate=estimate)
-        self.shared.wake_all()
-        started = time.monotonic()
-        outcome = self.shared.await_loaded(spec, deadline, workers)
-        if outcome.ok:
-            logger.info(
-                "model %s loaded in every worker in %.2f s", name, time.monotonic() - started
-            )
-            return spec
-        if outcome.abandoned:
-            raise ConflictError(f"model {name!r} was {outcome.error}")
-        self._withdraw(spec, deadline)
-        message = f"model {name!r} failed to load: {outcome.error}"
-        if outcome.status == InsufficientStorageError.status_code:
-            raise InsufficientStorageError(message)
-        raise ModelLoadError(message)
-
-    def unregister(self, name: str) -> ModelSpec:
-        """Unload a model from every worker; returns once none holds it (queued requests for it
-        have finished, its memory is released).
-
-        Raises:
-            ModelNotFoundError: it is not loaded. InferenceTimeoutError: a worker did not drop it
-            in time (it still will).
-        """
-        with self.shared.editing() as desired:
-            spec = desired.remove(name)
-        if spec is None:
-            raise ModelNotFoundError(f"model {name!r} is not loaded")
-        self.shared.wake_all()
-        if not self.shared.await_unloaded(spec, self._deadline()):
-            raise InferenceTimeoutError(f"model {name!r} is still unloading")
-        return spec
-
-    def describe(self, name: str) -> tuple[ModelSpec, dict[int, HeldModel]]:
-        """A model of the set and how each worker holds it.
-
-        Raises:
-            ModelNotFoundError: it is not in the set.
-        """
-        spec = self.shared.read().models.get(name)
-        if spec is None:
-            raise ModelNotFoundError(f"model {name!r} is not loaded")
-        held = {
-            pid: model
-            for pid, report in self.shared.workers().items()
-            if (model := report.held(spec.name, spec.generation)) is not None
-        }
-        return spec, held
-
-    def specs(self) -> list[ModelSpec]:
-        """Every model of the set, by name."""
-        return sorted(self.shared.read().models.values(), key=lambda spec: spec.name)
-
-    def _prepare(self, path: Path) -> Any:
-        """Unpack the model and install its requirements, once, in the worker registering it."""
-        try:
-            return prepare_model_dir(
-                path,
-                unpack_dir=self.config.unpack_dir,
-                install_requirements=self.config.install_requirements,
-            )
-        except ModelDirError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                raise InsufficientStorageError(f"no disk space to unpack {path}: {exc}") from exc
-            raise ModelLoadError(f"cannot read {path}: {brief(exc)}") from exc
-
-    def _withdraw(self, spec: ModelSpec, deadline: float) -> None:
-        """Take a model out of the set and wait until no worker holds it."""
-        with self.shared.editing() as desired:
-            desired.remove(spec.name, spec.generation)
-        self.shared.wake_all()
-        self.shared.await_unloaded(spec, deadline)
-
-    def _deadline(self) -> float:
-        return time.monotonic() + self.config.startup_timeout + DRAIN_GRACE_S
-
-    # Budgets
-
-    def _check_room(
-        self,
-        desired: DesiredSet,
-        estimate: int,
-        exclude: str = "",
-        measure_available: bool = True,
-    ) -> None:
-        """Raise InsufficientStorageError when one more model of ``estimate`` bytes (per worker)
-        would pass BYOSERVE_MAX_MODELS, BYOSERVE_MEMORY_BUDGET_MB, or (``measure_available``)
-        the memory the machine has left."""
-        others = [spec for name, spec in desired.models.items() if name != exclude]
-        limit = self.config.max_models
-        if limit is not None and len(others) >= limit:
-            raise InsufficientStorageError(
-                f"the server holds its maximum of {limit} models (BYOSERVE_MAX_MODELS)"
-            )
-        workers = max(1, len(self.shared.workers()) or self.config.workers)
-        needed = estimate * workers
-        budget = self.config.memory_budget
-        if budget is not None:
-            used = self._memory_in_use(others, workers)
-            if used + needed > budget:
-                raise InsufficientStorageError(
-                    f"the model needs about {needed / MIB:.0f} MiB ({workers} workers), and "
-                    f"{max(0, budget - used) / MIB:.0f} MiB of BYOSERVE_MEMORY_BUDGET_MB="
-                    f"{budget / MIB:.0f} are left"
-                )
-        available = available_bytes() if measure_available else None
-        if available is not None and needed > available:
-            raise InsufficientStorageError(
-                f"the model needs about {needed / MIB:.0f} MiB ({workers} workers); "
-                f"{available / MIB:.0f} MiB of memory are available"
-            )
-
-    def _memory_in_use(self, specs: list[ModelSpec], workers: int) -> int:
-        """What the models take: measured in each worker once loaded, else estimated."""
-        reports = self.shared.workers().values()
-        total = 0
-        for spec in specs:
-            measured = [
-                held.memory
-                for report in reports
-                if (held := report.held(spec.name, spec.generation)) is not None
-                and held.state == LOADED
-            ]
-            total += sum(measured) if measured else spec.estimate * workers
-        return total
-
-    def _make_room(self, estimate: int, deadline: float) -> None:
-        """Unload least recently used models until one of ``estimate`` bytes fits."""
-        while True:
-            desired = self.shared.read()
-            try:
-                self._check_room(desired, estimate)
-                return
-            except InsufficientStorageError as exc:
-                victim = self._least_recently_used(desired)
-                if victim is None:
-                    raise
-                logger.info("unloading model %s, the least recently used: %s", victim.name, exc)
-                self._withdraw(victim, deadline)
-
-    def _least_recently_used(self, desired: DesiredSet) -> ModelSpec | None:
-        """The loaded model whose last use (in any worker; a load counts) is the oldest."""
-        reports = self.shared.workers().values()
-        candidates: list[tuple[float, ModelSpec]] = []
-        for spec in desired.models.values():
-            held = [report.held(spec.name, spec.generation) for report in reports]
-            if held and all(m is not None and m.state == LOADED for m in held):
-                candidates.append((max(m.used for m in held if m is not None), spec))
-        return min(candidates, key=lambda pair: pair[0])[1] if candidates else None
 
     # Applying the set (the watcher thread, and start)
 
