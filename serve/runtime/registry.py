@@ -233,11 +233,13 @@ class ModelRegistry:
             runtime = self._runtimes.get(target) or self._runtimes.get(
                 self._aliases.get(target, "")
             )
-            if runtime is not None and runtime.wait_ready(max(0.0, deadline - time.monotonic())):
-                return runtime
-            if runtime is not None and runtime.load_error is not None:
-                return runtime  # answers 503 with why
-            time.sleep(0.01)
+            if runtime is not None:
+                if runtime.wait_ready(0.05) or runtime.load_error is not None:
+                    return runtime  # loaded, or it answers 503 with why it did not
+            elif self.shared.read().find(target) is None:  # its load failed, or it went again
+                raise ModelNotFoundError(f"model {target[:200]!r} is not loaded")
+            else:
+                time.sleep(0.01)  # this worker has yet to apply the set
         raise InferenceTimeoutError(f"model {target[:200]!r} did not load in time")
 
     # Applying the set (the watcher thread, and start)

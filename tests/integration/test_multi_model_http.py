@@ -431,6 +431,25 @@ def test_target_model_through_boto3_with_a_model_store(
     assert requests.post(f"{server.url}/models", json={}, timeout=5).status_code == 405
 
 
+def test_first_requests_for_one_target_at_once_load_it_once(
+    store: Path, serve_model: Serve, digits: DigitsModel, image: tuple[list[Any], int]
+) -> None:
+    server = serve_model(None, workers=2, args=["--model-store", str(store)])
+    client = runtime_client(server.url)
+    png = _png(digits.images[0])
+
+    def ask(_: int) -> int:
+        response = client.invoke_endpoint(
+            EndpointName="local", TargetModel="spare.tar.gz", Body=png, ContentType="image/png"
+        )
+        return int(json.loads(response["Body"].read())["digit"])
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(ask, range(6))) == [image[1]] * 6
+    assert listed(server) == ["spare.tar.gz"]
+    assert server.log().count("model spare.tar.gz loaded in every worker") == 1
+
+
 def _png(pixels: np.ndarray) -> bytes:
     from tests.fixtures.modeldirs import png
 
