@@ -122,12 +122,8 @@ class ModelRegistry:
     def add_startup(
         self, name: str, url: Path, opened: OpenedModel, aliases: tuple[str, ...] = ()
     ) -> ModelSpec:
-        """Add a model the server starts with, opened (and its handler imported) in the master.
-
-        Raises:
-            ConflictError: a model of that name was added already.
-            InsufficientStorageError: BYOSERVE_MAX_MODELS or BYOSERVE_MEMORY_BUDGET_MB is passed.
-        """
+        """Add a model the server starts with, opened (and its handler imported) in the master;
+        raises as :meth:`ModelManager.admit_startup` does."""
         estimate = tree_bytes(opened.directory.root)
         spec = self.manager.admit_startup(name, url, estimate, aliases)
         self._prepared[(spec.name, spec.generation)] = opened
