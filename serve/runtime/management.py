@@ -5,6 +5,7 @@ admitted here too, in the master."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Mapping
@@ -97,8 +98,8 @@ class ModelManager:
         with self.shared.editing() as desired:
             if desired.find(name) is not None:
                 raise ConflictError(f"model {name!r} is already loaded")
-            self.budget.check(desired, self.shared.workers(), estimate)
-            workers = set(self.shared.workers())
+            workers = self.shared.workers()  # before the model is in the set: see await_loaded
+            self.budget.check(desired, workers, estimate)
             spec = desired.add(name, url, aliases=aliases, registered=registered, estimate=estimate)
         self.shared.wake_all()
         started = time.monotonic()
@@ -164,7 +165,7 @@ class ModelManager:
         except ModelDirError as exc:
             raise ModelLoadError(str(exc)) from exc
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
+            if exc.errno == errno.ENOSPC:
                 raise InsufficientStorageError(f"no disk space to unpack {path}: {exc}") from exc
             raise ModelLoadError(f"cannot read {path}: {brief(exc)}") from exc
 
