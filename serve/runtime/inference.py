@@ -115,6 +115,7 @@ class ModelRuntime:
         self._queue = BatchQueue(self.settings.queue_size)
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Timer | None = None
 
     @property
     def ready(self) -> bool:
@@ -139,9 +140,9 @@ class ModelRuntime:
             daemon=True,
         )
         self._thread.start()
-        watchdog = threading.Timer(self.config.startup_timeout, self._check_started)
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdog = threading.Timer(self.config.startup_timeout, self._check_started)
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def _check_started(self) -> None:
         """SAGEMAKER_STARTUP_TIMEOUT: a model still loading by then counts as failed to load."""
@@ -161,10 +162,16 @@ class ModelRuntime:
         """Take no more requests, let the queued ones finish, end the inference thread; True when
         it ended within ``timeout``."""
         self._queue.close()
+        self._stop_watchdog()
         if self._thread is None:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def _stop_watchdog(self) -> None:
+        """The load ended (or never will): the start-up timer's thread need not wait any more."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     def release(self) -> int:
         """After :meth:`stop`: drop the handler and the model's modules, hand the memory back.
@@ -298,6 +305,7 @@ class ModelRuntime:
             self.settings.max_batch_delay * 1000,
         )
         self.last_used = time.monotonic()
+        self._stop_watchdog()
         self._ready.set()
         if self._on_loaded is not None:
             self._on_loaded(self)
@@ -305,6 +313,7 @@ class ModelRuntime:
     def _fail(self, exc: BaseException) -> None:
         if self.load_error is not None:
             return
+        self._stop_watchdog()
         self.load_error = exc
         logger.error("model %s (%s) failed to load: %s", self.name, self.source, exc, exc_info=exc)
         self.observer.model_load_failed(self.name)

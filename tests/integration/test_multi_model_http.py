@@ -366,6 +366,13 @@ def rss(pids: list[int]) -> int:
     )
 
 
+def thread_counts(pids: list[int]) -> list[int]:
+    statuses = [Path(f"/proc/{pid}/status").read_text().splitlines() for pid in pids]
+    return [
+        int(next(n for n in lines if n.startswith("Threads:")).split()[1]) for lines in statuses
+    ]
+
+
 def test_fifty_load_unload_cycles_hand_the_memory_back(
     serve_model: Serve, digits_archive: Path
 ) -> None:
@@ -378,12 +385,14 @@ def test_fifty_load_unload_cycles_hand_the_memory_back(
         assert requests.delete(f"{server.url}/models/digits", timeout=60).status_code == 200
 
     cycle()  # torch is imported on the first load; where the memory starts is after it
-    started = rss(pids)
+    started, threads = rss(pids), thread_counts(pids)
     for _ in range(50):
         cycle()
     ended = rss(pids)
     assert server.worker_pids() == pids
     assert ended <= started * 1.10, f"RSS {started / 2**20:.0f} -> {ended / 2**20:.0f} MiB"
+    # no thread of a model outlives it (a couple more request threads may have been started)
+    assert all(now <= before + 2 for now, before in zip(thread_counts(pids), threads, strict=True))
 
 
 @pytest.fixture
