@@ -20,6 +20,7 @@ from serve.process.cpus import available_cpus
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
 DEFAULT_BATCH_DELAY_MS = 5.0
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
 
 
 class ConfigError(ValueError):
@@ -178,6 +179,11 @@ class ServingConfig:
     max_models: int | None = setting(None, "BYOSERVE_MAX_MODELS", parse=_positive_int)
     memory_budget: int | None = setting(None, "BYOSERVE_MEMORY_BUDGET_MB", parse=_megabytes)
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
+    max_image_pixels: int = setting(
+        DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
+    )
+    hung_grace: float = setting(30.0, "BYOSERVE_HUNG_GRACE", parse=_positive_float)
+    error_details: bool = setting(True, "BYOSERVE_ERROR_DETAILS", parse=_bool)
     metrics: bool = setting(True, "BYOSERVE_METRICS", parse=_bool)
     metrics_dir: Path | None = setting(
         None, "BYOSERVE_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR", parse=_path
