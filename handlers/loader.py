@@ -20,6 +20,7 @@ from typing import Any
 from handlers.contract import Handler, HandlerLoadError
 from handlers.namespace import ModelNamespace
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
+from handlers.torchmodel import find_serialized_file
 from handlers.torchserve import FunctionHandler, TorchServeHandler
 from serve.model.directory import ModelDirectory
 
@@ -78,6 +79,7 @@ def _discover(
         return _adapt_file(model, path, options, namespace)
     if model.code_dir is not None and (model.code_dir / DEFAULT_PROGRAM).is_file():
         return _adapt_file(model, model.code_dir / DEFAULT_PROGRAM, options, namespace)
+    find_serialized_file(model.root, model.manifest)  # checked here, not in every worker
     logger.info("no handler code in %s: using the default handler", model.root)
     return ToolkitHandler(None, DEFAULT_SOURCE, options)
 

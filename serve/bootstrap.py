@@ -77,7 +77,7 @@ def build_server(
         ModelDirError, HandlerLoadError: the single model is unusable.
         StartupError: one or more start-up models are unusable (each named).
     """
-    from serve.process.server import exit_worker
+    from serve.process.server import stop_server
 
     created = observer is None and config.metrics
     if created:
@@ -94,7 +94,7 @@ def build_server(
         default_codecs(),
         observer,
         store,
-        on_startup_failure=exit_worker if exit_on_load_failure else None,
+        on_startup_failure=stop_server if exit_on_load_failure else None,
     )
     try:
         _add_startup_models(config, registry, store)

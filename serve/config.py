@@ -8,8 +8,10 @@ names are kept so that existing scripts carry over; settings SageMaker has no na
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +112,26 @@ def _text(value: str) -> str:
 
 
 def _path(value: str) -> Path:
-    return Path(value.strip())
+    text = value.strip()
+    if not text:
+        raise ValueError("must be a path")
+    return Path(os.path.abspath(text))  # resolved once: pip and handlers run elsewhere
+
+
+def _host(value: str) -> str:
+    text = value.strip()
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return text
+    except ValueError:
+        pass
+    if not text or all(part.isdigit() for part in text.split(".")):
+        raise ValueError("must be an IP address or a host name")
+    try:
+        socket.getaddrinfo(text, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"cannot be resolved ({exc})") from exc
+    return text
 
 
 def _megabytes(value: str) -> int:
@@ -121,9 +142,23 @@ def _words(value: str) -> tuple[str, ...]:
     return tuple(value.replace(",", " ").split())
 
 
-def setting(default: Any, *env: str, parse: Callable[[str], Any] = _text) -> Any:
-    """Declare one setting: its default, the variables it is read from (first wins), its parser."""
-    return field(default=default, metadata={"env": env, "parse": parse})
+def setting(
+    default: Any,
+    *env: str,
+    parse: Callable[[str], Any] = _text,
+    flag: str | None = None,
+    help: str = "",
+) -> Any:
+    """Declare one setting: its default, the variables it is read from (first wins), its parser,
+    and its command-line flag (``python -m serve``), parsed by the same parser."""
+    return field(default=default, metadata={"env": env, "parse": parse, "flag": flag, "help": help})
+
+
+def _parse(spec: dataclasses.Field[Any], source: str, raw: str) -> Any:
+    try:
+        return spec.metadata["parse"](raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={raw!r}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,38 +168,102 @@ class ServingConfig:
     Attributes documented by their environment variables; see the README for the table.
     """
 
-    model_dir: Path = setting(Path("/opt/ml/model"), "BYOSERVE_MODEL_DIR", parse=_path)
+    model_dir: Path = setting(
+        Path("/opt/ml/model"),
+        "BYOSERVE_MODEL_DIR",
+        parse=_path,
+        flag="--model-dir",
+        help="extracted model dir, or a dir/file with model.tar.gz",
+    )
     unpack_dir: Path | None = setting(None, "BYOSERVE_UNPACK_DIR", parse=_path)
-    host: str = setting("0.0.0.0", "BYOSERVE_HOST")
-    port: int = setting(8080, "SAGEMAKER_BIND_TO_PORT", parse=_port)
+    host: str = setting(
+        "0.0.0.0",
+        "BYOSERVE_HOST",
+        parse=_host,
+        flag="--host",
+        help="address to bind (default 0.0.0.0)",
+    )
+    port: int = setting(
+        8080,
+        "SAGEMAKER_BIND_TO_PORT",
+        parse=_port,
+        flag="--port",
+        help="port (default SAGEMAKER_BIND_TO_PORT or 8080)",
+    )
     safe_port_range: tuple[int, int] | None = setting(
         None, "SAGEMAKER_SAFE_PORT_RANGE", parse=_port_range
     )
-    workers: int = setting(0, "SAGEMAKER_MODEL_SERVER_WORKERS", parse=_positive_int)
-    threads: int = setting(64, "BYOSERVE_WORKER_THREADS", parse=_positive_int)
-    torch_threads: int = setting(0, "BYOSERVE_TORCH_THREADS", parse=_positive_int)
-    timeout: float = setting(60.0, "SAGEMAKER_MODEL_SERVER_TIMEOUT", parse=_positive_float)
+    workers: int = setting(
+        0,
+        "SAGEMAKER_MODEL_SERVER_WORKERS",
+        parse=_positive_int,
+        flag="--workers",
+        help="worker processes (default: available CPUs)",
+    )
+    threads: int = setting(
+        64,
+        "BYOSERVE_WORKER_THREADS",
+        parse=_positive_int,
+        flag="--threads",
+        help="request threads per worker",
+    )
+    torch_threads: int = setting(
+        0,
+        "BYOSERVE_TORCH_THREADS",
+        parse=_positive_int,
+        flag="--torch-threads",
+        help="torch intra-op threads per worker",
+    )
+    timeout: float = setting(
+        60.0,
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+        parse=_positive_float,
+        flag="--timeout",
+        help="per-request timeout, seconds",
+    )
     startup_timeout: float = setting(600.0, "SAGEMAKER_STARTUP_TIMEOUT", parse=_positive_float)
     graceful_timeout: float = setting(25.0, "BYOSERVE_GRACEFUL_TIMEOUT", parse=_positive_float)
     max_request_size: int = setting(
-        DEFAULT_MAX_REQUEST_SIZE, "SAGEMAKER_MAX_REQUEST_SIZE", parse=_positive_int
+        DEFAULT_MAX_REQUEST_SIZE,
+        "SAGEMAKER_MAX_REQUEST_SIZE",
+        parse=_positive_int,
+        flag="--max-request-size",
+        help="largest request body, bytes",
     )
     max_payload_mb: int | None = setting(None, "SAGEMAKER_MAX_PAYLOAD_IN_MB", parse=_megabytes)
     default_accept: str = setting(
         "application/json", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", parse=_media_type
     )
-    log_level: int = setting(logging.INFO, "SAGEMAKER_CONTAINER_LOG_LEVEL", parse=_log_level)
+    log_level: int = setting(
+        logging.INFO,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL",
+        parse=_log_level,
+        flag="--log-level",
+        help="DEBUG, INFO, WARNING, ... or a number",
+    )
     log_format: str = setting("text", "BYOSERVE_LOG_FORMAT", parse=_choice("text", "json"))
-    program: str | None = setting(None, "SAGEMAKER_PROGRAM")
+    program: str | None = setting(
+        None,
+        "SAGEMAKER_PROGRAM",
+        flag="--program",
+        help="handler module (SAGEMAKER_PROGRAM), e.g. inference.py",
+    )
     install_requirements: bool = setting(True, "BYOSERVE_INSTALL_REQUIREMENTS", parse=_bool)
     max_batch_size: int | None = setting(
-        None, "BYOSERVE_MAX_BATCH_SIZE", "SAGEMAKER_TS_BATCH_SIZE", parse=_positive_int
+        None,
+        "BYOSERVE_MAX_BATCH_SIZE",
+        "SAGEMAKER_TS_BATCH_SIZE",
+        parse=_positive_int,
+        flag="--max-batch-size",
+        help="dynamic batching: most requests per model call",
     )
     max_batch_delay_ms: float | None = setting(
         None,
         "BYOSERVE_MAX_BATCH_DELAY_MS",
         "SAGEMAKER_TS_MAX_BATCH_DELAY",
         parse=_non_negative_float,
+        flag="--max-batch-delay-ms",
+        help="dynamic batching: longest wait for a batch",
     )
     queue_size: int = setting(0, "BYOSERVE_QUEUE_SIZE", parse=_positive_int)
     batch_strategy: str = setting(
@@ -174,10 +273,35 @@ class ServingConfig:
         None, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", parse=_positive_int
     )
     multi_model: bool = setting(False, "SAGEMAKER_MULTI_MODEL", parse=_bool)
-    model_store: Path | None = setting(None, "BYOSERVE_MODEL_STORE", parse=_path)
-    models: tuple[str, ...] = setting((), "BYOSERVE_MODELS", parse=_words)
-    max_models: int | None = setting(None, "BYOSERVE_MAX_MODELS", parse=_positive_int)
-    memory_budget: int | None = setting(None, "BYOSERVE_MEMORY_BUDGET_MB", parse=_megabytes)
+    model_store: Path | None = setting(
+        None,
+        "BYOSERVE_MODEL_STORE",
+        parse=_path,
+        flag="--model-store",
+        help="directory of model archives and model directories",
+    )
+    models: tuple[str, ...] = setting(
+        (),
+        "BYOSERVE_MODELS",
+        parse=_words,
+        flag="--models",
+        help="models to start with: NAME=PATH, PATH (named after the file) or all; "
+        "relative paths are in the model store",
+    )
+    max_models: int | None = setting(
+        None,
+        "BYOSERVE_MAX_MODELS",
+        parse=_positive_int,
+        flag="--max-models",
+        help="most models held at once (least recently used unloaded)",
+    )
+    memory_budget: int | None = setting(
+        None,
+        "BYOSERVE_MEMORY_BUDGET_MB",
+        parse=_megabytes,
+        flag="--memory-budget-mb",
+        help="most memory the models may take, in MiB",
+    )
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     max_image_pixels: int = setting(
         DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
@@ -205,28 +329,39 @@ class ServingConfig:
             )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServingConfig:
-        """Build the configuration from environment variables, then apply ``overrides``.
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        flags: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ServingConfig:
+        """Build the configuration from environment variables, then the command line's ``flags``
+        (raw text by setting name, parsed as the variables are), then ``overrides`` (values).
 
         Raises:
-            ConfigError: a variable holds a value that cannot be used; the message names both.
+            ConfigError: a variable or flag holds a value that cannot be used; the message names
+                both.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             for name in spec.metadata["env"]:
                 raw = environ.get(name)
-                if raw is None or raw.strip() == "":
-                    continue
-                try:
-                    values[spec.name] = spec.metadata["parse"](raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{name}={raw!r}: {exc}") from exc
-                break
+                if raw is not None and raw.strip() != "":
+                    values[spec.name] = _parse(spec, name, raw)
+                    break
+            raw = (flags or {}).get(spec.name)
+            if raw is not None:
+                values[spec.name] = _parse(spec, spec.metadata["flag"], raw)
         if "max_request_size" not in values and values.get("max_payload_mb"):
             values["max_request_size"] = values["max_payload_mb"]
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+    @classmethod
+    def flags(cls) -> list[dataclasses.Field[Any]]:
+        """The settings that have a command-line flag."""
+        return [spec for spec in dataclasses.fields(cls) if spec.metadata["flag"]]
 
     @property
     def single_model(self) -> bool:

@@ -13,31 +13,50 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import sys
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.errors import HaltServer
 from gunicorn.glogging import Logger as GunicornLogger
 
-from serve.config import ServingConfig
+from serve.config import ConfigError, ServingConfig
 from serve.process.worker import ConnectionShares, KeepAliveThreadWorker
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
-WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts the server when a worker exits with this
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; measured in bench/: p99 44 -> 28 ms on the digit model
 KEEPALIVE_SECONDS = 65  # longer than a load balancer's idle timeout, so it closes first
 
 
-def exit_worker(exc: BaseException) -> None:
-    """A worker whose start-up models cannot load ends at once with the boot-error status."""
-    logger.error("worker %d: %s", os.getpid(), exc)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(WORKER_BOOT_ERROR)
+def check_listen(host: str, port: int) -> None:
+    """Refuse at once an address nothing can listen on (in use, or not this machine's), instead
+    of gunicorn's retries and traceback.
+
+    Raises:
+        ConfigError: naming the address and why.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} (--host/BYOSERVE_HOST, "
+                f"--port/SAGEMAKER_BIND_TO_PORT): {exc.strerror or exc}"
+            ) from exc
+
+
+def stop_server(exc: BaseException) -> None:
+    """A worker could not load the models the server starts with (the registry has recorded
+    why): stop the whole server the way SIGTERM does, so that the master says why once
+    (:func:`run_server`) instead of every worker and gunicorn's boot-error traceback."""
+    os.kill(os.getppid(), signal.SIGTERM)
 
 
 class PropagatingLogger(GunicornLogger):  # type: ignore[misc]
@@ -93,10 +112,6 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         registry.observer.worker_exited(worker.pid)
         registry.shared.forget(worker.pid)
 
-    def on_exit(server: Any) -> None:
-        registry.observer.close()
-        registry.shared.remove()
-
     return {
         "bind": [f"{config.host}:{config.port}"],
         "workers": config.workers,
@@ -113,14 +128,14 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
         "child_exit": child_exit,
-        "on_exit": on_exit,
         "limit_request_field_size": 16384,
         "control_socket_disable": True,  # gunicorn 27's shared ~/.gunicorn socket: not needed
     }
 
 
-def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status."""
+def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> str | None:
+    """Serve until SIGTERM/SIGINT; returns why the server could not start (the models it starts
+    with did not load), or None."""
     names = [spec.name for spec in registry.manager.specs()]
     logger.info(
         "serving %s on %s:%d with %d workers x %d threads",
@@ -131,9 +146,17 @@ def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> in
         config.threads,
     )
     master = os.getpid()
+    failure = None
     try:
         ServeApplication(app, registry, config).run()
+    except SystemExit:  # gunicorn's arbiter ends with sys.exit, and so do its workers
+        if os.getpid() != master:
+            raise
+    except HaltServer as exc:  # a worker exited with gunicorn's boot-error status
+        failure = exc.reason
     finally:
-        if os.getpid() == master:  # a worker's exit unwinds through here too after fork
+        if os.getpid() == master:
+            failure = registry.shared.failure() or failure
             registry.shared.remove()
-    return 0
+            registry.observer.close()
+    return failure

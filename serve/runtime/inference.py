@@ -80,7 +80,8 @@ class ModelRuntime:
         registered: per-model settings given when it was registered (see ModelSettings.choose).
         generation: which registration of ``name`` this is (see serve/runtime/shared.py).
         on_loaded: called on the inference thread once the model serves.
-        on_failed: called when the model fails to load (or does not load in time).
+        on_failed: called when the model fails to load (or does not load in time); it logs the
+            failure (:meth:`log_failure`), else the runtime does.
     """
 
     def __init__(
@@ -315,10 +316,17 @@ class ModelRuntime:
             return
         self._stop_watchdog()
         self.load_error = exc
-        logger.error("model %s (%s) failed to load: %s", self.name, self.source, exc, exc_info=exc)
         self.observer.model_load_failed(self.name)
         if self._on_failed is not None:
-            self._on_failed(self, exc)
+            self._on_failed(self, exc)  # it logs the failure, as often as it sees fit
+        else:
+            self.log_failure(logging.ERROR)
+
+    def log_failure(self, level: int) -> None:
+        """Log why the model failed to load, with the traceback."""
+        exc = self.load_error
+        logger.log(level, "model %s (%s) failed to load: %s", self.name, self.source, exc,
+                   exc_info=exc)  # fmt: skip
 
     def _execute(self, handler: Handler, batch: list[Pending]) -> None:
         started = time.monotonic()

@@ -80,8 +80,9 @@ class ModelRegistry:
         codecs: the app's codec registry, handed to handlers at load.
         observer: receives load, unload and request events.
         store: where a TargetModel that is not loaded is looked for; None to load none on demand.
-        on_startup_failure: called when a model the server started with fails to load in this
-            worker (the server exits the worker, which stops the server, as for one model).
+        on_startup_failure: called once this worker has tried every model the server started
+            with and one or more failed (the reason is recorded in the shared directory first):
+            the server stops, as it does for one model.
     """
 
     def __init__(
@@ -314,6 +315,8 @@ class ModelRegistry:
             self._set_held(held)
             if startup:  # without its start-up models a worker is never ready
                 self._startup_failures.append(f"model {runtime.name}: {error}")
+            first = not startup or self.shared.claim(f"failed-{runtime.generation}")
+            runtime.log_failure(logging.ERROR if first else logging.DEBUG)  # once, not per worker
             self._booting.discard(runtime.name)
             self._check_booted()
 
@@ -344,9 +347,10 @@ class ModelRegistry:
         if self._booting or self._ready.is_set():
             return
         if self._startup_failures:
+            failures = "; ".join(self._startup_failures)
+            self.shared.report_failure(failures)
             if self._on_startup_failure is not None:
-                failures = "; ".join(self._startup_failures)
-                self._on_startup_failure(ModelLoadError(f"start-up models failed: {failures}"))
+                self._on_startup_failure(ModelLoadError(failures))
             return
         self._ready.set()
         self.observer.worker_ready()

@@ -11,7 +11,9 @@ creates before it forks (and removes at exit):
 - ``worker-<pid>.json``: what one worker holds: each model's generation and state (``loading``,
   ``loaded``, ``failed`` with its error and status, ``unloading``), the memory its load added and
   when it was last used. Written by that worker only, atomically.
-- ``worker-<pid>.sock``: a datagram socket the worker listens on; one byte makes it read the set.
+- a datagram socket each worker listens on (Linux: in the abstract namespace, named after the
+  directory and the pid, so a long temp path cannot make it too long; elsewhere
+  ``worker-<pid>.sock``); one byte makes the worker read the set.
 
 A **load** (``POST /models``, or a TargetModel found in the model store) adds the model to the set
 under a new generation, wakes every worker, and waits until every live worker reports that
@@ -43,11 +45,13 @@ What happens when things race, by design:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -61,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "models.json"
 LOCK_FILE = "models.lock"
+FAILURE_FILE = "startup-failure.txt"
 POLL_S = 0.01  # how often a waiter looks at the workers' reports
 MAX_WITHDRAWN = 256  # reasons kept for loads still waiting on a model taken out
 _UNLOADED = "unloaded before it finished loading"
@@ -257,17 +262,47 @@ class SharedModels:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.directory / name)
 
+    # Why the server cannot start: said once, whichever workers find it
+
+    def claim(self, what: str) -> bool:
+        """True for the first worker to claim ``what`` (to log a failure once, not per worker)."""
+        try:
+            os.close(os.open(self.directory / f"claim-{what}", os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
+
+    def report_failure(self, message: str) -> None:
+        """Record why the server cannot start (the first report stands)."""
+        if self.claim("startup-failure"):
+            (self.directory / FAILURE_FILE).write_text(message)
+
+    def failure(self) -> str | None:
+        """The recorded reason the server could not start, if any."""
+        try:
+            return (self.directory / FAILURE_FILE).read_text()
+        except FileNotFoundError:
+            return None
+
     # The workers
 
     def register(self, pid: int) -> socket.socket:
         """Report an empty worker and open its wake-up socket (in the worker, at start)."""
         self.publish(WorkerReport(pid, ready=False))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        path = self.directory / f"worker-{pid}.sock"
-        with suppress(FileNotFoundError):
-            path.unlink()
-        sock.bind(str(path))
+        address = self._address(pid)
+        if not address.startswith("\0"):
+            with suppress(FileNotFoundError):
+                Path(address).unlink()
+        sock.bind(address)
         return sock
+
+    def _address(self, pid: int) -> str:
+        """Where worker ``pid`` listens for wake-ups."""
+        if sys.platform == "linux":
+            tag = hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:16]
+            return f"\0byoserve-{tag}-{pid}"
+        return str(self.directory / f"worker-{pid}.sock")
 
     def publish(self, report: WorkerReport) -> None:
         self._write(f"worker-{report.pid}.json", asdict(report))
@@ -309,9 +344,10 @@ class SharedModels:
         """Make every worker read the desired set now."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            for path in self.directory.glob("worker-*.sock"):
+            for report in self.directory.glob("worker-*.json"):
+                pid = int(report.stem.removeprefix("worker-"))
                 with suppress(OSError):  # gone, or a wake-up is already waiting there
-                    sock.sendto(b"!", str(path))
+                    sock.sendto(b"!", self._address(pid))
 
     # Waiting for the workers
 

@@ -405,12 +405,10 @@ def test_default_handler_unknown_content_type_is_415(model_dir: ModelDir) -> Non
     assert isinstance(error, ServingError) and error.status_code == 415
 
 
-def test_default_handler_without_model_file_fails_at_load(model_dir: ModelDir) -> None:
-    model_dir.root.mkdir(parents=True)
-    handler = model_dir.handler()
-
+def test_default_handler_without_model_file_fails_when_found(model_dir: ModelDir) -> None:
+    model_dir.root.mkdir(parents=True)  # in the master, before any worker loads anything
     with pytest.raises(HandlerLoadError, match=r"no model file in .*expected model.pt"):
-        handler.load(model_dir.load_context())
+        model_dir.handler()
 
 
 # --- TorchServe handler classes ---------------------------------------------------------------
