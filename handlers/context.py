@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "MMS"  # what TorchServe reports too; some handlers compare against it
 CONTENT_TYPE = "content-type"
+MAX_USER_MESSAGE = 1000  # characters of a user exception's message sent to the caller
 
 
 class HandlerStatusError(ServingError):
@@ -38,19 +39,27 @@ def user_error(exc: BaseException) -> ServingError:
 
     A ``ServingError`` passes through; an exception with an integer ``error_code`` between 400
     and 599 keeps that status; anything else becomes a 500 ``ModelError`` whose message is the
-    exception's type and text (the traceback stays in the log, via ``__cause__``).
+    exception's type and text (the traceback stays in the log, via ``__cause__``); the text a
+    caller gets is cut to ``MAX_USER_MESSAGE`` characters.
     """
     if isinstance(exc, ServingError):
         return exc
     status = getattr(exc, "error_code", None)
-    error: ServingError
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
         message = getattr(exc, "message", None)
-        error = HandlerStatusError(message if isinstance(message, str) else str(exc), status)
+        text = message if isinstance(message, str) else str(exc)
+        error: ServingError = HandlerStatusError(_bounded(text), status)
     else:
-        error = ModelError(f"{type(exc).__name__}: {exc}")
+        error = ModelError(_bounded(f"{type(exc).__name__}: {exc}"))
     error.__cause__ = exc
     return error
+
+
+def _bounded(message: str) -> str:
+    """A user exception's message as a caller may see it: at most MAX_USER_MESSAGE characters."""
+    if len(message) <= MAX_USER_MESSAGE:
+        return message
+    return f"{message[:MAX_USER_MESSAGE]}... ({len(message)} characters; the rest is in the log)"
 
 
 def _ignore(*args: Any, **kwargs: Any) -> None:

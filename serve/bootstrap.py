@@ -69,7 +69,7 @@ def _open_registered(config: ServingConfig, spec: ModelSpec) -> OpenedModel:
 
 
 def build_server(
-    config: ServingConfig, observer: Observer | None = None, exit_on_load_failure: bool = True
+    config: ServingConfig, observer: Observer | None = None
 ) -> tuple[Flask, ModelRegistry]:
     """Build the app and its registry, with the models the server starts with (not loaded yet).
 
@@ -77,7 +77,7 @@ def build_server(
         ModelDirError, HandlerLoadError: the single model is unusable.
         StartupError: one or more start-up models are unusable (each named).
     """
-    from serve.process.server import stop_server
+    from serve.process.server import recycle_worker, stop_server
 
     created = observer is None and config.metrics
     if created:
@@ -94,7 +94,8 @@ def build_server(
         default_codecs(),
         observer,
         store,
-        on_startup_failure=stop_server if exit_on_load_failure else None,
+        on_startup_failure=stop_server,
+        on_hung=recycle_worker,
     )
     try:
         _add_startup_models(config, registry, store)

@@ -12,7 +12,13 @@ from werkzeug.exceptions import HTTPException
 
 from handlers.contract import INFERENCE_ID
 from serve.config import ServingConfig
-from serve.errors import MethodNotAllowedError, NotFoundError, PayloadTooLargeError, ServingError
+from serve.errors import (
+    MethodNotAllowedError,
+    ModelError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServingError,
+)
 from serve.http import models, sagemaker
 from serve.http.context import config, too_large_message
 from serve.observe.logs import log_model
@@ -88,7 +94,10 @@ def _error_response(status: int, code: str, message: str, headers: dict[str, str
 
 
 def _serving_error(exc: ServingError) -> Response:
-    return _error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    message = exc.message
+    if exc.code == ModelError.code and not config().error_details:  # BYOSERVE_ERROR_DETAILS
+        message = "the model failed on this request; the server log has the details"
+    return _error_response(exc.status_code, exc.code, message, exc.headers)
 
 
 def _http_error(exc: HTTPException) -> Response:

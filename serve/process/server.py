@@ -52,6 +52,12 @@ def check_listen(host: str, port: int) -> None:
             ) from exc
 
 
+def recycle_worker() -> None:
+    """This worker is stuck (a handler call that does not end): leave as on SIGTERM, letting the
+    other requests in flight finish; gunicorn's master starts a new worker in its place."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def stop_server(exc: BaseException) -> None:
     """A worker could not load the models the server starts with (the registry has recorded
     why): stop the whole server the way SIGTERM does, so that the master says why once

@@ -109,6 +109,7 @@ class ModelRuntime:
         self.namespace: ModelNamespace | None = None
         self.memory = 0  # RSS this model's load added to the worker
         self.last_used = time.monotonic()
+        self.busy_since: float | None = None  # when the handler call now running began
         self.load_error: BaseException | None = None
         self._opener = opener
         self._on_loaded = on_loaded
@@ -158,6 +159,14 @@ class ModelRuntime:
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
+
+    def hung_for(self, now: float) -> float:
+        """How long the handler call now running has overrun the model's timeout plus
+        BYOSERVE_HUNG_GRACE; 0 when none has (or none runs)."""
+        started = self.busy_since
+        if started is None:
+            return 0.0
+        return max(0.0, now - started - self.settings.timeout - self.config.hung_grace)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Take no more requests, let the queued ones finish, end the inference thread; True when
@@ -342,7 +351,11 @@ class ModelRuntime:
     def _call_handler(self, handler: Handler, batch: Sequence[Pending]) -> list[Result]:
         requests = [pending.request for pending in batch]
         try:
-            results = list(handler.handle(requests))
+            self.busy_since = time.monotonic()
+            try:
+                results = list(handler.handle(requests))
+            finally:
+                self.busy_since = None
             if len(results) != len(requests):
                 raise ModelError(
                     f"the handler returned {len(results)} results for {len(requests)} requests"

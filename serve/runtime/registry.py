@@ -94,6 +94,7 @@ class ModelRegistry:
         observer: Observer | None = None,
         store: ModelStore | None = None,
         on_startup_failure: Callable[[BaseException], None] | None = None,
+        on_hung: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.shared = shared
@@ -103,6 +104,8 @@ class ModelRegistry:
         self.manager = ModelManager(config, shared)
         self._opener = opener
         self._on_startup_failure = on_startup_failure
+        self._on_hung = on_hung
+        self._hung = False
         self._prepared: dict[tuple[str, int], OpenedModel] = {}  # opened in the master
         self._runtimes: dict[str, ModelRuntime] = {}  # the routing table: read without a lock
         self._aliases: dict[str, str] = {}
@@ -134,8 +137,9 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Whether this worker has loaded the models it started with (its /ping)."""
-        return self._ready.is_set()
+        """Whether this worker has loaded the models it started with and none of its inference
+        threads is stuck in a handler call (its /ping)."""
+        return self._ready.is_set() and not self._hung
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
@@ -256,6 +260,7 @@ class ModelRegistry:
                 if desired.version != self._version and not self._stopping.is_set():
                     self._apply(desired)
                 self._report_usage()
+            self._check_hung()
 
     def _apply(self, desired: DesiredSet) -> None:
         for name, runtime in list(self._runtimes.items()):
@@ -341,6 +346,30 @@ class ModelRegistry:
         with self._lock:
             self._held.pop(key, None)
             self._publish()
+
+    def _check_hung(self) -> None:
+        """A handler call past its timeout and BYOSERVE_HUNG_GRACE holds its model's inference
+        thread for good, and no thread can be stopped from outside: this worker says it is not
+        ready (/ping 503, no new connections) and is recycled; its replacement loads the models
+        again (as TorchServe restarts a worker after its response_timeout)."""
+        if self._hung:
+            return
+        now = time.monotonic()
+        hung = [runtime for runtime in self._runtimes.values() if runtime.hung_for(now) > 0]
+        if not hung:
+            return
+        self._hung = True
+        for runtime in hung:
+            logger.error(
+                "model %s: a handler call has run for %.0f s, past its %g s timeout and "
+                "BYOSERVE_HUNG_GRACE=%g s; this worker stops and another takes its place",
+                runtime.name,
+                now - (runtime.busy_since or now),
+                runtime.settings.timeout,
+                self.config.hung_grace,
+            )
+        if self._on_hung is not None:
+            self._on_hung()
 
     def _check_booted(self) -> None:
         """Once every start-up model has loaded or failed: ready, or (with failures) stop."""

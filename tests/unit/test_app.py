@@ -257,3 +257,53 @@ def test_request_ids_are_logged_at_debug(
     with caplog.at_level("DEBUG", logger="serve.http.app"):
         client.post("/invocations", json=[1], headers={INFERENCE_ID: "trace-me-42"})
     assert any("trace-me-42" in record.getMessage() for record in caplog.records)
+
+
+class LoudHandler(EchoHandler):
+    """Fails every request with an exception whose message is 200 kB, as user code may."""
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
+        from handlers.context import user_error
+
+        return [user_error(ValueError("x" * 200_000)) for _ in requests]
+
+
+def test_a_user_exception_message_is_bounded(tmp_path: Path) -> None:
+    test_client, model = make_client(LoudHandler(), tmp_path)
+    body = error_of(test_client.post("/invocations", json=[1]))
+    assert body["code"] == "model_error"
+    assert body["message"].startswith("ValueError: xxx")
+    assert len(body["message"]) < 1100 and "200012 characters" in body["message"]
+    model.stop()
+
+
+def test_error_details_can_be_kept_from_callers(tmp_path: Path) -> None:
+    test_client, model = make_client(LoudHandler(), tmp_path, error_details=False)
+    body = error_of(test_client.post("/invocations", json=[1]))
+    assert body["message"] == "the model failed on this request; the server log has the details"
+    model.stop()
+
+
+class StuckHandler(EchoHandler):
+    """Never comes back from a request asking it to hang (until the test lets it go)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
+        if requests[0].body == b'"hang"':
+            self.release.wait(30)
+        return super().handle(requests)
+
+
+def test_a_worker_whose_handler_hangs_says_it_is_not_ready(tmp_path: Path) -> None:
+    handler = StuckHandler()
+    test_client, model = make_client(handler, tmp_path, timeout=0.2, hung_grace=0.2)
+    assert test_client.post("/invocations", json="hang").status_code == 504
+    deadline = time.monotonic() + 5  # the registry looks every second
+    while test_client.get("/ping").status_code == 200:
+        assert time.monotonic() < deadline, "/ping still 200 with a hung inference thread"
+        time.sleep(0.05)
+    handler.release.set()
+    model.stop()
