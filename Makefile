@@ -14,6 +14,7 @@ IMAGE       ?= byoserve
 TAG         ?= latest
 PYTEST_ARGS ?=
 ENDPOINT    ?= sentiment
+SOAK_SECONDS ?= 300
 # `docker` when a Docker engine answers, else podman (which serves the same CLI and API).
 DOCKER      ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 # podman's Docker API builds in docker format, and layers are only reused within one format.
@@ -21,7 +22,7 @@ export BUILDAH_FORMAT := docker
 export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench
+.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench soak
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
@@ -32,6 +33,7 @@ help:
 	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
 	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
+	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS): errors, memory growth"
 	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -95,6 +97,11 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) bench/run.py
 
+# Saturation for a while: requests, errors and RSS growth; fails on any error or >10% growth.
+soak: build/digits.tar.gz
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) bench/soak.py $(SOAK_SECONDS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -105,6 +112,7 @@ test-quick: lint
 
 test: lint containers
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(MAKE) soak SOAK_SECONDS=60
 	$(MAKE) test-compat
 
 # TorchServe's torchvision-based handlers (ImageClassifier, ...) next to ours: a separate venv with

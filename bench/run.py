@@ -86,7 +86,7 @@ def serve_and_load(
     if settings.workers:
         args += ["--workers", str(settings.workers)]
     port = free_port()
-    with running(byoserve_command(work.model_dir, port, args), port, log) as (url, _):
+    with running(byoserve_command(work.model_dir, port, args), port, log) as (url, _, _):
         return load(url, script, settings, duration)
 
 
@@ -110,7 +110,7 @@ def plain_load(work: Workload, script: Path, settings: Settings, log: Path) -> L
     workers = settings.workers or settings.cpus
     command = plain_command(work.model_dir, work.handler_file, work.handler_class, port, workers)
     env = {"OMP_NUM_THREADS": "1"}
-    with running(command, port, log, env) as (url, _):
+    with running(command, port, log, env) as (url, _, _):
         return load(url, script, settings, settings.duration)
 
 
@@ -174,7 +174,7 @@ def cold_start(work: Workload, settings: Settings, log: Path) -> float:
     times = []
     for _ in range(settings.cold_starts):
         port = free_port()
-        with running(byoserve_command(work.model_dir, port), port, log) as (_, seconds):
+        with running(byoserve_command(work.model_dir, port), port, log) as (_, seconds, _):
             times.append(seconds)
     return statistics.median(times)
 

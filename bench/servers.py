@@ -39,8 +39,9 @@ def running(
     log: Path,
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 120.0,
-) -> Iterator[tuple[str, float]]:
-    """Run ``command``; yields its URL and the seconds from process start to the first 200."""
+) -> Iterator[tuple[str, float, int]]:
+    """Run ``command``; yields its URL, the seconds from process start to the first 200, and its
+    process id."""
     url = f"http://127.0.0.1:{port}"
     environ = {**os.environ, **(env or {})}
     with log.open("wb") as out:
@@ -61,7 +62,7 @@ def running(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{command[:4]} not ready in {ready_timeout} s; see {log}")
             time.sleep(0.01)
-        yield url, time.monotonic() - started
+        yield url, time.monotonic() - started, proc.pid
     finally:
         stop(proc)
 
