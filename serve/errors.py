@@ -35,6 +35,13 @@ class BadRequestError(ServingError):
     code = "bad_request"
 
 
+class ForbiddenError(ServingError):
+    """The connection is refused by policy (a proxy header or TLS handshake gunicorn rejects)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(ServingError):
     status_code = 404
     code = "not_found"
@@ -70,6 +77,13 @@ class PayloadTooLargeError(ServingError):
     code = "payload_too_large"
 
 
+class UriTooLongError(ServingError):
+    """The request line is longer than the server reads."""
+
+    status_code = 414
+    code = "uri_too_long"
+
+
 class UnsupportedMediaTypeError(ServingError):
     """The request's Content-Type has no decoder."""
 
@@ -77,11 +91,25 @@ class UnsupportedMediaTypeError(ServingError):
     code = "unsupported_media_type"
 
 
+class ExpectationFailedError(ServingError):
+    """An ``Expect`` header other than ``100-continue``."""
+
+    status_code = 417
+    code = "expectation_failed"
+
+
 class UnprocessableError(ServingError):
     """The payload decoded but the model cannot use it (wrong shape, wrong fields)."""
 
     status_code = 422
     code = "unprocessable"
+
+
+class HeaderFieldsTooLargeError(ServingError):
+    """Too many request headers, or one longer than the server reads."""
+
+    status_code = 431
+    code = "header_fields_too_large"
 
 
 class ModelError(ServingError):
@@ -96,6 +124,13 @@ class ModelLoadError(ServingError):
 
     status_code = 500
     code = "model_load_failed"
+
+
+class UnsupportedTransferCodingError(ServingError):
+    """A ``Transfer-Encoding`` the server does not implement (RFC 9112 section 6.1: 501)."""
+
+    status_code = 501
+    code = "not_implemented"
 
 
 class NotReadyError(ServingError):

@@ -4,18 +4,23 @@ parameters, and /metrics."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from gunicorn.http.errors import ParseException
 from werkzeug.datastructures import EnvironHeaders
+from werkzeug.exceptions import ClientDisconnected
 
 from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
 from serve.config import ServingConfig
-from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError
+from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError, brief
 from serve.http.context import config, registry, too_large_message
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CUSTOM_ATTRIBUTES = 1024
@@ -85,7 +90,29 @@ def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -
 
 
 def _read_body(length: int | None, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated."""
+    """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated.
+
+    gunicorn parses a chunked body while it is read, so its framing errors (a bad chunk size, a
+    missing terminator) and a client gone mid-body surface here: both are the client's, a 400.
+    """
+    try:
+        body = _read_stream(length, limit)
+    except ParseException as exc:
+        logger.warning("request %s: malformed request body: %s", g.request_id, brief(exc))
+        raise BadRequestError(f"malformed request body: {brief(exc)}") from exc
+    except (OSError, ClientDisconnected) as exc:  # gunicorn's NoMoreData is an OSError
+        raise _cut_short(type(exc).__name__) from exc
+    if length is not None and len(body) < length:  # gunicorn ends a short body without a word
+        raise _cut_short(f"{len(body)} of {length} bytes")
+    return body
+
+
+def _cut_short(detail: str) -> BadRequestError:
+    logger.info("request %s: request body cut short (%s)", g.request_id, detail)
+    return BadRequestError("the request body was cut short")
+
+
+def _read_stream(length: int | None, limit: int) -> bytes:
     stream = request.stream
     if length is not None:  # Content-Length (already checked against the limit) bounds the stream
         return stream.read()

@@ -20,22 +20,78 @@ no longer so, checked at least every few milliseconds. Connections made while a 
 still loading its model would stay where they landed; so a worker holding two or more above a
 sibling answers its next request with ``Connection: close``, and the client's new connection
 goes to the sibling.
+
+**What gunicorn refuses itself is answered like the app's errors.** A request line or header it
+cannot parse, an unknown transfer coding, headers over the limits never reach the app; gunicorn
+answers them with an HTML page. This worker answers them with the app's JSON error body and the
+same status (501 for a transfer coding it does not implement, RFC 9112 section 6.1), with
+``Connection: close``, and logs the client's mistake as a warning, without a traceback.
+
+**A stopping worker drains.** After SIGTERM it closes its listening sockets (a new connection is
+refused, rather than left in the backlog to be reset at exit), finishes the requests in flight, and
+keeps its idle connections open while any request is still in flight and for ``STOP_LINGER_S``
+after: a request a client sends on one meanwhile is answered, with ``Connection: close``, instead
+of meeting a reset. Every response sent while stopping, and every response to a request whose body
+could not be read, says ``Connection: close``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import http
+import json
+import logging
 import multiprocessing
+import os
 import select
+import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gunicorn import util
+from gunicorn.http import errors as parse_errors
 from gunicorn.workers.gthread import ThreadWorker
+
+from handlers.contract import INFERENCE_ID
+from serve.errors import (
+    BadRequestError,
+    ExpectationFailedError,
+    ForbiddenError,
+    HeaderFieldsTooLargeError,
+    ServingError,
+    UnsupportedTransferCodingError,
+    UriTooLongError,
+    brief,
+)
+from serve.http.app import MAX_INFERENCE_ID, REQUEST_ID_HEADER
+
+logger = logging.getLogger(__name__)
 
 LINGER_MS = 2  # a client under load sends its next request well within this
 RECHECK_S = 0.005  # how often a worker holding back from accepting looks again
 STALE_S = 2.0  # a sibling silent for longer (hung, or gone) is not waited for
+STOP_LINGER_S = 2.0  # a stopping worker keeps idle connections this long after its last request
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+# The errors gunicorn meets outside the app, by the status it gives each (workers/base.py), first
+# match wins. A header the app tried to send, or gunicorn's own configuration, is the server's.
+_SERVER_FAULTS = (
+    parse_errors.InvalidResponseHeader,
+    parse_errors.InvalidResponseHeaderName,
+    parse_errors.ConfigurationProblem,
+)
+_CLIENT_FAULTS: tuple[tuple[type[BaseException], type[ServingError]], ...] = (
+    (parse_errors.UnsupportedTransferCoding, UnsupportedTransferCodingError),
+    (parse_errors.LimitRequestLine, UriTooLongError),
+    (parse_errors.LimitRequestHeaders, HeaderFieldsTooLargeError),
+    (parse_errors.ExpectationFailed, ExpectationFailedError),
+    (parse_errors.ForbiddenProxyRequest, ForbiddenError),
+    (ssl.SSLError, ForbiddenError),
+    (parse_errors.ParseException, BadRequestError),
+)
 
 
 class ConnectionShares:
@@ -77,6 +133,68 @@ class ConnectionShares:
         return self._counts[slot] - min(others) if others else 0
 
 
+def refusal(exc: BaseException) -> ServingError | None:
+    """The answer to a client's request gunicorn could not take (its status on the class), or
+    None when the error is the server's own (a 500)."""
+    if isinstance(exc, _SERVER_FAULTS):
+        return None
+    for kind, error in _CLIENT_FAULTS:
+        if isinstance(exc, kind):
+            return error(brief(exc))
+    return None
+
+
+def error_response(error: ServingError, request_id: str) -> bytes:
+    """A whole HTTP/1.1 response carrying the app's JSON error body; it closes the connection."""
+    body = {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    status = http.HTTPStatus(error.status_code)
+    headers = {
+        "Connection": "close",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(payload)),
+        REQUEST_ID_HEADER: request_id,
+        **error.headers,
+    }
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return f"HTTP/1.1 {status.value} {status.phrase}\r\n{head}\r\n".encode("latin-1") + payload
+
+
+def request_id(req: Any) -> str:
+    """The client's inference id when gunicorn parsed that far and the id is usable (as the app
+    takes it), else a new one."""
+    name = INFERENCE_ID.upper()
+    headers = getattr(req, "headers", None) or ()
+    given = next((value for key, value in headers if key == name), "").strip()
+    usable = 0 < len(given) <= MAX_INFERENCE_ID and given.isascii() and given.isprintable()
+    return given if usable else os.urandom(16).hex()
+
+
+def closing(app: WsgiApp, stopping: Callable[[], bool]) -> WsgiApp:
+    """``app``, answering with ``Connection: close`` while ``stopping()`` or when the request's
+    body could not be read (gunicorn closes then: where a next request would start is unknown)."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if stopping() or getattr(environ.get("wsgi.input"), "failed", False) is True:
+                response = getattr(start_response, "__self__", None)  # gunicorn's Response
+                getattr(response, "force_close", lambda: None)()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return serve
+
+
+def _postpone(conns: deque[Any]) -> None:
+    """Give the connections whose time is up ``STOP_LINGER_S`` more; the deque stays sorted."""
+    now = time.monotonic()
+    while conns and conns[0].timeout <= now:
+        conn = conns.popleft()
+        conn.timeout = now + STOP_LINGER_S
+        conns.append(conn)
+
+
 class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread worker whose threads serve consecutive requests of one connection and which takes
     only its share of new connections.
@@ -89,6 +207,7 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     shares: ConnectionShares | None = None
     slot: int | None = None
     is_ready: Callable[[], bool] = staticmethod(lambda: True)
+    wsgi: WsgiApp
     _fair = True
 
     def handle_request(self, req: Any, conn: Any) -> Any:
@@ -133,7 +252,10 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._share()
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled and self._fair)
+        super().set_accept_enabled(enabled and self._fair and self.alive)
+        if not self.alive:  # stopping: refuse new connections now, not reset them at exit
+            for listener in self.sockets:
+                listener.close()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if self.shares is not None and self.slot is not None and self.alive:
@@ -150,3 +272,50 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         self.shares.publish(self.slot, self.nr_conns if self.is_ready() else None)
         self._fair = self.shares.excess(self.slot) <= 0
+
+    # Errors gunicorn answers itself, in the app's JSON shape.
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Answer an error met outside the app (gunicorn's handle_error writes an HTML page)."""
+        rid = request_id(req or getattr(exc, "req", None))
+        error = refusal(exc)
+        if error is None:
+            logger.error("request %s: unexpected error", rid, exc_info=exc)
+            error = ServingError("internal server error")
+        else:
+            peer = addr[0] if addr else "-"
+            status = error.status_code
+            logger.warning("request %s from %s: %d %s", rid, peer, status, error.message)
+        try:
+            util.write_nonblock(client, error_response(error, rid))
+        except OSError as failure:
+            logger.debug("request %s: the error answer was not sent: %s", rid, failure)
+
+    # Stopping: answer on the connections already open while requests are in flight.
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = closing(self.wsgi, lambda: not self.alive)
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        # gunicorn calls this once, as the worker stops; connections that never sent a request
+        # are as idle as kept-alive ones
+        super()._cap_keepalive(deadline)
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        if not force and self._draining():
+            _postpone(self.keepalived_conns)
+        super().murder_keepalived(force)
+
+    def murder_pending(self) -> None:
+        if self._draining():
+            _postpone(self.pending_conns)
+        super().murder_pending()
+
+    def _draining(self) -> bool:
+        """Stopping with requests still in flight: a client of an idle connection may be sending
+        one too."""
+        idle = len(self.keepalived_conns) + len(self.pending_conns)
+        return not self.alive and self.nr_conns > idle

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,3 +161,110 @@ def test_timeout_is_504_and_503_before_the_model_loads(
     assert requests.post(f"{server_url}/invocations", json={}, timeout=10).json() == {"slept": 0}
     slow = requests.post(f"{server_url}/invocations", json={"sleep": 2}, timeout=10)
     _check_error(slow, 504, "timeout")
+
+
+# Requests whose framing is wrong, sent over a raw socket: answered with the JSON error body and
+# "Connection: close", logged as the client's mistake (no ERROR, no traceback).
+POST = b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+RAW_CASES: list[tuple[str, bytes, int, str, str]] = [
+    (
+        "malformed chunk size",
+        POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+        "bad_request",
+        "malformed request body",
+    ),
+    (
+        "unknown transfer coding",
+        POST + b"Transfer-Encoding: xchunked\r\n\r\n",
+        501,
+        "not_implemented",
+        "Unsupported transfer coding",
+    ),
+    ("malformed request line", b"BLAH\r\n\r\n", 400, "bad_request", "request line"),
+    (
+        "header over the size limit",
+        b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        431,
+        "header_fields_too_large",
+        "limit request headers",
+    ),
+]
+
+
+def _raw_exchange(port: int, data: bytes, *, half_close: bool = False) -> bytes:
+    """Send ``data`` on a new connection (then shut its sending side, if asked) and read all
+    the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _check_raw_error(
+    received: bytes, status: int, code: str, *, closes: bool = True
+) -> dict[str, Any]:
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith(f"HTTP/1.1 {status} "), received[:300]
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    assert headers["content-type"] == "application/json"
+    if closes:  # where a next request would start is unknown
+        assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert error["code"] == code
+    assert error["request_id"] == headers["x-request-id"] != ""
+    return error
+
+
+def _log_after(server: ServerProcess, offset: int, expected: str) -> str:
+    """The server's log from ``offset`` on, once ``expected`` is in it."""
+    deadline = time.monotonic() + 10
+    while expected not in (log := server.log()[offset:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert expected in log, log
+    return log
+
+
+def _check_logged_as_the_clients_mistake(log: str) -> None:
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code", "message"),
+    [case[1:] for case in RAW_CASES],
+    ids=[case[0] for case in RAW_CASES],
+)
+def test_what_gunicorn_parses_is_refused_as_json(
+    server: ServerProcess, data: bytes, status: int, code: str, message: str
+) -> None:
+    offset = len(server.log())
+    error = _check_raw_error(_raw_exchange(server.port, data), status, code)
+    assert message in error["message"]
+    _check_logged_as_the_clients_mistake(_log_after(server, offset, error["request_id"]))
+    assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("framing", "closes"),
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\n40\r\n[[0.0, 1.0", True),
+        (b"Content-Length: 64\r\n\r\n[[0.0, 1.0", False),  # the client is gone anyway
+    ],
+    ids=["chunked", "content-length"],
+)
+def test_a_body_cut_short_by_the_client_is_a_400(
+    server: ServerProcess, framing: bytes, closes: bool
+) -> None:
+    """The client half-closes mid-body: its request is refused (400), never a 500."""
+    offset = len(server.log())
+    received = _raw_exchange(server.port, POST + framing, half_close=True)
+    error = _check_raw_error(received, 400, "bad_request", closes=closes)
+    assert error["message"] == "the request body was cut short"
+    _check_logged_as_the_clients_mistake(_log_after(server, offset, error["request_id"]))
+    assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200

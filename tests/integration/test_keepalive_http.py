@@ -1,11 +1,12 @@
 """The keep-alive worker (serve/process/worker.py) over real sockets: consecutive and pipelined
 requests on one connection, a quiet connection handed back and served later, more connections than
-threads, and an error answer that keeps its connection."""
+threads, an error answer that keeps its connection, and the connections a stopping worker holds."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from serve.process.worker import STOP_LINGER_S
+from tests.fixtures import handler_styles as styles
 from tests.fixtures.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -174,3 +177,64 @@ def test_connections_are_shared_out_evenly_between_workers(
     finally:
         for connection in connections:
             connection.close()
+
+
+PING = b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[int, str, bytes]:
+    """Send one request, read its response: status, Connection header, body."""
+    sock.sendall(request)
+    return _answer(sock)
+
+
+def _answer(sock: socket.socket) -> tuple[int, str, bytes]:
+    response = http.client.HTTPResponse(sock)  # raises if the connection is closed or reset
+    response.begin()
+    return response.status, response.getheader("Connection", ""), response.read()
+
+
+def _wait_refused(port: int, within: float) -> None:
+    """Until a new connection is refused (the worker closed its listener)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"new connections still accepted {within} s after SIGTERM")
+
+
+def test_a_stopping_worker_answers_on_the_connections_it_holds(
+    tmp_path: Path, serve_model: Callable[..., ServerProcess]
+) -> None:
+    """After SIGTERM new connections are refused, the request in flight finishes, and a request
+    sent meanwhile on a connection already open is answered with "Connection: close" (also
+    after the linger, while the one in flight lasts); no connection is reset."""
+    (tmp_path / "slow" / "code").mkdir(parents=True)
+    (tmp_path / "slow" / "code" / "inference.py").write_text(styles.TOOLKIT_SLOW)
+    server = serve_model(tmp_path / "slow", env={"BYOSERVE_GRACEFUL_TIMEOUT": "20"})
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(4)]
+    busy, early, late, idle = sockets
+    try:
+        for sock in sockets:
+            assert _exchange(sock, PING) == (200, "keep-alive", b"")
+        busy.sendall(_post(b'{"sleep": 6}'))
+        stopped = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        _wait_refused(server.port, within=3.0)
+        assert _exchange(early, PING) == (200, "close", b"")
+        early.close()
+        time.sleep(max(0.0, stopped + STOP_LINGER_S + 0.5 - time.monotonic()))
+        assert _exchange(late, _post(b'{"sleep": 0}')) == (200, "close", b'{"slept": 0}')
+        late.close()
+        assert _answer(busy) == (200, "close", b'{"slept": 6}')
+        busy.close()
+        assert server.wait_exit(20) == 0
+        assert time.monotonic() - stopped < 20
+        assert idle.recv(1) == b""  # closed in order, after the drain: no reset
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert "Traceback" not in server.log()
