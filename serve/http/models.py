@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from serve.errors import BadRequestError
 from serve.http.context import config, registry
-from serve.http.sagemaker import checked_length, invoke
+from serve.http.sagemaker import checked_length, invoke, read_body
 from serve.observe.logs import log_model
 from serve.runtime.shared import ModelSpec
 
@@ -114,7 +115,10 @@ def _json_object() -> dict[str, Any]:
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise BadRequestError(f"the body is over {MAX_BODY} bytes")
-    body = request.get_json(force=True, silent=True)
+    try:  # read as an invocation's body is: a chunked body's framing errors are the client's
+        body = json.loads(read_body(length, MAX_BODY))
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
         raise BadRequestError('the body must be a JSON object with "model_name" and "url"')
     return body

@@ -74,7 +74,7 @@ def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -
     if accept in ("", "*/*"):
         accept = settings.default_accept
     inference = InferenceRequest(
-        body=_read_body(length, settings.max_request_size),
+        body=read_body(length, settings.max_request_size),
         content_type=request.headers.get("Content-Type", "").strip() or DEFAULT_CONTENT_TYPE,
         accept=accept,
         # a snapshot, read by the handler only if it looks at a header
@@ -89,7 +89,7 @@ def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -
     return response
 
 
-def _read_body(length: int | None, limit: int) -> bytes:
+def read_body(length: int | None, limit: int) -> bytes:
     """Read at most ``limit`` bytes; a chunked body that runs past it is refused, not truncated.
 
     gunicorn parses a chunked body while it is read, so its framing errors (a bad chunk size, a

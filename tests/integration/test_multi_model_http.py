@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -213,6 +214,22 @@ def test_a_bad_load_request_is_400(serve_model: Serve, body: str, message: str) 
     response = requests.post(f"{server.url}/models", data=body, timeout=10)
     assert response.status_code == 400
     assert message in error(response)["message"]
+
+
+def test_a_load_request_with_a_broken_chunked_body_is_400(serve_model: Serve) -> None:
+    server = mme(serve_model, workers=1)
+    head = (
+        f"POST /models HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"zz\r\n{}\r\n0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # the answer closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b'"code":"bad_request"' in answer.replace(b" ", b"")
+    assert "Traceback" not in server.log()
 
 
 def test_failed_loads_answer_with_the_reason_and_the_server_stays_healthy(
