@@ -91,7 +91,7 @@ def build_server(
         config,
         shared,
         partial(_open_registered, config),
-        default_codecs(),
+        default_codecs(max_image_pixels=config.max_image_pixels),
         observer,
         store,
         on_startup_failure=stop_server,

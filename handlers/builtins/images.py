@@ -20,6 +20,7 @@ from PIL import Image
 from handlers.builtins.base import accepted_media_type
 from handlers.contract import InferenceRequest
 from serve.codecs import CodecRegistry
+from serve.codecs.formats import ImageCodec
 from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,17 @@ ARRAY_TYPES = ("application/x-npy", "application/x-npz", "application/json")
 _CHANNELS = (1, 3, 4)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """A loaded Pillow image from encoded bytes; 400 when Pillow cannot read them."""
-    from serve.codecs.formats import ImageCodec
+def decode_image(data: bytes, codecs: CodecRegistry | None = None) -> Image.Image:
+    """A loaded Pillow image from encoded bytes, read by the ``application/x-image`` codec of
+    ``codecs`` (the app's, so its pixel budget applies), or by a default one when None.
 
-    image: Image.Image = ImageCodec().decode(data, {})
+    Raises:
+        BadRequestError: Pillow cannot read the bytes.
+        PayloadTooLargeError: the image's header declares more pixels than the budget.
+    """
+    if codecs is None:
+        codecs = CodecRegistry([ImageCodec()])
+    image: Image.Image = codecs.decode(data, "application/x-image")
     return image
 
 
@@ -76,19 +83,19 @@ def _array_images(array: np.ndarray[Any, Any]) -> tuple[list[Image.Image], bool]
     raise UnprocessableError(f"expected one image or a batch of images; got shape {array.shape}")
 
 
-def _base64_image(text: str) -> Image.Image:
+def _base64_image(text: str, codecs: CodecRegistry) -> Image.Image:
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadRequestError("a JSON string must hold a base64-encoded image") from exc
-    return decode_image(data)
+    return decode_image(data, codecs)
 
 
-def _json_images(value: Any) -> tuple[list[Image.Image], bool]:
+def _json_images(value: Any, codecs: CodecRegistry) -> tuple[list[Image.Image], bool]:
     if isinstance(value, str):
-        return [_base64_image(value)], True
+        return [_base64_image(value, codecs)], True
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return [_base64_image(v) for v in value], False
+        return [_base64_image(v, codecs) for v in value], False
     if isinstance(value, list):
         try:
             array = np.asarray(value, dtype=np.float64)
@@ -108,7 +115,7 @@ def request_images(request: InferenceRequest, codecs: CodecRegistry) -> tuple[li
     """
     media_type = accepted_media_type(request, IMAGE_TYPES + ARRAY_TYPES, "images")
     if media_type == "application/octet-stream":
-        return [decode_image(request.body)], True
+        return [decode_image(request.body, codecs)], True
     value = codecs.decode(request.body, request.content_type)
     if isinstance(value, Image.Image):
         return [value], True
@@ -119,4 +126,4 @@ def request_images(request: InferenceRequest, codecs: CodecRegistry) -> tuple[li
         for array in value.values():
             images.extend(_array_images(array)[0])
         return images, False
-    return _json_images(value)
+    return _json_images(value, codecs)

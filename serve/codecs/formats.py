@@ -10,14 +10,18 @@ import csv
 import io
 import json
 import logging
+import math
+import tokenize
 import zipfile
-from collections.abc import Iterable, Mapping
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
 from serve.codecs.registry import CodecRegistry
+from serve.config import DEFAULT_MAX_IMAGE_PIXELS
 from serve.errors import BadRequestError, NotAcceptableError, PayloadTooLargeError, brief
 
 logger = logging.getLogger(__name__)
@@ -163,20 +167,68 @@ class CSVCodec:
         return out.getvalue().encode("utf-8")
 
 
+_NpyHeader = tuple[tuple[int, ...], bool, np.dtype[Any]]
+
+# Version 3.0 is 2.0 with a UTF-8 header; read as Latin-1 its shape and dtype sizes are the same,
+# and read_array reads it properly once it has passed the checks.
+_NPY_HEADERS: dict[tuple[int, int], Callable[[IO[bytes]], _NpyHeader]] = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+    (3, 0): np.lib.format.read_array_header_2_0,
+}
+# What numpy's header parsing raises on a malformed header dict, besides ValueError.
+_NPY_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError)
+
+
+def _npy_header(stream: IO[bytes], media_type: str) -> _NpyHeader:
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = _NPY_HEADERS.get(version)
+        if read_header is None:
+            raise _malformed(media_type, f"unsupported .npy version {version[0]}.{version[1]}")
+        return read_header(stream)
+    except _NPY_HEADER_ERRORS as exc:
+        raise _malformed(media_type, f"bad .npy header: {brief(exc)}") from exc
+
+
+def _read_npy(stream: IO[bytes], size: int, media_type: str) -> np.ndarray[Any, Any]:
+    """One ``.npy`` array of ``size`` bytes, its header checked before anything is allocated.
+
+    Raises:
+        BadRequestError: a malformed header, an object dtype (never unpickled), or a header that
+            declares more data than the ``size`` bytes hold.
+    """
+    shape, _, dtype = _npy_header(stream, media_type)
+    if dtype.hasobject:
+        raise BadRequestError("object arrays are not accepted")
+    if any(length < 0 for length in shape):
+        raise _malformed(media_type, f"negative dimension in shape {shape}")
+    held = size - stream.tell()
+    # Zero-size items count as one byte: the element count, too, is bounded by the body.
+    declared = math.prod(shape) * max(dtype.itemsize, 1)
+    if declared > held:
+        reason = f"shape {shape} of {dtype} needs {declared} bytes, the payload holds {held}"
+        raise _malformed(media_type, reason)
+    stream.seek(0)
+    try:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+    except (ValueError, OverflowError) as exc:  # Overflow: an empty shape with a huge dimension
+        raise _malformed(media_type, brief(exc)) from exc
+
+
 class NpyCodec:
-    """``application/x-npy``: one array in NumPy's ``.npy`` format; never unpickles."""
+    """``application/x-npy``: one array in NumPy's ``.npy`` format; never unpickles.
+
+    The header is read first: a shape larger than the body can hold is refused before the array
+    is allocated.
+    """
 
     media_types: tuple[str, ...] = ("application/x-npy",)
     can_decode: bool = True
     can_encode: bool = True
 
     def decode(self, body: bytes, params: Mapping[str, str]) -> np.ndarray[Any, Any]:
-        try:
-            return np.lib.format.read_array(io.BytesIO(body), allow_pickle=False)
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise BadRequestError("object arrays are not accepted") from exc
-            raise _malformed(self.media_types[0], brief(exc)) from exc
+        return _read_npy(io.BytesIO(body), len(body), self.media_types[0])
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         out = io.BytesIO()
@@ -184,8 +236,15 @@ class NpyCodec:
         return out.getvalue()
 
 
+# What a malformed zip raises while it is read (encrypted or unsupported members: RuntimeError).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error)
+
+
 class NpzCodec:
     """``application/x-npz``: named arrays; decodes to ``dict[str, ndarray]``, never unpickles.
+
+    Each member's ``.npy`` header is checked, as for ``application/x-npy``, before its array is
+    allocated.
 
     Attributes:
         max_bytes: the largest total uncompressed size accepted (413 above it).
@@ -201,20 +260,24 @@ class NpzCodec:
     def decode(self, body: bytes, params: Mapping[str, str]) -> dict[str, np.ndarray[Any, Any]]:
         try:
             with zipfile.ZipFile(io.BytesIO(body)) as archive:
-                if sum(info.file_size for info in archive.infolist()) > self.max_bytes:
+                members = archive.infolist()
+                if sum(info.file_size for info in members) > self.max_bytes:
                     raise PayloadTooLargeError(f"npz arrays exceed {self.max_bytes} bytes")
-                with np.load(io.BytesIO(body), allow_pickle=False) as npz:
-                    arrays = {name: npz[name] for name in npz.files}
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise BadRequestError("object arrays are not accepted") from exc
+                return {
+                    # named as np.load names them
+                    info.filename.removesuffix(".npy"): self._member(archive, info)
+                    for info in members
+                }
+        except _ZIP_ERRORS as exc:
             raise _malformed(self.media_types[0], brief(exc)) from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise _malformed(self.media_types[0], brief(exc)) from exc
-        for name, array in arrays.items():
-            if not isinstance(array, np.ndarray):  # np.load hands back non-.npy members as bytes
-                raise _malformed(self.media_types[0], f"member {name[:40]!r} is not a .npy array")
-        return arrays
+
+    def _member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray[Any, Any]:
+        with archive.open(info) as stream:
+            if stream.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                reason = f"member {info.filename[:40]!r} is not a .npy array"
+                raise _malformed(self.media_types[0], reason)
+            stream.seek(0)
+            return _read_npy(stream, info.file_size, self.media_types[0])
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         arrays = value if isinstance(value, Mapping) else {"arr_0": value}
@@ -282,7 +345,14 @@ def _encode_image(value: Any, image_format: str, media_type: str) -> bytes:
 
 
 class ImageCodec:
-    """Decodes any image Pillow reads to a loaded ``PIL.Image.Image``; encodes nothing."""
+    """Decodes any image Pillow reads to a loaded ``PIL.Image.Image``; encodes nothing.
+
+    The size is read from the image's header and checked before any pixel is decoded: a small
+    file may declare a huge image.
+
+    Attributes:
+        max_pixels: the largest width x height decoded (413 above it; BYOSERVE_MAX_IMAGE_PIXELS).
+    """
 
     media_types: tuple[str, ...] = (
         "application/x-image",
@@ -294,20 +364,26 @@ class ImageCodec:
     can_decode: bool = True
     can_encode: bool = False
 
+    def __init__(self, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        self.max_pixels = max_pixels
+
     def decode(self, body: bytes, params: Mapping[str, str]) -> Image.Image:
         try:
-            image = Image.open(io.BytesIO(body))
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse the whole range
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and image.width * image.height > limit:
-                size = f"{image.width}x{image.height}"
-                raise BadRequestError(f"image too large: {size} exceeds {limit} pixels")
+            image = Image.open(io.BytesIO(body))  # reads the header only
+            self._check_size(image)
             image.load()
-        except Image.DecompressionBombError as exc:
-            raise BadRequestError(f"image too large: {brief(exc)}") from exc
+        except Image.DecompressionBombError as exc:  # Pillow's own ceiling, whatever ours is
+            raise PayloadTooLargeError(f"image too large: {brief(exc)}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise BadRequestError("malformed image payload") from exc
         return image
+
+    def _check_size(self, image: Image.Image) -> None:
+        if image.width * image.height > self.max_pixels:
+            raise PayloadTooLargeError(
+                f"image of {image.width}x{image.height} pixels is over the {self.max_pixels}-pixel"
+                " limit (set BYOSERVE_MAX_IMAGE_PIXELS to raise it)"
+            )
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         raise NotAcceptableError(f"{self.media_types[0]} is a request type only")
@@ -333,8 +409,13 @@ class JPEGCodec(ImageCodec):
         return _encode_image(value, "JPEG", self.media_types[0])
 
 
-def default_codecs() -> CodecRegistry:
-    """A new registry with every built-in codec (JSON first: the usual default)."""
+def default_codecs(*, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> CodecRegistry:
+    """A new registry with every built-in codec (JSON first: the usual default).
+
+    Args:
+        max_image_pixels: the largest image the image codecs decode (``max_image_pixels`` of
+            :class:`~serve.config.ServingConfig`).
+    """
     return CodecRegistry(
         [
             JSONCodec(),
@@ -344,8 +425,8 @@ def default_codecs() -> CodecRegistry:
             NpzCodec(),
             TextCodec(),
             BytesCodec(),
-            PNGCodec(),
-            JPEGCodec(),
-            ImageCodec(),
+            PNGCodec(max_image_pixels),
+            JPEGCodec(max_image_pixels),
+            ImageCodec(max_image_pixels),
         ]
     )

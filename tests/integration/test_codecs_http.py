@@ -17,6 +17,13 @@ from tests.fixtures.modeldirs import model_dir, png
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.payloads import npy
 from tests.fixtures.server import ServerProcess, start_server
+from tests.unit.test_codecs import (
+    jpeg_declaring,
+    npy_declaring,
+    npy_with_header,
+    npz_of,
+    png_declaring,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +135,36 @@ def test_accept_q_values_and_wildcards(server: ServerProcess, digits: DigitsMode
         )
         assert response.status_code == 200, (accept, response.text)
         assert response.headers["Content-Type"].split(";")[0] == expected, accept
+
+
+HUGE = (100_000, 100_000)  # 80 GB of float64
+CLIENT_ERRORS: dict[str, tuple[str, bytes, int, str]] = {
+    "npy header": ("application/x-npy", npy_with_header("{'shape': (3,"), 400, "bad_request"),
+    "npy shape": ("application/x-npy", npy_declaring(HUGE), 400, "bad_request"),
+    "npz shape": ("application/x-npz", npz_of({"x.npy": npy_declaring(HUGE)}), 400, "bad_request"),
+    "png pixels": ("image/png", png_declaring(), 413, "payload_too_large"),
+    "jpeg pixels": ("image/jpeg", jpeg_declaring(), 413, "payload_too_large"),
+}
+
+
+def test_malformed_arrays_and_image_bombs_are_4xx_and_the_server_keeps_serving(
+    server: ServerProcess, digits: DigitsModel
+) -> None:
+    workers, logged = server.worker_pids(), len(server.log())
+    for case, (content_type, body, status, code) in CLIENT_ERRORS.items():
+        response = requests.post(
+            f"{server.url}/invocations",
+            data=body,
+            headers={"Content-Type": content_type},
+            timeout=10,
+        )
+        assert response.status_code == status, (case, response.text)
+        error = response.json()["error"]
+        assert set(error) == {"code", "message", "request_id"} and error["code"] == code, case
+        assert "Traceback" not in response.text and 'File "' not in response.text
+    response = requests.post(
+        f"{server.url}/invocations", json=digits.images[:1].tolist(), timeout=10
+    )
+    assert response.status_code == 200, response.text
+    assert server.worker_pids() == workers
+    assert "Traceback" not in server.log()[logged:]

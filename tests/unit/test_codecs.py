@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
+import struct
+import tracemalloc
 import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +54,90 @@ def image_bytes(image_format: str, mode: str = "RGB", size: tuple[int, int] = (8
     out = io.BytesIO()
     image.save(out, format=image_format)
     return out.getvalue()
+
+
+# Bombs: small bodies that declare huge arrays or images (also sent over HTTP in the integration
+# tests).
+
+BOMB_SIDE = 9400  # 88 M pixels: under Pillow's own limit, over the default budget
+
+
+def npy_with_header(header: str) -> bytes:
+    """A version 1.0 ``.npy`` body made of ``header`` (the dict's text) and no data."""
+    text = header.encode("latin-1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+def npy_declaring(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    return npy_with_header(f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+
+
+def npz_of(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+@functools.cache
+def png_declaring(width: int = BOMB_SIDE, height: int = BOMB_SIDE) -> bytes:
+    """A valid 1-bit black PNG of ``width`` x ``height``: a few kB, built row by row."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    row = bytes(1 + (width + 7) // 8)  # filter type 0, then the packed bits
+    packer = zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def jpeg_declaring(width: int = BOMB_SIDE, height: int = BOMB_SIDE) -> bytes:
+    """A small JPEG whose frame header (SOF0) is patched to ``width`` x ``height``."""
+    body = bytearray(image_bytes("JPEG"))
+    frame = body.index(b"\xff\xc0")  # marker, length (2), precision (1), height, width
+    body[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    return bytes(body)
+
+
+MIB = 1 << 20
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the process's peak resident size to its current size and return it in bytes;
+    None where that cannot be done (Linux only)."""
+    try:
+        _CLEAR_REFS.write_text("5")  # resets the peak to the current size
+    except OSError:
+        return None
+    return _rss_high_water_mark()
+
+
+def _rss_high_water_mark() -> int:
+    line = next(x for x in _STATUS.read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+@contextlib.contextmanager
+def allocates_at_most(limit: int) -> Iterator[None]:
+    """Fail if the block allocates more than ``limit`` bytes at its peak: Python and numpy
+    allocations (tracemalloc), and where Linux allows, the growth of the peak resident size
+    (Pillow's pixel buffers are not traced)."""
+    rss = _reset_peak_rss()
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        traced = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        grown = max(traced, _rss_high_water_mark() - rss if rss is not None else 0)
+        assert grown <= limit, f"allocated {grown / MIB:.0f} MiB"
 
 
 # media types and Accept parsing
@@ -308,6 +399,72 @@ def test_malformed_npy_is_400(codecs: CodecRegistry, body: bytes) -> None:
     assert "malformed application/x-npy payload" in info.value.message
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,",  # tokenize.TokenError in numpy
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), 'x': 1}",
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (-2, -3), }",
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 100000000000000000000), }",
+        "{[1]: 2}",
+        "(" * 5000 + ")" * 5000,
+    ],
+)
+def test_malformed_npy_header_is_400(codecs: CodecRegistry, header: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        codecs.decode(npy_with_header(header), "application/x-npy")
+    assert_clean(info.value, 400)
+    assert "malformed application/x-npy payload" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("shape", "descr"),
+    [((100_000, 100_000), "<f8"), ((4096, 4096), "<f8"), ((10**10,), "|V0"), ((), "<f8")],
+)
+def test_npy_declaring_more_than_the_body_holds_is_400_before_allocating(
+    codecs: CodecRegistry, shape: tuple[int, ...], descr: str
+) -> None:
+    body = npy_declaring(shape, descr)
+    with pytest.raises(BadRequestError) as info, allocates_at_most(4 * MIB):
+        codecs.decode(body, "application/x-npy")
+    assert_clean(info.value, 400)
+    assert f"shape {shape}" in info.value.message and "the payload holds 0" in info.value.message
+
+
+def test_npz_member_declaring_more_than_it_holds_is_400_before_allocating(
+    codecs: CodecRegistry,
+) -> None:
+    body = npz_of({"ok.npy": npy(np.arange(3)), "big.npy": npy_declaring((100_000, 100_000))})
+    with pytest.raises(BadRequestError) as info, allocates_at_most(4 * MIB):
+        codecs.decode(body, "application/x-npz")
+    assert_clean(info.value, 400)
+    assert "malformed application/x-npz payload: shape (100000, 100000)" in info.value.message
+
+
+def test_npz_malformed_member_header_and_zip_are_400(codecs: CodecRegistry) -> None:
+    bad_header = npz_of({"x.npy": npy_with_header("{'descr': '<f8', 'shape': (3,")})
+    corrupt = bytearray(npz_of({"x.npy": npy(np.arange(1000))}))
+    corrupt[60:80] = bytes(20)  # inside the deflated member
+    for body in (bad_header, bytes(corrupt)):
+        with pytest.raises(BadRequestError) as info:
+            codecs.decode(body, "application/x-npz")
+        assert_clean(info.value, 400)
+        assert "malformed application/x-npz payload" in info.value.message
+
+
+def test_npy_and_npz_keep_fortran_order_and_version_3_headers(codecs: CodecRegistry) -> None:
+    fortran = np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3))
+    named = np.zeros(2, dtype=[("coût €", "<f4")])  # a name beyond Latin-1: format 3.0
+    with pytest.warns(UserWarning, match="format 3.0"):
+        body = npy(named)
+    decoded = codecs.decode(npy(fortran), "application/x-npy")
+    np.testing.assert_array_equal(decoded, fortran)
+    assert decoded.flags.f_contiguous
+    assert codecs.decode(body, "application/x-npy").dtype == named.dtype
+    both = codecs.decode(npz_of({"f.npy": npy(fortran), "n.npy": body}), "application/x-npz")
+    assert both["n"].dtype == named.dtype and both["f"].tolist() == fortran.tolist()
+
+
 def test_npz_round_trip(codecs: CodecRegistry) -> None:
     arrays = {"x": np.ones((2, 2), dtype=np.float32), "ids": np.array([3, 4])}
     body, _ = codecs.encode(arrays, "application/x-npz")
@@ -424,15 +581,39 @@ def test_corrupt_image_is_400(codecs: CodecRegistry, body: bytes) -> None:
     assert info.value.message == "malformed image payload"
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize("limit", [40, 20])  # warning range, then Pillow's own error range
-def test_decompression_bomb_is_400(
-    codecs: CodecRegistry, monkeypatch: pytest.MonkeyPatch, limit: int
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (png_declaring(), "image/png"),
+        (jpeg_declaring(), "image/jpeg"),
+        (png_declaring(), "application/x-image"),
+    ],
+)
+def test_image_declaring_too_many_pixels_is_413_before_decoding(
+    codecs: CodecRegistry, body: bytes, content_type: str
 ) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
-    with pytest.raises(BadRequestError) as info:
-        codecs.decode(image_bytes("PNG"), "image/png")
-    assert_clean(info.value, 400)
+    assert len(body) < 100_000
+    with pytest.raises(PayloadTooLargeError) as info, allocates_at_most(16 * MIB):
+        codecs.decode(body, content_type)
+    assert_clean(info.value, 413)
+    assert f"{BOMB_SIDE}x{BOMB_SIDE}" in info.value.message
+    assert "BYOSERVE_MAX_IMAGE_PIXELS" in info.value.message
+
+
+def test_image_pixel_budget_is_the_configured_one() -> None:
+    body = image_bytes("PNG")  # 8 x 6 = 48 pixels
+    assert default_codecs(max_image_pixels=48).decode(body, "image/png").size == (8, 6)
+    with pytest.raises(PayloadTooLargeError, match="over the 47-pixel limit"):
+        default_codecs(max_image_pixels=47).decode(body, "image/png")
+
+
+def test_decompression_bomb_pillow_detects_is_413(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # Pillow refuses above twice this
+    with pytest.raises(PayloadTooLargeError) as info:
+        default_codecs(max_image_pixels=1000).decode(image_bytes("PNG"), "image/png")
+    assert_clean(info.value, 413)
     assert "too large" in info.value.message
 
 
