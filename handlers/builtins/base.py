@@ -28,6 +28,7 @@ from handlers.contract import (
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import CodecRegistry, parse_media_type
 from serve.errors import (
+    MAX_REASON,
     ModelError,
     ServingError,
     UnprocessableError,
@@ -44,6 +45,7 @@ LABELS_FILE = "index_to_name.json"
 # built-ins take whatever batch the policy (environment, then the archive's batch_size) gives
 BATCH_CAPACITY = 1024
 _MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+_TORCHSCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,20 @@ def read_labels(model_dir: Path, name: str = LABELS_FILE) -> dict[int, str]:
         raise HandlerLoadError(f"{name}: expected a JSON object of index to name: {exc}") from exc
 
 
+def model_failure(exc: BaseException) -> str:
+    """What went wrong in the model, in one short line.
+
+    A TorchScript error's text begins with the interpreter's traceback and ends with the error
+    raised inside (``RuntimeError: mat1 and mat2 shapes cannot be multiplied ...``): that last
+    line is the one that says what is wrong.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith(_TORCHSCRIPT_FAILURE):
+        text = lines[-1].split(": ", 1)[-1]
+        return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+    return brief(exc)
+
+
 class BuiltinHandler:
     """Base of the built-in handlers; subclasses define how inputs are read, run and answered.
 
@@ -181,7 +197,28 @@ class BuiltinHandler:
         self.prepare(self._loaded)
 
     def prepare(self, loaded: Loaded) -> None:
-        """Load what else the handler needs in each worker (labels, vocabulary, ...)."""
+        """Load what else the handler needs in each worker (labels, vocabulary, ...).
+
+        A built-in that knows the shape of its model's input checks it here with
+        :meth:`rejection`, so that settings that do not fit the model stop the start.
+        """
+
+    def rejection(self, loaded: Loaded, item: Any) -> str | None:
+        """Why the model cannot answer ``item`` (one blank preprocessed input), or None.
+
+        Runs ``forward`` on that one input at load, as a request would. Running out of memory
+        is raised as it is (the server answers that with 507), not taken for a rejection.
+        """
+        import torch
+
+        try:
+            with torch.inference_mode():
+                self.forward(loaded, [item])
+        except (MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            return model_failure(exc)
+        return None
 
     def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
         """Decode and preprocess one request; raise a ServingError (400/415/422) when unusable."""
@@ -229,14 +266,14 @@ class BuiltinHandler:
             if len(group) > 1:
                 logger.info("%s: the batch failed (%s); retrying requests singly", self.name, exc)
                 return [self._run_group(loaded, [inputs])[0] for inputs in group]
-            logger.warning("%s: the model failed on a request", self.name, exc_info=True)
+            # the runtime logs it: a 4xx as the client's mistake, a 5xx with its traceback
             error: ServingError
             if isinstance(exc, ServingError):
                 error = exc
             elif isinstance(exc, _MODEL_INPUT_ERRORS):
-                error = UnprocessableError(f"the model cannot use this input: {brief(exc)}")
+                error = UnprocessableError(f"the model cannot use this input: {model_failure(exc)}")
             else:
-                error = ModelError(f"{type(exc).__name__}: {brief(exc)}")
+                error = ModelError(f"{type(exc).__name__}: {model_failure(exc)}")
             error.__cause__ = exc
             return [error]
 

@@ -1,7 +1,7 @@
 """``digit``: handwritten digits in, ``{"digit": d, "probability": p}`` out.
 
 Inputs are brought to what a model trained on scikit-learn's digits expects: light strokes on a
-dark background, ``input_size`` x ``input_size`` pixels (8 by default) in [0, 1].
+dark background, ``input_size`` x ``input_size`` pixels in [0, 1].
 
 - Images (any size, any mode Pillow reads): grayscale, scaled to [0, 1], inverted when dark on
   light (mean above 0.5), box-resampled to the input size (how the digits were made).
@@ -12,7 +12,10 @@ dark background, ``input_size`` x ``input_size`` pixels (8 by default) in [0, 1]
 One image answers one object; a batch, a list.
 
 Settings (archive config file):
-    input_size: the side the model takes (default 8; 28 for MNIST-style models).
+    input_size: the side the model takes. When it is not set, each worker finds it at load by
+        running the model on a blank 8x8 digit, then a 28x28 one (MNIST), and logs which it
+        took; a model that takes neither is refused at start, asking for the setting. A size
+        that is set is checked the same way.
     invert: ``auto`` (default), ``always`` or ``never``.
     flatten: give the model ``(N, size*size)`` rows instead of ``(N, 1, size, size)`` images.
 """
@@ -31,7 +34,7 @@ from handlers.builtins.base import BuiltinHandler, Inputs, Loaded, accepted_medi
 from handlers.builtins.images import IMAGE_TYPES, decode_image
 from handlers.builtins.outputs import probabilities
 from handlers.builtins.settings import Settings
-from handlers.contract import InferenceRequest
+from handlers.contract import HandlerLoadError, InferenceRequest
 from serve.codecs import CodecRegistry
 from serve.errors import UnprocessableError
 
@@ -39,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 ARRAY_TYPES = ("application/json", "application/x-npy", "text/csv")
 FLAT_SIZES = (64, 784)
+# what input_size may be when the config file leaves it out, tried in this order:
+# scikit-learn's digits, then MNIST's
+CANDIDATE_SIZES = (8, 28)
 
 
 def scale_pixels(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -80,9 +86,59 @@ class DigitClassifier(BuiltinHandler):
 
     def configure(self, options: Mapping[str, Any]) -> None:
         settings = Settings(self.name, options)
-        self.input_size = settings.integer("input_size", 8, minimum=1)
+        self.input_size = settings.integer("input_size", CANDIDATE_SIZES[0], minimum=1)
+        self.size_given = settings.given("input_size")
         self.invert = settings.choice("invert", "auto", ("auto", "always", "never"))
         self.flatten = settings.boolean("flatten", False)
+
+    def prepare(self, loaded: Loaded) -> None:
+        """Check input_size against the model, or find it when the config file leaves it out.
+
+        Raises:
+            HandlerLoadError: the model takes no input of the size set, or of any candidate size.
+        """
+        if self.size_given:
+            reason = self._rejection(loaded, self.input_size)
+            if reason is not None:
+                raise HandlerLoadError(self._misfit(loaded, reason))
+            return
+        reasons: list[str] = []
+        for size in CANDIDATE_SIZES:
+            reason = self._rejection(loaded, size)
+            if reason is None:
+                self.input_size = size
+                logger.info(
+                    "%s: input_size is not set; the model takes %dx%d digits, so that size is used",
+                    self.name,
+                    size,
+                    size,
+                )
+                return
+            reasons.append(f"{size}x{size}: {reason}")
+        tried = " nor ".join(f"{size}x{size}" for size in CANDIDATE_SIZES)
+        raise HandlerLoadError(
+            f"{self.name}: input_size: the model accepts neither {tried} inputs "
+            f"({'; '.join(reasons)}); set input_size in the archive's config file"
+            f"{self._flatten_hint()}"
+        )
+
+    def _rejection(self, loaded: Loaded, size: int) -> str | None:
+        return self.rejection(loaded, np.zeros((size, size), dtype=np.float32))
+
+    def _misfit(self, loaded: Loaded, reason: str) -> str:
+        """The refusal of a set input_size, naming a candidate size the model does take."""
+        size = self.input_size
+        message = (
+            f"{self.name}: setting input_size={size}: the model does not accept {size}x{size} "
+            f"inputs ({reason})"
+        )
+        for other in CANDIDATE_SIZES:
+            if other != size and self._rejection(loaded, other) is None:
+                return f"{message}; it accepts {other}x{other}: set input_size to {other}"
+        return f"{message}; set input_size to the side the model takes{self._flatten_hint()}"
+
+    def _flatten_hint(self) -> str:
+        return "" if self.flatten else " (and flatten: true if it takes rows of pixels)"
 
     def prepare_digit(self, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """A 2-D image in [0, 1] as the model's square input: inverted if need be, resized."""
@@ -111,7 +167,7 @@ class DigitClassifier(BuiltinHandler):
     def parse(self, request: InferenceRequest, codecs: CodecRegistry) -> Inputs:
         media_type = accepted_media_type(request, IMAGE_TYPES + ARRAY_TYPES, "digits")
         if media_type in IMAGE_TYPES:
-            return Inputs([self.image_digit(decode_image(request.body))], single=True)
+            return Inputs([self.image_digit(decode_image(request.body, codecs))], single=True)
         value = codecs.decode(request.body, request.content_type)
         try:
             array = np.asarray(value)

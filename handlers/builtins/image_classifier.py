@@ -7,7 +7,9 @@ Labels come from ``index_to_name.json``. One image answers
 
 Settings (archive config file):
     image_size: resize the shorter side to this many pixels (default 256; 0: no resize).
-    crop_size: then center-crop a square of this side (default 224; 0: no crop).
+    crop_size: then center-crop a square of this side (default 224; 0: no crop). Each worker
+        runs the model on a blank image of that size (and of color_mode's channels) at load, and
+        refuses to start, naming these settings, when the model cannot take it.
     mean, std: per-channel normalisation after scaling to [0, 1] (ImageNet's by default).
     color_mode: ``RGB`` (default) or ``L`` (grayscale, one channel).
     topk: how many classes to answer (default 5).
@@ -98,6 +100,28 @@ class ImageClassifier(BuiltinHandler):
         if self.output_format == "auto":
             torchserve = made_by_torchserve(loaded.manifest)
             self.output_format = "torchserve" if torchserve else "labels"
+        self.check_input(loaded)
+
+    def check_input(self, loaded: Loaded) -> None:
+        """Run the model on a blank image of the size the settings give it.
+
+        Without a crop the size depends on each image, so nothing is checked.
+
+        Raises:
+            HandlerLoadError: the model cannot take that image.
+        """
+        side = self.crop_size
+        if not side:
+            return
+        channels = len(self.color_mode)  # "RGB" or "L"
+        reason = self.rejection(loaded, np.zeros((channels, side, side), dtype=np.float32))
+        if reason is not None:
+            raise HandlerLoadError(
+                f"{self.name}: settings crop_size={side}, color_mode={self.color_mode!r}: the "
+                f"model does not accept the {channels}x{side}x{side} inputs they give ({reason}); "
+                "set crop_size (and image_size) and color_mode in the archive's config file to "
+                "the size and channels the model takes"
+            )
 
     def preprocess(self, image: Image.Image) -> np.ndarray[Any, Any]:
         """One image as the model's ``CxHxW`` float32 input."""

@@ -23,6 +23,10 @@ class Settings:
         self.handler = handler
         self.options = options
 
+    def given(self, key: str) -> bool:
+        """Whether the config file sets ``key`` (rather than leaving it to the default)."""
+        return key in self.options
+
     def _bad(self, key: str, value: Any, expected: str) -> HandlerLoadError:
         return HandlerLoadError(f"{self.handler}: setting {key}={value!r}: expected {expected}")
 

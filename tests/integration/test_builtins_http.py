@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from PIL import Image
 
 from serve.archive.archiver import create_archive
 from serve.archive.layout import ArchiveSpec
@@ -127,6 +128,55 @@ def test_digit_bad_input(digit_server: ServerProcess) -> None:
     assert post(digit_server, b"not an image", "image/png").status_code == 400
     assert post(digit_server, json.dumps([1, 2, 3]), JSON).status_code == 422
     assert post(digit_server, b"hi", "application/x-unknown").status_code == 415
+
+
+# digit: an MNIST-style TorchScript model (28x28 inputs) archived without input_size
+
+
+def mnist_style_net() -> torch.nn.Module:
+    """A CNN whose linear layer only fits 1x28x28 inputs, as MNIST models are built."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 13 * 13, 10),
+    ).eval()
+
+
+def test_digit_finds_the_input_size_of_a_28x28_model_and_refuses_one_that_fits_none(
+    digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    source = tmp_path_factory.mktemp("mnist-style")
+    net = torch.jit.script(mnist_style_net())
+    net.save(str(source / "model.ts"))
+    big = np.asarray(digit_image(digits.images[3], 28).convert("L"))  # 28x28, light on dark
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(big.astype(np.float32) / 255)[None, None])
+    expected = torch.softmax(logits, 1)[0]
+    spec = ArchiveSpec("mnist", serialized_file=source / "model.ts", handler="digit")
+    for server in serve_archive(tmp_path_factory, spec):  # no config file: no input_size
+        response = post(server, encode_image(Image.fromarray(big)), "image/png")
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "digit": int(expected.argmax()),
+            "probability": pytest.approx(float(expected.max()), rel=1e-5),
+        }
+        assert post(server, npy(digits.images[:2]), NPY).status_code == 200  # 8x8, resized
+        assert "the model takes 28x28 digits" in server.log()
+
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 10))).save(
+        str(source / "tiny.ts")
+    )  # 10x10 digits only
+    spec = ArchiveSpec("tiny", serialized_file=source / "tiny.ts", handler="digit")
+    path = create_archive(spec, tmp_path_factory.mktemp("tiny-archive"))
+    refused = start_server(path, tmp_path_factory.mktemp("tiny-logs"), wait=False)
+    try:
+        assert refused.wait_exit(60) != 0
+    finally:
+        refused.stop(5)
+    assert "input_size: the model accepts neither 8x8 nor 28x28 inputs" in refused.log()
 
 
 # tensor: TorchScript, answers as Accept asks

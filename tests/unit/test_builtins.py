@@ -16,7 +16,7 @@ import torch
 from handlers.builtins import builtin_handlers, check_builtin
 from handlers.builtins.image_classifier import center_crop, resize_shorter
 from handlers.contract import Handler, HandlerLoadError, InferenceRequest, LoadContext
-from serve.codecs import default_codecs
+from serve.codecs import CodecRegistry, default_codecs
 from serve.errors import ServingError
 from serve.model.directory import prepare_model_dir
 from tests.fixtures.builtin_models import (
@@ -41,8 +41,10 @@ def make_handler(
     files: Mapping[str, Path],
     options: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
+    codecs: CodecRegistry | None = None,
 ) -> Handler:
-    """A model directory with ``files`` and a manifest naming built-in ``name``, loaded."""
+    """A model directory with ``files`` and a manifest naming built-in ``name``, loaded with
+    ``codecs`` (the default ones when None)."""
     directory.mkdir(parents=True, exist_ok=True)
     for target, source in files.items():
         (directory / target).parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,8 @@ def make_handler(
     (directory / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
     prepared = prepare_model_dir(directory, install_requirements=False)
     handler = builtin_handlers()[name](prepared, name)
-    handler.load(LoadContext(directory, prepared.manifest, None, 16, default_codecs()))
+    codecs = default_codecs() if codecs is None else codecs
+    handler.load(LoadContext(directory, prepared.manifest, None, 16, codecs))
     return handler
 
 
@@ -159,6 +162,101 @@ def test_digit_bad_input_fails_alone(digit_handler: Handler, digits: DigitsModel
     assert statuses == [200, 400, 422, 422, 400, 415, 200]
 
 
+def mnist_style_net() -> torch.nn.Module:
+    """A CNN for 1x28x28 digits whose linear layer fixes the input size (as MNIST models do)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 13 * 13, 10),
+    )
+
+
+def upscaled(images: np.ndarray, size: int = 28) -> np.ndarray:
+    """8x8 digits box-resampled to ``size`` x ``size``, as the handler resizes them."""
+    from PIL import Image
+
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(i.astype(np.float32), mode="F").resize(
+                    (size, size), Image.Resampling.BOX
+                ),
+                dtype=np.float32,
+            )
+            for i in images
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def mnist_style_model(digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 28x28 CNN trained on scikit-learn's digits upscaled to 28x28, saved as TorchScript."""
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    data = load_digits()
+    x = torch.from_numpy(upscaled(data.images / 16.0)[:, None])
+    y = torch.from_numpy(data.target)
+    net = mnist_style_net()
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(4):
+        for batch in torch.randperm(len(x)).split(64):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
+            optimiser.step()
+    path = tmp_path_factory.mktemp("mnist-style") / "model.ts"
+    torch.jit.script(net.eval()).save(str(path))
+    return path
+
+
+def test_digit_finds_a_28x28_model_input_size(
+    mnist_style_model: Path, digits: DigitsModel, tmp_path: Path
+) -> None:
+    handler = make_handler(tmp_path, "digit", {"model.ts": mnist_style_model})  # no input_size
+    images = digits.images[:20]
+    model = torch.jit.load(str(mnist_style_model))
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(upscaled(images)[:, None])).argmax(1).tolist()
+    eight, full_size = answer(
+        handler,
+        request(npy(images), NPY),
+        request(json.dumps(upscaled(images[:1])[0].tolist()), JSON),
+    )
+    assert [r["digit"] for r in eight] == expected
+    assert np.mean(np.array(expected) == digits.labels[:20]) >= 0.8  # and it reads digits
+    assert full_size["digit"] == expected[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {},
+            r"^digit: input_size: the model accepts neither 8x8 nor 28x28 inputs \(8x8: .+; "
+            r"28x28: .+\); set input_size",
+        ),
+        ({"input_size": 12}, r"^digit: setting input_size=12: the model does not accept 12x12"),
+    ],
+)
+def test_digit_model_that_fits_no_input_size_is_refused(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 10))).save(
+        str(tmp_path / "model.ts")
+    )  # takes 10x10 digits only
+    with pytest.raises(HandlerLoadError, match=message):
+        make_handler(tmp_path / "m", "digit", {"model.ts": tmp_path / "model.ts"}, options)
+
+
+def test_digit_configured_input_size_that_does_not_fit_is_refused_with_a_hint(
+    mnist_style_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(HandlerLoadError, match=r"input_size=8: .*; it accepts 28x28"):
+        make_handler(tmp_path, "digit", {"model.ts": mnist_style_model}, {"input_size": 8})
+
+
 # tensor
 
 
@@ -233,19 +331,20 @@ def test_tensor_model_failure_fails_only_that_request(tmp_path: Path) -> None:
 # image_classifier
 
 
-@pytest.fixture(scope="module")
-def image_handler(image_model: ImageModel, tmp_path_factory: pytest.TempPathFactory) -> Handler:
+def make_image_handler(
+    image_model: ImageModel, directory: Path, codecs: CodecRegistry | None = None
+) -> Handler:
     d = image_model.directory
     files = {n: d / n for n in ("model.pt", "index_to_name.json")} | {
         "code/model.py": d / "model.py"
     }
-    return make_handler(
-        tmp_path_factory.mktemp("image"),
-        "image_classifier",
-        files,
-        IMAGE_CONFIG,
-        model={"modelFile": "code/model.py"},
-    )
+    model = {"modelFile": "code/model.py"}
+    return make_handler(directory, "image_classifier", files, IMAGE_CONFIG, model, codecs)
+
+
+@pytest.fixture(scope="module")
+def image_handler(image_model: ImageModel, tmp_path_factory: pytest.TempPathFactory) -> Handler:
+    return make_image_handler(image_model, tmp_path_factory.mktemp("image"))
 
 
 def test_image_classifier_top_k_in_every_form(
@@ -282,6 +381,24 @@ def test_image_classifier_rejects_bad_images(image_handler: Handler) -> None:
     assert [getattr(r, "status_code", 0) for r in (broken, wrong_shape, not_b64)] == [400, 422, 400]
 
 
+def test_image_classifier_holds_every_image_form_to_the_apps_pixel_budget(
+    image_model: ImageModel, tmp_path: Path
+) -> None:
+    codecs = default_codecs(max_image_pixels=15 * 16)  # the images are 16 x 16
+    handler = make_image_handler(image_model, tmp_path, codecs)
+    png = encode_image(image_model.images[0])
+    results = handler.handle(
+        [
+            request(png, "image/png"),
+            request(png, "application/octet-stream"),
+            request(json.dumps(base64.b64encode(png).decode()), JSON),
+            request(npy(np.asarray(image_model.images[0])), NPY),  # pixels: no header to trust
+        ]
+    )
+    assert [getattr(r, "status_code", 200) for r in results] == [413, 413, 413, 200]
+    assert all("BYOSERVE_MAX_IMAGE_PIXELS" in str(r) for r in results[:3])
+
+
 def test_torchvision_style_resize_and_crop() -> None:
     from PIL import Image
 
@@ -305,6 +422,27 @@ def test_image_classifier_torchserve_format(image_model: ImageModel, tmp_path: P
     (result,) = answer(handler, request(encode_image(image_model.images[0]), "image/png"))
     assert isinstance(result, dict) and len(result) == 3
     assert all(isinstance(p, float) for p in result.values())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, r"crop_size=224, color_mode='RGB': the model does not accept the 3x224x224 inputs"),
+        (
+            {"crop_size": 16, "color_mode": "L"},
+            r"crop_size=16, color_mode='L': .* the 1x16x16 inputs",
+        ),
+    ],
+)
+def test_image_classifier_settings_that_do_not_fit_the_model_are_refused(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    fixed = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+    torch.jit.script(fixed).save(str(tmp_path / "model.ts"))  # takes 3x16x16 images only
+    with pytest.raises(HandlerLoadError, match=r"^image_classifier: settings " + message):
+        make_handler(
+            tmp_path / "m", "image_classifier", {"model.ts": tmp_path / "model.ts"}, options
+        )
 
 
 # text_classifier
