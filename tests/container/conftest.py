@@ -1,8 +1,10 @@
 """Fixtures for the container tests: the real image built once, models to mount, containers.
 
 Everything started here is removed again, pass or fail: containers (``podman rm -f``), the image
-names the session made (``podman rmi``/``untag`` of those names only; never ``prune``, which would
-drop the dependency layers that other builds on the machine reuse).
+names the session made, and at the end of the session every image its builds added, the stages'
+intermediate images included (``session_images``). Images that were there before stay: the base
+image, a person's own builds, cache layers a build reused. Within the session, builds reuse each
+other's layers.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import pytest
 
 from tests.container.podman import (
     Containers,
+    SessionImages,
     build_image,
+    images_removed_afterwards,
     remove_image,
     require_podman,
-    untag_image,
 )
 from tests.fixtures.handler_styles import TOOLKIT_INFERENCE, TOOLKIT_SLOW
 from tests.fixtures.modeldirs import model_dir, tar_gz
@@ -51,8 +54,15 @@ def image_repository() -> str:
 
 
 @pytest.fixture(scope="session")
+def session_images(podman_ready: None) -> Iterator[SessionImages]:
+    """The images there were before the first build; those added since go at the session's end."""
+    with images_removed_afterwards() as images:
+        yield images
+
+
+@pytest.fixture(scope="session")
 def image(
-    podman_ready: None, image_repository: str, tmp_path_factory: pytest.TempPathFactory
+    session_images: SessionImages, image_repository: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BuiltImage]:
     """The real Dockerfile built once for the session (about 2.5 min cold, 30 s cached)."""
     tag = image_repository
@@ -65,7 +75,7 @@ def image(
         build_image(REPO, deps_tag, logs / "deps.log", target="builder")
         yield BuiltImage(tag, output)
     finally:
-        untag_image(deps_tag)  # the layer stays as build cache; only our name goes
+        remove_image(deps_tag)
         remove_image(tag)
 
 

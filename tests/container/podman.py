@@ -18,6 +18,7 @@ import subprocess
 import termios
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,11 @@ WHEELS_IN_BUILD = "/wheels"
 BUILD_ARGS = {"TORCH_FIND_LINKS": WHEELS_IN_BUILD}
 BUILD_TIMEOUT = 900.0
 TEST_LABEL = "byoserve-test"
+# Every image a build of this test process commits, intermediate ones included, carries
+# SESSION_LABEL=SESSION (buildah copies --label onto each step's image; a layer reused from the
+# cache keeps the label of the build that made it): remove_image deletes only those.
+SESSION_LABEL = "byoserve-test.session"
+SESSION = uuid.uuid4().hex[:12]
 MISSING_PODMAN = (
     "podman is not usable here ({reason}). The container tests build and run the real image and "
     "must not be skipped: run `make test`, which sets podman up (container/setup-podman.sh)."
@@ -117,7 +123,9 @@ def build_image(context: Path, tag: str, log_path: Path, *, target: str | None =
     """``podman build`` the Dockerfile in ``context`` the way the project's machines do.
 
     The local torch wheel directory is mounted into RUN steps (``-v``), never copied into the
-    context. Returns the build output (also written to ``log_path``).
+    context. Every image the build commits is labelled as this session's (``SESSION_LABEL``); the
+    label does not enter buildah's cache key, so layers are reused across sessions and by builds
+    without it. Returns the build output (also written to ``log_path``).
     """
     if not any(WHEELS.glob("torch-*.whl")):
         pytest.fail(f"no torch wheel in {WHEELS} (set TORCH_WHEELS to the wheel directory)")
@@ -129,6 +137,8 @@ def build_image(context: Path, tag: str, log_path: Path, *, target: str | None =
         # builds of the same format: docker format here too, so both paths share one cache.
         "--format",
         "docker",
+        "--label",
+        f"{SESSION_LABEL}={SESSION}",
         "-v",
         f"{WHEELS}:{WHEELS_IN_BUILD}:ro",
         *(arg for name, value in BUILD_ARGS.items() for arg in ("--build-arg", f"{name}={value}")),
@@ -202,21 +212,120 @@ def image_id(reference: str) -> str:
 
 
 def remove_image(tag: str) -> None:
-    """Remove one name; the image goes only if no other name or image needs it.
+    """Remove one name, and the image with it when this session's build made it.
 
-    ``podman rmi NAME`` of an image with other names just untags it; otherwise it deletes the
-    image and those of its parent layers that nothing else uses. Never ``prune``: that would throw
-    away the dependency layers that other builds on this machine reuse.
+    An image that carries this session's ``SESSION_LABEL`` was committed by its build: ``podman
+    rmi --no-prune`` deletes it (only it; with other names it just loses this one). Any other
+    image only loses the name: a build given ``--target`` names the cached stage image itself,
+    which may have been on the machine before the session, and so may a build through the Docker
+    API (no label). :class:`SessionImages` removes those the session added at its end. Never
+    ``prune``, which would take other people's images too.
     """
     if podman("image", "exists", tag, check=False).returncode != 0:
         return
-    podman("rmi", tag, timeout=300)
-
-
-def untag_image(tag: str) -> None:
-    """Drop only the name, keeping the image (a build cache layer others may reuse)."""
-    if podman("image", "exists", tag, check=False).returncode == 0:
+    if image_labels(tag).get(SESSION_LABEL) == SESSION:
+        podman("rmi", "--no-prune", tag, timeout=300)
+    else:
         podman("untag", tag, tag)
+
+
+def image_labels(reference: str) -> dict[str, str]:
+    inspected = json.loads(podman("image", "inspect", reference).stdout)
+    labels: dict[str, str] = inspected[0].get("Labels") or {}
+    return labels
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """One image in podman's storage, intermediate ones included."""
+
+    id: str
+    parent: str
+    names: tuple[str, ...]
+
+
+def local_images() -> dict[str, LocalImage]:
+    """Every image in podman's storage (``podman images -a``), by id."""
+    listed = json.loads(podman("images", "-a", "--format", "json").stdout or "[]")
+    return {
+        item["Id"]: LocalImage(
+            item["Id"],
+            item.get("ParentId") or "",
+            tuple(item.get("Names") or ()),
+        )
+        for item in listed
+    }
+
+
+@dataclass(frozen=True)
+class SessionImages:
+    """The images podman held when a test session began, to remove at its end those it added.
+
+    A build with ``--layers`` commits an image per step, and each stage's last one stays behind
+    untagged once the session's names are gone (1.25 GB for the dependency stage). What the end
+    removes: images that were not there at the start and that no name holds, neither their own
+    (a person's image, or another test's, which removes its own) nor a descendant's (the stages
+    under an image that a session running beside this one still uses). What was there before
+    stays, cache layers included.
+    """
+
+    before: frozenset[str]
+
+    @classmethod
+    def record(cls) -> SessionImages:
+        return cls(frozenset(local_images()))
+
+    def added(self) -> list[LocalImage]:
+        """The images the session added that no name holds, children before their parents."""
+        images = local_images()
+        held: set[str] = set()
+        for image in images.values():
+            ancestor = image.id if image.names else ""
+            while ancestor in images and ancestor not in held:
+                held.add(ancestor)
+                ancestor = images[ancestor].parent
+        found = {
+            image.id: image
+            for image in images.values()
+            if image.id not in self.before and image.id not in held
+        }
+        ordered: list[LocalImage] = []
+        while found:
+            parents = {image.parent for image in found.values()}
+            leaves = [image for image in found.values() if image.id not in parents] or list(
+                found.values()
+            )
+            ordered += leaves
+            for image in leaves:
+                del found[image.id]
+        return ordered
+
+    def remove_added(self) -> None:
+        """Remove the session's images (``--no-prune``: never a parent that was there before);
+        warns with podman's message when some stay (in use by a container, say)."""
+        added = [image.id for image in self.added()]
+        if not added:
+            return
+        # one call: podman goes on past an image it cannot remove and says why at the end
+        done = podman("rmi", "--no-prune", *added, check=False, timeout=600)
+        left = [image.id[:12] for image in self.added()]
+        if left:
+            warnings.warn(
+                f"the test session could not remove the images it built {', '.join(left)}: "
+                f"{done.stderr.strip()[-2000:]}",
+                stacklevel=2,
+            )
+
+
+@contextlib.contextmanager
+def images_removed_afterwards() -> Iterator[SessionImages]:
+    """Record the images there are now; on leaving, remove those added since (see
+    :class:`SessionImages`)."""
+    images = SessionImages.record()
+    try:
+        yield images
+    finally:
+        images.remove_added()
 
 
 def copy_build_context(target: Path) -> Path:

@@ -9,12 +9,16 @@ Because the server runs in this process, two shims can be installed on it:
 * ``failing_endpoints`` makes every endpoint moto creates come up ``Failed`` with a
   ``FailureReason``, and ``FakeEndpoint.updates_to_fail = N`` fails the next N updates:
   states no API call can provoke.
+
+The container tests here build images (``deploy build``, pushes); the images those builds add,
+stages included, are removed at the end of the session (``images_left_as_found``).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import shutil
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
 from deploy.cli import main
+from tests.container.podman import images_removed_afterwards
 from tests.fixtures.server import free_port
 
 REGION = "us-east-1"
@@ -60,6 +65,25 @@ def make_archive(path: Path, marker: str = "") -> Path:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def images_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """When container tests of this directory run: the images their builds add go at the end.
+
+    Set up before the first test here, so before any module's image fixture builds; the
+    container tests' own images are removed by tests/container's ``session_images``.
+    """
+    here = Path(__file__).parent
+    builds = shutil.which("podman") is not None and any(
+        item.get_closest_marker("container") is not None and here in item.path.parents
+        for item in request.session.items
+    )
+    if not builds:
+        yield
+        return
+    with images_removed_afterwards():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,6 @@ def have_container_tools() -> bool:
 
 
 def remove_images(*refs: str) -> None:
-    """``podman rmi -f`` the images a test made; only those names."""
+    """``podman rmi -f --no-prune`` the images a test made: only those, not their parents."""
     for ref in refs:
-        subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", "-f", "--no-prune", ref], capture_output=True, check=False)
