@@ -1,0 +1,236 @@
+"""Generated bad requests against a real server holding the built-in examples (digit, text and
+tensor handlers): never a 5xx, always the JSON error body, no traceback in the log, the workers
+alive and their memory bounded.
+
+Bounded for CI (``FUZZ_EXAMPLES`` requests, 2000 by default, derandomized so a run is repeatable);
+``FUZZ_EXAMPLES=10000 FUZZ_RANDOM=1`` explores further.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from serve.archive.archiver import create_archive
+from serve.archive.layout import ArchiveSpec
+from tests.fixtures.models import DigitsModel
+from tests.fixtures.payloads import npy
+from tests.fixtures.server import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
+MODELS = ("digits", "sentiment", "tensor")
+CONTENT_TYPES = (
+    "application/json",
+    "application/jsonlines",
+    "text/csv",
+    "text/plain",
+    "text/plain; charset=latin-1",
+    "application/x-npy",
+    "application/x-npz",
+    "application/octet-stream",
+    "image/png",
+    "image/jpeg",
+    "application/x-image",
+    "application/json; charset=no-such-charset",
+)
+ACCEPTS = ("application/json", "*/*", "text/csv", "application/x-npy", "image/png", "")
+FRAMINGS = ("length", "chunked", "bad-chunk-size", "cut-chunked")
+MEDIA = r"[a-z]{1,8}/[a-z+.-]{1,12}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` with almost no data after it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+def _npy_header(text: str) -> bytes:
+    header = text.encode("latin-1", "replace")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def _valid_bodies() -> list[tuple[str, bytes]]:
+    """A request each built-in example answers 200, by content type."""
+    image = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(image, format="PNG")
+    pixels = np.zeros((1, 8, 8), dtype=np.float32)
+    arrays = io.BytesIO()
+    np.savez(arrays, x=pixels)
+    return [
+        ("image/png", image.getvalue()),
+        ("application/x-npy", npy(pixels)),
+        ("application/x-npz", arrays.getvalue()),
+        ("application/json", json.dumps(pixels.tolist()).encode()),
+        ("text/plain", b"a lovely film"),
+        ("application/jsonlines", b'"a lovely film"\n"a dull one"\n'),
+        ("text/csv", b",".join([b"0.5"] * 64) + b"\n"),
+    ]
+
+
+VALID = _valid_bodies()
+
+
+@st.composite
+def typed(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid request body with its type, with a few bytes changed and maybe cut short."""
+    content_type, valid = draw(st.sampled_from(VALID))
+    body = bytearray(valid)
+    for _ in range(draw(st.integers(0, 8))):
+        at = draw(st.integers(0, len(body) - 1))
+        body[at] = draw(st.integers(0, 255))
+    return content_type, bytes(
+        body[: draw(st.integers(0, len(body)))] if draw(st.booleans()) else body
+    )
+
+
+REQUESTS = st.one_of(
+    typed(),
+    st.tuples(st.sampled_from([t for t, _ in VALID]), st.binary(max_size=2048)),
+    st.tuples(
+        st.one_of(st.sampled_from(CONTENT_TYPES), st.from_regex(MEDIA, fullmatch=True)),
+        st.text(max_size=512).map(lambda text: text.encode("utf-8", "surrogatepass")),
+    ),
+    st.tuples(
+        st.sampled_from(("image/png", "application/x-image", "application/octet-stream")),
+        st.builds(_png_header, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
+    ),
+    st.tuples(
+        st.just("application/x-npy"),
+        st.builds(
+            _npy_header,
+            st.one_of(
+                st.text(max_size=120),
+                st.builds(
+                    lambda shape: f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}",
+                    st.tuples(st.integers(0, 10**12), st.integers(0, 10**6)),
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def send(
+    port: int, target: str, content_type: str, accept: str, body: bytes, framing: str
+) -> Answer:
+    """One request over a socket of its own, framed as asked; the status and body answered."""
+    head = [
+        "POST /invocations HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"Content-Type: {content_type}",
+        f"X-Amzn-SageMaker-Target-Model: {target}",
+        "Connection: close",
+    ]
+    if accept:
+        head.append(f"Accept: {accept}")
+    if framing == "length":
+        payload = body
+        head.append(f"Content-Length: {len(body)}")
+    else:
+        head.append("Transfer-Encoding: chunked")
+        size = b"zz" if framing == "bad-chunk-size" else b"%x" % len(body)
+        payload = size + b"\r\n" + body + b"\r\n"
+        if framing != "cut-chunked":
+            payload += b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+        if framing == "cut-chunked":
+            sock.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 "), f"no HTTP answer: {raw[:200]!r}"
+    return Answer(int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(
+    digits: DigitsModel,
+    digits_archive: Path,
+    sentiment_archive: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerProcess]:
+    store = tmp_path_factory.mktemp("store")
+    shutil.copy(digits_archive, store / "digits.tar.gz")
+    shutil.copy(sentiment_archive, store / "sentiment.tar.gz")
+    spec = ArchiveSpec("tensor", serialized_file=digits.directory / "model.ts", handler="tensor")
+    create_archive(spec, store)
+    models = [f"{name}={name}.tar.gz" for name in MODELS]
+    server = start_server(
+        None,
+        tmp_path_factory.mktemp("fuzz-logs"),
+        workers=2,
+        args=["--model-store", str(store), "--models", *models],
+    )
+    try:
+        yield server
+    finally:
+        server.stop(10)
+
+
+def rss(pids: list[int]) -> list[int]:
+    return [int(Path(f"/proc/{pid}/statm").read_text().split()[1]) for pid in pids]
+
+
+def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
+    pids = fuzz_server.worker_pids()
+    before = rss(pids)
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=os.environ.get("FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        target=st.sampled_from(MODELS),
+        request=REQUESTS,
+        accept=st.sampled_from(ACCEPTS),
+        framing=st.one_of(st.just("length"), st.sampled_from(FRAMINGS)),
+    )
+    def one(target: str, request: tuple[str, bytes], accept: str, framing: str) -> None:
+        content_type, body = request
+        answer = send(fuzz_server.port, target, content_type, accept, body, framing)
+        seen[answer.status] = seen.get(answer.status, 0) + 1
+        assert answer.status < 500 or answer.status == 501, (answer.status, answer.body[:300])
+        if answer.status >= 400:
+            error = json.loads(answer.body)["error"]
+            assert error["code"] and error["request_id"], error
+            assert "Traceback" not in error["message"]
+
+    one()
+    assert fuzz_server.worker_pids() == pids, "a worker died"
+    assert requests.get(f"{fuzz_server.url}/ping", timeout=5).status_code == 200
+    page = os.sysconf("SC_PAGE_SIZE")
+    growth = [(now - start) * page for start, now in zip(before, rss(pids), strict=True)]
+    assert all(grown < 256 * 2**20 for grown in growth), growth
+    assert "Traceback" not in fuzz_server.log(), "a client's mistake was logged with a traceback"
+    assert seen.get(200) and len(seen) >= 4, seen  # they reached the models, and their checks
