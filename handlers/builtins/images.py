@@ -20,7 +20,7 @@ from PIL import Image
 from handlers.builtins.base import accepted_media_type
 from handlers.contract import InferenceRequest
 from serve.codecs import CodecRegistry
-from serve.codecs.formats import ImageCodec
+from serve.codecs.images import ImageCodec
 from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)

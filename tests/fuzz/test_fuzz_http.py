@@ -227,6 +227,7 @@ def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> N
             assert "Traceback" not in error["message"]
 
     one()
+    print(f"fuzz: {sum(seen.values())} requests, answered {dict(sorted(seen.items()))}")
     assert fuzz_server.worker_pids() == pids, "a worker died"
     assert requests.get(f"{fuzz_server.url}/ping", timeout=5).status_code == 200
     page = os.sysconf("SC_PAGE_SIZE")

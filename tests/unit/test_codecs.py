@@ -501,7 +501,7 @@ def test_npz_decompressed_size_is_bounded() -> None:
 
 
 def _small_npz() -> Codec:
-    from serve.codecs.formats import NpzCodec
+    from serve.codecs.arrays import NpzCodec
 
     return NpzCodec(max_bytes=1000)
 
