@@ -22,6 +22,7 @@ from tests.fixtures.builtin_models import (
     TextModel,
     digit_image,
     encode_image,
+    mnist_style_net,
     train_image_model,
     train_text_model,
 )
@@ -133,23 +134,11 @@ def test_digit_bad_input(digit_server: ServerProcess) -> None:
 # digit: an MNIST-style TorchScript model (28x28 inputs) archived without input_size
 
 
-def mnist_style_net() -> torch.nn.Module:
-    """A CNN whose linear layer only fits 1x28x28 inputs, as MNIST models are built."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 13 * 13, 10),
-    ).eval()
-
-
 def test_digit_finds_the_input_size_of_a_28x28_model_and_refuses_one_that_fits_none(
     digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     source = tmp_path_factory.mktemp("mnist-style")
-    net = torch.jit.script(mnist_style_net())
+    net = torch.jit.script(mnist_style_net(channels=4))
     net.save(str(source / "model.ts"))
     big = np.asarray(digit_image(digits.images[3], 28).convert("L"))  # 28x28, light on dark
     with torch.inference_mode():

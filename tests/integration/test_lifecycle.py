@@ -21,22 +21,9 @@ from botocore.exceptions import ClientError
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir, tar_gz
 from tests.fixtures.models import DigitsModel
-from tests.fixtures.server import REPO, ServerProcess, free_port, runtime_client
+from tests.fixtures.server import REPO, ServerProcess, free_port, run_serve, runtime_client
 
 Serve = Callable[..., ServerProcess]
-
-
-def _run_serve(
-    args: list[str], env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def _toolkit_dir(tmp_path: Path, digits: DigitsModel) -> Path:
@@ -70,7 +57,7 @@ def test_a_malicious_archive_stops_the_start(tmp_path: Path) -> None:
         member = tarfile.TarInfo("../../escaped.txt")
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))
-    result = _run_serve(["--model-dir", str(archive.parent), "--port", str(free_port())])
+    result = run_serve(["--model-dir", str(archive.parent), "--port", str(free_port())])
     assert result.returncode != 0
     assert "escaped.txt" in result.stderr
     assert not (tmp_path / "escaped.txt").exists()
@@ -86,7 +73,7 @@ def test_a_malicious_archive_stops_the_start(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_setting_stops_the_start_naming_it(env: dict[str, str], expected: str) -> None:
-    result = _run_serve(["--model-dir", "/nonexistent"], env=env)
+    result = run_serve(["--model-dir", "/nonexistent"], env=env)
     assert result.returncode == 2
     assert expected in result.stderr
 
@@ -95,7 +82,7 @@ def test_handler_errors_stop_the_start_naming_the_file(tmp_path: Path, digits: D
     broken = model_dir(
         tmp_path / "syntax", digits.directory, {"code/inference.py": "def model_fn(:\n"}
     )
-    result = _run_serve(["--model-dir", str(broken), "--port", str(free_port())])
+    result = run_serve(["--model-dir", str(broken), "--port", str(free_port())])
     assert result.returncode != 0
     assert "inference.py" in result.stderr and "Traceback" not in result.stderr
 
@@ -104,7 +91,7 @@ def test_handler_errors_stop_the_start_naming_the_file(tmp_path: Path, digits: D
         + "\ndef transform_fn(model, body, content_type, accept):\n    pass\n"
     )
     both = model_dir(tmp_path / "mixed", digits.directory, {"code/inference.py": mixed})
-    result = _run_serve(["--model-dir", str(both), "--port", str(free_port())])
+    result = run_serve(["--model-dir", str(both), "--port", str(free_port())])
     assert result.returncode != 0
     assert "transform_fn" in result.stderr
 
@@ -112,7 +99,7 @@ def test_handler_errors_stop_the_start_naming_the_file(tmp_path: Path, digits: D
 def test_a_model_fn_that_raises_stops_the_server(tmp_path: Path, digits: DigitsModel) -> None:
     failing = "def model_fn(model_dir):\n    raise FileNotFoundError('weights.bin is missing')\n"
     directory = model_dir(tmp_path / "m", digits.directory, {"code/inference.py": failing})
-    result = _run_serve(["--model-dir", str(directory), "--port", str(free_port())])
+    result = run_serve(["--model-dir", str(directory), "--port", str(free_port())])
     assert result.returncode != 0
     assert "weights.bin is missing" in result.stderr
 

@@ -3,10 +3,8 @@ failure said in one line and said once, nothing left behind, relative paths as g
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +12,16 @@ import requests
 
 from tests.fixtures.modeldirs import model_dir
 from tests.fixtures.models import DigitsModel
-from tests.fixtures.server import REPO, free_port, start_server
+from tests.fixtures.server import REPO, free_port, run_serve, start_server
 
 pytestmark = pytest.mark.slow
 
 
-def serve(
-    args: list[str], tmp_path: Path, cwd: Path = REPO, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """``python -m serve ARGS`` to its end, with its own temp dir (to see what it leaves)."""
+def serve(args: list[str], tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m serve ARGS`` to its end, with a temp dir of its own (to see what it leaves)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir(exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(REPO)},
-    )
+    return run_serve(args, timeout=timeout, temp_dir=scratch)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from tests.fixtures.builtin_models import (
     TextModel,
     digit_image,
     encode_image,
+    mnist_style_net,
     train_image_model,
     train_text_model,
 )
@@ -160,17 +161,6 @@ def test_digit_bad_input_fails_alone(digit_handler: Handler, digits: DigitsModel
     )
     statuses = [getattr(r, "status_code", getattr(r, "status", None)) for r in results]
     assert statuses == [200, 400, 422, 422, 400, 415, 200]
-
-
-def mnist_style_net() -> torch.nn.Module:
-    """A CNN for 1x28x28 digits whose linear layer fixes the input size (as MNIST models do)."""
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(8 * 13 * 13, 10),
-    )
 
 
 def upscaled(images: np.ndarray, size: int = 28) -> np.ndarray:
