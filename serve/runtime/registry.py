@@ -186,11 +186,11 @@ class ModelRegistry:
             if only is not None:
                 return only
             raise self._no_default()
-        runtime = self._runtimes.get(target)
+        runtime = self._runtimes.get(target) or self._runtimes.get(self._aliases.get(target, ""))
         if runtime is None:
-            runtime = self._runtimes.get(self._aliases.get(target, ""))
-            if runtime is None:
-                return self._fetch(target)
+            return self._fetch(target)
+        if not runtime.ready and self.store is not None and runtime.load_error is None:
+            return self._await(target)  # loading for another request's first use: wait too
         return runtime
 
     def get(self, name: str) -> ModelRuntime:
@@ -225,11 +225,15 @@ class ModelRegistry:
         """A TargetModel that is not loaded: load it from the model store, then answer it."""
         if self.store is None:
             raise ModelNotFoundError(f"model {target[:200]!r} is not loaded")
-        deadline = self.manager.deadline()
         if self.shared.read().find(target) is None:
             path = self.store.resolve(target)
             with suppress(ConflictError):  # another request loaded it meanwhile: wait below
                 self.manager.register(target, str(path), evict=True)
+        return self._await(target)
+
+    def _await(self, target: str) -> ModelRuntime:
+        """The runtime of a TargetModel once this worker has loaded it (or failed to)."""
+        deadline = self.manager.deadline()
         while time.monotonic() < deadline:
             runtime = self._runtimes.get(target) or self._runtimes.get(
                 self._aliases.get(target, "")
