@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,33 @@ def _host(value: str) -> str:
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"cannot be resolved ({exc})") from exc
     return text
+
+
+def _address(value: str) -> tuple[str, int]:
+    """TorchServe's address forms: ``http://HOST:PORT``, ``HOST:PORT`` or ``PORT`` (all hosts)."""
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() == "https":
+            raise ValueError("https is not served here: put TLS in front (a load balancer)")
+        if scheme.lower() != "http":
+            raise ValueError("must look like http://HOST:PORT")
+        text = rest.rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return ("0.0.0.0", _port(text))
+    return (_host(host.strip("[]")), _port(port))
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    """Comma-separated regular expressions (TorchServe's ``allowed_urls``), each checked."""
+    patterns = tuple(item.strip() for item in value.split(",") if item.strip())
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+    return patterns
 
 
 def _megabytes(value: str) -> int:
@@ -302,6 +330,29 @@ class ServingConfig:
         flag="--memory-budget-mb",
         help="most memory the models may take, in MiB",
     )
+    dialect: str = setting(
+        "sagemaker",
+        "BYOSERVE_DIALECT",
+        parse=_choice("sagemaker", "torchserve"),
+        help="torchserve: answer as TorchServe does where SageMaker differs (/ping 500 when "
+        "unhealthy); set by serve --start",
+    )
+    management_address: tuple[str, int] | None = setting(
+        None,
+        "BYOSERVE_MANAGEMENT_ADDRESS",
+        parse=_address,
+        flag="--management-address",
+        help="serve TorchServe's management API here (http://127.0.0.1:8081); off when unset",
+    )
+    metrics_address: tuple[str, int] | None = setting(
+        None,
+        "BYOSERVE_METRICS_ADDRESS",
+        parse=_address,
+        flag="--metrics-address",
+        help="serve /metrics on this address too (TorchServe's http://127.0.0.1:8082)",
+    )
+    enable_model_api: bool = setting(True, "BYOSERVE_ENABLE_MODEL_API", parse=_bool)
+    allowed_urls: tuple[str, ...] = setting((), "BYOSERVE_ALLOWED_URLS", parse=_patterns)
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     max_image_pixels: int = setting(
         DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
