@@ -77,6 +77,8 @@ class InferenceRequest:
         accept: the Accept header, with a missing or ``*/*`` value replaced by the default.
         headers: every request header (Custom-Attributes, Inference-Id, ...).
         request_id: the Inference-Id when the caller gave one, else a generated id.
+        parameters: the URL's query parameters on TorchServe's routes (its handlers get each as
+            a key of their request dict); empty elsewhere.
     """
 
     body: bytes
@@ -84,6 +86,7 @@ class InferenceRequest:
     accept: str
     headers: Headers = field(default_factory=Headers)
     request_id: str = ""
+    parameters: tuple[tuple[str, str], ...] = ()
 
     @property
     def custom_attributes(self) -> str | None:
@@ -162,3 +165,17 @@ class Handler(Protocol):
     def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
         """Answer a batch: one result per request, in order, each a response or an exception."""
         ...
+
+
+PICKLED_HINT = (
+    "torch.load refused to unpickle a whole object (since torch 2.6 it loads weights only by "
+    "default); if this model is trusted, set BYOSERVE_ALLOW_PICKLED_MODELS=true"
+)
+
+
+def load_failed(source: str, what: str, exc: BaseException) -> HandlerLoadError:
+    """The error for user code that raised while loading (``what``: the call that failed), with
+    the setting that allows it when torch refused to unpickle a pickled model."""
+    if "Weights only load failed" in str(exc):
+        return HandlerLoadError(f"{source}: {what} failed: {PICKLED_HINT}")
+    return HandlerLoadError(f"{source}: {what} failed: {type(exc).__name__}: {exc}")

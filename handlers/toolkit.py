@@ -27,6 +27,7 @@ from handlers.contract import (
     InferenceResponse,
     LoadContext,
     Result,
+    load_failed,
 )
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import CodecRegistry, parse_accept, parse_media_type
@@ -212,9 +213,7 @@ class ToolkitHandler:
         try:
             return function(ctx, *args)
         except Exception as exc:
-            raise HandlerLoadError(
-                f"{self.source}: {name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise load_failed(self.source, name, exc) from exc
 
     def handle(self, requests: Sequence[InferenceRequest]) -> list[Result]:
         """Answer each request on its own; a failure fails only its request."""

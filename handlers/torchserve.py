@@ -15,9 +15,16 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from handlers.contract import HandlerLoadError, InferenceRequest, LoadContext, Result
+from handlers.contract import (
+    HandlerLoadError,
+    InferenceRequest,
+    LoadContext,
+    Result,
+    load_failed,
+)
 from handlers.toolkit import decode_text
 from serve.codecs import parse_media_type, to_numpy
+from serve.codecs.forms import form_fields, is_form
 from serve.errors import BadRequestError, ModelError, ServingError
 
 logger = logging.getLogger(__name__)
@@ -38,16 +45,40 @@ def decode_payload(request: InferenceRequest) -> Any:
     Raises:
         BadRequestError: malformed JSON or text that does not decode.
     """
-    media_type, params = parse_media_type(request.content_type)
+    return decode_value(request.body, request.content_type)
+
+
+def decode_value(body: bytes, content_type: str) -> Any:
+    """One input as TorchServe's backend decodes it, by its Content-Type."""
+    media_type, params = parse_media_type(content_type)
     if media_type == JSON_TYPE:
-        text = decode_text(request.body, params, media_type)
+        text = decode_text(body, params, media_type)
         try:
             return json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise BadRequestError(f"malformed {JSON_TYPE} payload: {exc}") from exc
     if media_type.startswith("text/"):
-        return decode_text(request.body, params, media_type)
-    return bytearray(request.body)
+        return decode_text(body, params, media_type)
+    return bytearray(body)
+
+
+def request_input(request: InferenceRequest) -> dict[str, Any]:
+    """One request as TorchServe hands it to handlers: the URL's query parameters (bytes), then
+    each form field under its name (decoded by its part's Content-Type; plain fields as bytes),
+    or else the body under ``body`` (and under ``data``, which many handlers read first).
+
+    Raises:
+        BadRequestError: a body or form field that does not decode.
+    """
+    row: dict[str, Any] = {name: bytearray(value.encode()) for name, value in request.parameters}
+    if is_form(request.content_type):
+        for field in form_fields(request.body, request.content_type):
+            row[field.name] = decode_value(field.value, field.content_type)
+        return row
+    payload = decode_payload(request)
+    row["body"] = payload
+    row.setdefault("data", payload)
+    return row
 
 
 def _json_default(value: Any) -> Any:
@@ -121,12 +152,12 @@ class BatchHandler:
         data: list[dict[str, Any]] = []
         for index, request in enumerate(requests):
             try:
-                payload = decode_payload(request)
+                row = request_input(request)
             except ServingError as exc:
                 results[index] = exc
                 continue
             accepted.append(index)
-            data.append({"body": payload, "data": payload})
+            data.append(row)
         if accepted:
             batch = [requests[index] for index in accepted]
             outcomes = self._run(self._entry, Context(self._load, batch), data)
@@ -207,9 +238,7 @@ class TorchServeHandler(BatchHandler):
             if initialize is not None:
                 initialize(context)
         except Exception as exc:
-            raise HandlerLoadError(
-                f"{self.source}: {name}.initialize failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise load_failed(self.source, f"{name}.initialize", exc) from exc
         entry: Entry = service.handle
         return entry
 
@@ -239,7 +268,5 @@ class FunctionHandler(BatchHandler):
         try:
             self._function(None, context)
         except Exception as exc:
-            raise HandlerLoadError(
-                f"{self.source}: {self._name}(None, context) failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise load_failed(self.source, f"{self._name}(None, context)", exc) from exc
         return self._function

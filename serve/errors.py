@@ -53,6 +53,12 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class ModelVersionNotFoundError(ModelNotFoundError):
+    """The model is loaded, but not at the version asked for."""
+
+    code = "model_version_not_found"
+
+
 class MethodNotAllowedError(ServingError):
     status_code = 405
     code = "method_not_allowed"

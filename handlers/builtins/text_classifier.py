@@ -1,10 +1,10 @@
 """``text_classifier``: texts in, ``{"label": ..., "score": ...}`` per text out.
 
-Accepted: ``text/plain`` (one text), ``application/json`` (a string, a list of strings, or
-``{"inputs": ...}`` holding either), JSON Lines (one string, or ``{"text": ...}``, a line). One
-text answers one object; a list, a list. The tokenizer and vocabulary ship in the archive: by
-default ``vocab.json`` and the archive's ``text_tokenizer.py`` (``tokenize``/``encode``), else a
-built-in word tokenizer.
+Accepted: ``text/plain``, any other ``text/*`` and ``application/text`` (one text),
+``application/json`` (a string, a list of strings, or ``{"inputs": ...}`` holding either), JSON
+Lines (one string, or ``{"text": ...}``, a line). One text answers one object; a list, a list.
+The tokenizer and vocabulary ship in the archive: by default ``vocab.json`` and the archive's
+``text_tokenizer.py`` (``tokenize``/``encode``), else a built-in word tokenizer.
 
 The model takes either ``forward(token_ids, offsets)`` (``nn.EmbeddingBag``: every text's ids
 concatenated, and where each starts) or ``forward(token_ids)`` with a ``(N, L)`` padded batch;
@@ -46,7 +46,8 @@ from handlers.builtins.tokenizers import (
     read_vocab,
 )
 from handlers.contract import HandlerLoadError, InferenceRequest
-from serve.codecs import CodecRegistry
+from handlers.toolkit import decode_text
+from serve.codecs import CodecRegistry, parse_media_type
 from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOKENIZER = "text_tokenizer.py"
 TEXT_TYPES = (
     "text/plain",
+    "text/*",
+    "application/text",
     "application/json",
     "application/jsonlines",
     "application/jsonl",
@@ -71,11 +74,13 @@ def _text(value: Any) -> str:
 
 
 def request_texts(request: InferenceRequest, codecs: CodecRegistry) -> tuple[list[str], bool]:
-    """The request's texts, and whether it sent one bare text."""
+    """The request's texts, and whether it sent one bare text (``text/*`` and
+    ``application/text``, which MMS clients send, are one text each)."""
+    media_type, params = parse_media_type(request.content_type)
+    if media_type.startswith("text/") or media_type == "application/text":
+        return [decode_text(request.body, params, media_type)], True
     media_type = accepted_media_type(request, TEXT_TYPES, "texts")
     value = codecs.decode(request.body, request.content_type)
-    if media_type == "text/plain":
-        return [value], True
     if media_type != "application/json":
         return [_text(line) for line in value], False
     if isinstance(value, Mapping) and "inputs" in value:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -19,7 +20,7 @@ from serve.errors import (
     PayloadTooLargeError,
     ServingError,
 )
-from serve.http import models, sagemaker
+from serve.http import models, sagemaker, torchserve
 from serve.http.context import config, too_large_message
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -41,19 +42,34 @@ def create_app(
         registry: the worker's models; start it after fork (``registry.start()``).
         observer: receives per-request events (metrics); by default the registry's.
     """
-    app = Flask("byoserve")
+    app = base_app("byoserve", config, registry, observer)
+    sagemaker.add_routes(app)
+    models.add_routes(app, manage=config.multi_model)
+    torchserve.add_routes(app)
+    return app
+
+
+def base_app(
+    name: str,
+    config: ServingConfig,
+    registry: ModelRegistry,
+    observer: Observer | None = None,
+    error_shape: str = "",
+) -> Flask:
+    """A Flask app with what every API of the server shares: the registry and settings, request
+    ids, per-request metrics and logs, and the error handlers (``error_shape="torchserve"``:
+    every error in TorchServe's shape, as on its management API)."""
+    app = Flask(name)
     app.extensions["byoserve.registry"] = registry
     app.extensions["byoserve.config"] = config
     app.extensions["byoserve.observer"] = observer or registry.observer
+    app.extensions["byoserve.error_shape"] = error_shape
 
     app.before_request(_assign_request_id)
     app.after_request(_finish_request)
     app.register_error_handler(ServingError, _serving_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
-
-    sagemaker.add_routes(app)
-    models.add_routes(app, manage=config.multi_model)
     return app
 
 
@@ -86,7 +102,11 @@ def _finish_request(response: Response) -> Response:
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str]) -> Response:
     g.error_code = code
-    body = {"error": {"code": code, "message": message, "request_id": g.get("request_id", "")}}
+    body: dict[str, Any]
+    if torchserve.speaks_torchserve():
+        body = torchserve.error_body(status, code, message)
+    else:
+        body = {"error": {"code": code, "message": message, "request_id": g.get("request_id", "")}}
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers)

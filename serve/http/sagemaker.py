@@ -31,27 +31,41 @@ _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "c
 
 def add_routes(app: Flask) -> None:
     app.add_url_rule("/ping", "ping", _ping, methods=["GET"])
-    app.add_url_rule("/invocations", "invocations", _invocations, methods=["POST"])
+    app.add_url_rule("/invocations", "invocations", _invocations, methods=["POST", "PUT"])
     app.add_url_rule(
         "/endpoints/<endpoint_name>/invocations",
         "endpoint_invocations",
         _invocations,
-        methods=["POST"],
+        methods=["POST", "PUT"],
     )
     app.add_url_rule("/execution-parameters", "execution_parameters", _execution_parameters)
-    app.add_url_rule("/metrics", "metrics", _metrics, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+
+HEALTHY = b'{"status": "Healthy"}\n'
+UNHEALTHY = b'{"status": "Unhealthy"}\n'
 
 
 def _ping() -> Response:
-    """200 once this worker has loaded the models it started with, 503 before; does no work."""
-    return Response(status=200 if registry().ready else 503)
+    """200 once this worker has loaded the models it started with, 503 before (500 in
+    TorchServe's dialect, as TorchServe answers); with TorchServe's body; does no work."""
+    if registry().ready:
+        return Response(HEALTHY, status=200, content_type="application/json")
+    status = 500 if config().dialect == "torchserve" else 503
+    return Response(UNHEALTHY, status=status, content_type="application/json")
 
 
 def _invocations(endpoint_name: str | None = None) -> Response:
-    """The model the TargetModel header names, else the only one."""
+    """The model the TargetModel header names (or TorchServe's ``?model_name=``), else the only
+    one."""
     settings = config()
     length = checked_length(settings)
-    return invoke(registry().route(request.environ.get(TARGET_MODEL) or None), settings, length)
+    target = request.environ.get(TARGET_MODEL) or None
+    if target is None and request.environ.get("QUERY_STRING"):
+        named = request.args.get("model_name")
+        if named:
+            return invoke(registry().version(named), settings, length)
+    return invoke(registry().route(target), settings, length)
 
 
 def checked_length(settings: ServingConfig) -> int | None:
@@ -62,8 +76,15 @@ def checked_length(settings: ServingConfig) -> int | None:
     return length
 
 
-def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -> Response:
-    """Answer the current request with ``runtime``'s model (``length``: see checked_length)."""
+def invoke(
+    runtime: ModelRuntime,
+    settings: ServingConfig,
+    length: int | None,
+    parameters: tuple[tuple[str, str], ...] = (),
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    """Answer the current request with ``runtime``'s model (``length``: see checked_length;
+    ``parameters`` and ``extra_headers``: TorchServe's query parameters and its ``explain``)."""
     g.model = runtime.name
     log_model(runtime.name)
     runtime.ensure_ready()
@@ -78,8 +99,13 @@ def invoke(runtime: ModelRuntime, settings: ServingConfig, length: int | None) -
         content_type=request.headers.get("Content-Type", "").strip() or DEFAULT_CONTENT_TYPE,
         accept=accept,
         # a snapshot, read by the handler only if it looks at a header
-        headers=Headers(EnvironHeaders(dict(request.environ)).items()),
+        headers=Headers(
+            [*EnvironHeaders(dict(request.environ)).items(), *extra_headers]
+            if extra_headers
+            else EnvironHeaders(dict(request.environ)).items()
+        ),
         request_id=g.request_id,
+        parameters=parameters,
     )
     answer = runtime.submit(inference)
     response = Response(answer.body_bytes(), status=answer.status, content_type=answer.content_type)
@@ -140,7 +166,7 @@ def _execution_parameters() -> Response:
     return jsonify(params)
 
 
-def _metrics() -> Response:
+def metrics_view() -> Response:
     """Prometheus text format for the whole server; reads files, never waits for a model."""
     observer: Observer = current_app.extensions["byoserve.observer"]
     exposition = observer.exposition()

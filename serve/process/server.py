@@ -33,7 +33,9 @@ GIL_SWITCH_INTERVAL = 0.0005  # seconds; measured in bench/: p99 44 -> 28 ms on 
 KEEPALIVE_SECONDS = 65  # longer than a load balancer's idle timeout, so it closes first
 
 
-def check_listen(host: str, port: int) -> None:
+def check_listen(
+    host: str, port: int, setting: str = "--host/BYOSERVE_HOST, --port/SAGEMAKER_BIND_TO_PORT"
+) -> None:
     """Refuse at once an address nothing can listen on (in use, or not this machine's), instead
     of gunicorn's retries and traceback.
 
@@ -47,9 +49,38 @@ def check_listen(host: str, port: int) -> None:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
             raise ConfigError(
-                f"cannot listen on {host}:{port} (--host/BYOSERVE_HOST, "
-                f"--port/SAGEMAKER_BIND_TO_PORT): {exc.strerror or exc}"
+                f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}"
             ) from exc
+
+
+def listen_addresses(config: ServingConfig) -> list[tuple[str, str, int]]:
+    """Every address the server listens on, with the settings that name it: the serving port,
+    then TorchServe's management and metrics addresses when configured.
+
+    Raises:
+        ConfigError: two of them share a port.
+    """
+    addresses = [("--host/BYOSERVE_HOST, --port/SAGEMAKER_BIND_TO_PORT", config.host, config.port)]
+    if config.management_address is not None:
+        addresses.append(("management_address", *config.management_address))
+    if config.metrics_address is not None:
+        addresses.append(("metrics_address", *config.metrics_address))
+    ports: dict[int, str] = {}
+    for setting, _, port in addresses:
+        if port in ports:
+            raise ConfigError(f"{setting} and {ports[port]} both use port {port}")
+        ports[port] = setting
+    return addresses
+
+
+def check_addresses(config: ServingConfig) -> None:
+    """:func:`check_listen` for every address of :func:`listen_addresses`."""
+    for setting, host, port in listen_addresses(config):
+        check_listen(host, port, setting)
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def recycle_worker() -> None:
@@ -88,8 +119,11 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         for name, value in gunicorn_settings(self.serving, self.registry).items():
             self.cfg.set(name, value)
 
-    def load(self) -> Flask:
-        return self.application
+    def load(self) -> Any:
+        from serve.http.listeners import listening_app
+
+        observer = self.application.extensions.get("byoserve.observer")
+        return listening_app(self.application, self.serving, self.registry, observer)
 
 
 def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:
@@ -119,7 +153,7 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         registry.shared.forget(worker.pid)
 
     return {
-        "bind": [f"{config.host}:{config.port}"],
+        "bind": [_bind(host, port) for _, host, port in listen_addresses(config)],
         "workers": config.workers,
         "worker_class": KeepAliveThreadWorker,
         "threads": config.threads,
@@ -151,6 +185,8 @@ def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> st
         config.workers,
         config.threads,
     )
+    for setting, host, port in listen_addresses(config)[1:]:
+        logger.info("%s: http://%s:%d", setting.replace("_address", " API"), host, port)
     master = os.getpid()
     failure = None
     try:

@@ -269,7 +269,7 @@ class ModelRuntime:
     def _load_locked(self, worker_index: int) -> bool:
         started = time.monotonic()
         gpu_id = gpu_for_worker(worker_index)
-        configure_torch(self.config.torch_threads)
+        configure_torch(self.config.torch_threads, self.config.allow_pickled_models)
         before = rss_bytes()  # torch is imported by now: its own memory is nobody's model
         try:
             opened = self._opener()

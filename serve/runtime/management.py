@@ -9,6 +9,7 @@ import errno
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,29 @@ from serve.model.directory import ModelDirectory, ModelDirError, prepare_model_d
 from serve.model.store import check_name
 from serve.runtime.budget import Budget, least_recently_used
 from serve.runtime.memory import tree_bytes
-from serve.runtime.shared import HeldModel, ModelSpec, SharedModels
+from serve.runtime.shared import DesiredSet, HeldModel, ModelSpec, SharedModels
 
 logger = logging.getLogger(__name__)
 
 DRAIN_GRACE_S = 5.0  # an unload waits for queued requests: their timeout plus this
+
+
+def _check_free(desired: DesiredSet, name: str, version: str) -> str:
+    """The key a new model ``name`` (at ``version``) takes in the set.
+
+    Raises:
+        ConflictError: that name (or that version of it) is loaded or loading.
+    """
+    if not version:
+        if desired.find(name) is not None:
+            raise ConflictError(f"model {name!r} is already loaded")
+        return name
+    if any(spec.version == version for spec in desired.versions(name)):
+        raise ConflictError(f"model version {version} is already registered for model {name}")
+    key = name if name not in desired.models and not desired.versions(name) else f"{name}/{version}"
+    if desired.find(key) is not None:
+        raise ConflictError(f"model {key!r} is already loaded")
+    return key
 
 
 class ModelManager:
@@ -68,6 +87,7 @@ class ModelManager:
         *,
         aliases: tuple[str, ...] = (),
         evict: bool = False,
+        version: str = "",
     ) -> ModelSpec:
         """Load a model in every worker; returns once all of them answer it.
 
@@ -79,6 +99,9 @@ class ModelManager:
             aliases: other names a TargetModel may use for it.
             evict: unload the least recently used models when a budget would be exceeded,
                 instead of refusing with 507.
+            version: a version of the model ``name`` (TorchServe's registrations): several
+                versions of one name may be loaded; the first is the default. The set holds it
+                as ``name``, or as ``name/version`` when that name is taken.
 
         Raises:
             BadRequestError: a bad name. ModelNotFoundError: no such url. ConflictError: the name
@@ -89,24 +112,30 @@ class ModelManager:
         path = Path(url)
         if not path.exists():
             raise ModelNotFoundError(f"model url {url[:200]!r} does not exist")
-        if self.shared.read().find(name) is not None:
-            raise ConflictError(f"model {name!r} is already loaded")
+        _check_free(self.shared.read(), name, version)
         estimate = tree_bytes(self._prepare(path).root)
         deadline = self.deadline()
         if evict:
             self._make_room(estimate, deadline)
         with self.shared.editing() as desired:
-            if desired.find(name) is not None:
-                raise ConflictError(f"model {name!r} is already loaded")
+            key = _check_free(desired, name, version)
             workers = self.shared.workers()  # before the model is in the set: see await_loaded
             self.budget.check(desired, workers, estimate)
-            spec = desired.add(name, url, aliases=aliases, registered=registered, estimate=estimate)
+            spec = desired.add(
+                key,
+                url,
+                aliases=aliases,
+                registered=registered,
+                estimate=estimate,
+                version=version,
+                model=name,
+            )
         self.shared.wake_all()
         started = time.monotonic()
         outcome = self.shared.await_loaded(spec, deadline, workers)
         if outcome.ok:
             logger.info(
-                "model %s loaded in every worker in %.2f s", name, time.monotonic() - started
+                "model %s loaded in every worker in %.2f s", spec.name, time.monotonic() - started
             )
             return spec
         if outcome.abandoned:
@@ -116,6 +145,36 @@ class ModelManager:
         if outcome.status == InsufficientStorageError.status_code:
             raise InsufficientStorageError(message)
         raise ModelLoadError(message)
+
+    def set_default(self, model: str, version: str) -> ModelSpec:
+        """Make ``version`` the default version of ``model`` (TorchServe's set-default).
+
+        Raises:
+            ModelNotFoundError: no such model or version.
+        """
+        with self.shared.editing() as desired:
+            versions = desired.versions(model)
+            if not versions:
+                raise ModelNotFoundError(f"model {model!r} is not loaded")
+            spec = next((spec for spec in versions if spec.version == version), None)
+            if spec is None:
+                raise ModelNotFoundError(f"model {model!r} has no version {version!r}")
+            desired.make_default(spec)
+        self.shared.wake_all()
+        return spec
+
+    def record(self, name: str, values: Mapping[str, Any]) -> None:
+        """Add ``values`` to a model's registered settings (what a scale call asked for); no
+        worker reloads it.
+
+        Raises:
+            ModelNotFoundError: it is not loaded.
+        """
+        with self.shared.editing() as desired:
+            spec = desired.models.get(name)
+            if spec is None:
+                raise ModelNotFoundError(f"model {name!r} is not loaded")
+            desired.models[name] = replace(spec, registered={**spec.registered, **values})
 
     def unregister(self, name: str) -> ModelSpec:
         """Unload a model from every worker; returns once none holds it (queued requests for it

@@ -31,6 +31,7 @@ from serve.errors import (
     InferenceTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelVersionNotFoundError,
     ServingError,
     brief,
 )
@@ -109,6 +110,7 @@ class ModelRegistry:
         self._prepared: dict[tuple[str, int], OpenedModel] = {}  # opened in the master
         self._runtimes: dict[str, ModelRuntime] = {}  # the routing table: read without a lock
         self._aliases: dict[str, str] = {}
+        self._versions: dict[tuple[str, str | None], str] = {}  # (model, version or None): key
         self._only: ModelRuntime | None = None
         self._specs: dict[str, ModelSpec] = {}
         self._held: dict[tuple[str, int], HeldModel] = {}
@@ -204,6 +206,23 @@ class ModelRegistry:
             raise ModelNotFoundError(f"model {name!r} is not loaded")
         return runtime
 
+    def version(self, model: str, version: str | None = None) -> ModelRuntime:
+        """A version of a model by TorchServe's names (``/predictions/{model}[/{version}]``):
+        its default version when ``version`` is None.
+
+        Raises:
+            ModelNotFoundError: no such model. ModelVersionNotFoundError: not that version.
+        """
+        key = self._versions.get((model, version))
+        runtime = self._runtimes.get(key) if key is not None else None
+        if runtime is not None:
+            return runtime
+        if version is not None and (model, None) in self._versions:
+            raise ModelVersionNotFoundError(
+                f"Model version: {version} does not exist for model: {model}"
+            )
+        raise ModelNotFoundError(f"Model not found: {model}")
+
     @property
     def default(self) -> ModelRuntime | None:
         """The model a request without a TargetModel goes to: the only one, if only one."""
@@ -280,6 +299,11 @@ class ModelRegistry:
                 self._attach(spec)
         self._aliases = {
             alias: spec.name for spec in desired.models.values() for alias in spec.aliases
+        }
+        self._versions = {
+            (spec.model_name, version): spec.name
+            for spec in desired.models.values()
+            for version in ((spec.version, None) if spec.default else (spec.version,))
         }
         self._only = next(iter(self._runtimes.values())) if len(self._runtimes) == 1 else None
         self._version = desired.version

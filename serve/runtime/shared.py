@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,10 @@ class ModelSpec:
         startup: one the server was started with: failing to load it in a worker stops the server.
         estimate: bytes its files take, the memory one worker is expected to need for it.
         added: when it was added (wall clock), for listings.
+        model: the name TorchServe's API knows it by, when it is one version of several (its
+            ``name`` is then ``model/version``); empty when that is ``name``.
+        version: its version (TorchServe's ``modelVersion``); empty when it has none.
+        default: the version TorchServe's routes without a version go to.
     """
 
     name: str
@@ -96,6 +100,14 @@ class ModelSpec:
     startup: bool = False
     estimate: int = 0
     added: float = 0.0
+    model: str = ""
+    version: str = ""
+    default: bool = True
+
+    @property
+    def model_name(self) -> str:
+        """The name TorchServe's API knows it by."""
+        return self.model or self.name
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -136,6 +148,8 @@ class DesiredSet:
         registered: Mapping[str, Any] | None = None,
         startup: bool = False,
         estimate: int = 0,
+        version: str = "",
+        model: str = "",
     ) -> ModelSpec:
         spec = ModelSpec(
             name,
@@ -146,10 +160,20 @@ class DesiredSet:
             startup,
             estimate,
             time.time(),
+            model=model if model != name else "",
+            version=version,
+            default=not self.versions(model or name),
         )
         self.next_generation += 1
         self.models[name] = spec
         return spec
+
+    def versions(self, model: str) -> list[ModelSpec]:
+        """The versions of the model TorchServe's API calls ``model``, oldest first."""
+        return sorted(
+            (spec for spec in self.models.values() if spec.model_name == model),
+            key=lambda spec: spec.generation,
+        )
 
     def remove(
         self, name: str, generation: int | None = None, status: int = 409, why: str = ""
@@ -163,7 +187,17 @@ class DesiredSet:
         self.withdrawn[name] = Withdrawal(spec.generation, status, why or _UNLOADED)
         while len(self.withdrawn) > MAX_WITHDRAWN:
             del self.withdrawn[next(iter(self.withdrawn))]
-        return self.models.pop(name)
+        removed = self.models.pop(name)
+        remaining = self.versions(removed.model_name)
+        if removed.default and remaining:  # the oldest version left takes over
+            self.make_default(remaining[0])
+        return removed
+
+    def make_default(self, spec: ModelSpec) -> None:
+        """Make ``spec`` the default version of its model (no worker reloads anything)."""
+        for other in self.versions(spec.model_name):
+            if other.default != (other.name == spec.name):
+                self.models[other.name] = replace(other, default=other.name == spec.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""One WSGI application for every address the server listens on: the serving port's app, and,
+when configured, TorchServe's management API (``management_address``) and a metrics-only port
+(``metrics_address``). Every worker serves all of them; a request goes to the app of the port it
+arrived on. With a single address the serving app is used as it is: nothing is added per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Any
+
+from flask import Flask
+
+from serve.config import ServingConfig
+from serve.http.app import base_app
+from serve.http.management import create_management_app
+from serve.http.sagemaker import metrics_view
+from serve.observe.observer import Observer
+from serve.runtime.registry import ModelRegistry
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class PortDispatch:
+    """Sends each request to the app of the local port its connection arrived on."""
+
+    def __init__(self, default: WSGIApp, by_port: dict[int, WSGIApp]) -> None:
+        self.default = default
+        self.by_port = by_port
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        sock = environ.get("gunicorn.socket")
+        app = self.default
+        if sock is not None:
+            with suppress(OSError, IndexError, TypeError):
+                app = self.by_port.get(sock.getsockname()[1], self.default)
+        return app(environ, start_response)
+
+
+def metrics_app(config: ServingConfig, registry: ModelRegistry, observer: Observer | None) -> Flask:
+    """TorchServe's metrics port: ``GET /metrics`` only."""
+    app = base_app("byoserve-metrics", config, registry, observer)
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+    return app
+
+
+def listening_app(
+    serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
+) -> WSGIApp:
+    """The WSGI application for all the server's addresses."""
+    by_port: dict[int, WSGIApp] = {}
+    if config.management_address is not None:
+        by_port[config.management_address[1]] = create_management_app(config, registry, observer)
+    if config.metrics_address is not None:
+        by_port[config.metrics_address[1]] = metrics_app(config, registry, observer)
+    if not by_port:
+        return serving
+    return PortDispatch(serving, by_port)
