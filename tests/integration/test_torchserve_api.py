@@ -53,8 +53,8 @@ def _echo(directory: Path, version: str = "1.0") -> Path:
     directory.mkdir(parents=True)
     (directory / "echo.py").write_text(ECHO)
     (directory / "MAR-INF").mkdir()
-    manifest = {"runtime": "python", "model": {"modelName": "echo", "handler": "echo.py"}}
-    manifest["model"]["modelVersion"] = version
+    model = {"modelName": "echo", "handler": "echo.py", "modelVersion": version}
+    manifest = {"runtime": "python", "model": model}
     (directory / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
     return directory
 
@@ -196,7 +196,7 @@ def test_request_dict_form_fields_query_parameters_and_explanations(
     png = b"\x89PNG\r\n\x1a\n fake"
     form = requests.post(
         f"{torchserve.url}/predictions/echo?threshold=0.5",
-        files={"data": ("0.png", png, "image/png"), "meta": (None, "note")},
+        files=[("data", ("0.png", png, "image/png")), ("meta", (None, b"note"))],
         timeout=30,
     )
     assert form.status_code == 200, form.text

@@ -49,7 +49,6 @@ import os
 import torch
 
 
-
 class Pickled:
     """A handler written before torch 2.6: torch.load(path) of a whole pickled module."""
 
