@@ -8,8 +8,10 @@ and reason; each worker then loads them (serve/runtime/registry.py).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 
@@ -18,6 +20,7 @@ from handlers.contract import HandlerLoadError
 from handlers.loader import load_handler, model_namespace
 from serve.codecs import default_codecs
 from serve.config import ServingConfig
+from serve.dialect.modelconfig import startup_settings
 from serve.errors import ServingError
 from serve.http.app import create_app
 from serve.model.directory import ModelDirError, activate_code_paths, prepare_model_dir
@@ -43,6 +46,7 @@ def open_model(
     *,
     install_requirements: bool,
     exclusive: bool = False,
+    handler: str | None = None,
 ) -> OpenedModel:
     """Unpack a model (once), install its requirements if asked, import its handler in a
     namespace of its own.
@@ -54,18 +58,29 @@ def open_model(
     directory = prepare_model_dir(
         path, unpack_dir=config.unpack_dir, install_requirements=install_requirements
     )
+    if handler:  # a registration's handler (TorchServe's register parameter) over the manifest's
+        section = directory.manifest.get("model")
+        model = {**(section if isinstance(section, dict) else {}), "handler": handler}
+        directory = replace(directory, manifest={**directory.manifest, "model": model})
     if exclusive:  # the one model of the process: its directories on sys.path, as always
         activate_code_paths(directory)
     namespace = model_namespace(directory, name, exclusive=exclusive)
-    handler = load_handler(
+    loaded = load_handler(
         directory, program=config.program, builtins=builtin_handlers(), namespace=namespace
     )
-    return OpenedModel(directory, handler, namespace)
+    return OpenedModel(directory, loaded, namespace)
 
 
 def _open_registered(config: ServingConfig, spec: ModelSpec) -> OpenedModel:
     """In a worker: a model registered after start (its requirements are installed already)."""
-    return open_model(config, Path(spec.url), spec.name, install_requirements=False)
+    handler = spec.registered.get("handler")
+    return open_model(
+        config,
+        Path(spec.url),
+        spec.name,
+        install_requirements=False,
+        handler=handler if isinstance(handler, str) else None,
+    )
 
 
 def build_server(
@@ -133,12 +148,31 @@ def _add_startup_models(
                 config, model.path, model.name, install_requirements=config.install_requirements
             )
             aliases = (model.alias,) if model.alias and model.alias != model.name else ()
-            registry.add_startup(model.name, model.path, opened, aliases)
+            registered = _startup_settings(config, model.name, opened)
+            registry.add_startup(model.name, model.path, opened, aliases, registered)
             logger.info("model %s: handler %s", model.name, opened.handler.source)
         except (ModelDirError, HandlerLoadError, ServingError) as exc:
             failures.append(f"model {model.name} ({model.path}): {exc}")
     if failures:
         raise StartupError("; ".join(failures))
+
+
+def _startup_settings(config: ServingConfig, name: str, opened: OpenedModel) -> dict[str, Any]:
+    """The settings TorchServe's ``models`` JSON (``model_config``) gives this start-up model, by
+    its name and its archive's ``modelVersion``."""
+    if config.model_config is None:
+        return {}
+    section = opened.directory.manifest.get("model")
+    version = section.get("modelVersion") if isinstance(section, dict) else None
+    registered = startup_settings(
+        config.model_config,
+        name,
+        str(version) if version is not None else None,
+        opened.handler.options,
+    )
+    if registered:
+        logger.info("model %s: settings from models: %s", name, registered)
+    return registered
 
 
 def _single_name(opened: OpenedModel) -> str:

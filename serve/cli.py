@@ -1,6 +1,7 @@
 """`python -m serve` / `serve`: start the server for a model directory or archive.
 
-``serve archive ...`` builds a model archive (see serve.archive.archiver).
+``serve archive ...`` builds a model archive (see serve.archive.archiver); TorchServe's and MMS's
+command lines (``serve --start ...``, ``serve --stop``) are read by serve/dialect/cli.py.
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> ServingConfig:
-    """The environment's configuration with the given flags laid over it, each parsed as its
-    variable is."""
+def flag_values(args: argparse.Namespace) -> dict[str, str]:
+    """The settings given on the command line, as raw text by setting name."""
     flags = {}
     for spec in ServingConfig.flags():
         value = getattr(args, spec.name)
@@ -54,7 +54,13 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
             flags[spec.name] = " ".join(value) if isinstance(value, list) else value
     if args.no_install_requirements:
         flags["install_requirements"] = "false"
-    return ServingConfig.from_env(flags=flags)
+    return flags
+
+
+def config_from_args(args: argparse.Namespace) -> ServingConfig:
+    """The environment's configuration with the given flags laid over it, each parsed as its
+    variable is."""
+    return ServingConfig.from_env(flags=flag_values(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     if argv[:1] == ["serve"]:
         argv = argv[1:]
+    from serve.dialect.cli import is_torchserve_command
+
+    if is_torchserve_command(argv):
+        from serve.dialect.cli import main as torchserve_main
+
+        return torchserve_main(argv)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
@@ -80,10 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def start(config: ServingConfig) -> int:
     """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
     from serve.bootstrap import StartupError, build_server
-    from serve.process.server import check_listen, run_server
+    from serve.process.server import check_addresses, run_server
 
     try:
-        check_listen(config.host, config.port)
+        check_addresses(config)
         app, registry = build_server(config)
     except (ModelDirError, HandlerLoadError, ConfigError, StartupError) as exc:
         logger.error("cannot start: %s", exc)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serve.dialect.modelconfig import ModelConfig, parse_model_config
 from serve.process.cpus import available_cpus
 
 MIB = 1024 * 1024
@@ -353,6 +354,26 @@ class ServingConfig:
     )
     enable_model_api: bool = setting(True, "BYOSERVE_ENABLE_MODEL_API", parse=_bool)
     allowed_urls: tuple[str, ...] = setting((), "BYOSERVE_ALLOWED_URLS", parse=_patterns)
+    model_config: ModelConfig | None = setting(
+        None,
+        "BYOSERVE_MODEL_CONFIG",
+        parse=parse_model_config,
+        help="settings of start-up models by name and version: TorchServe's `models` JSON "
+        "(batchSize, maxBatchDelay, responseTimeout); from config.properties with serve --start",
+    )
+    config_file: Path | None = setting(
+        None,
+        "TS_CONFIG_FILE",
+        "MMS_CONFIG_FILE",
+        parse=_path,
+        help="serve --start: the config.properties to read, over --ts-config/--mms-config",
+    )
+    log_location: Path | None = setting(
+        None,
+        "LOG_LOCATION",
+        parse=_path,
+        help="serve --start in the background: where its log goes (default ./logs)",
+    )
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     max_image_pixels: int = setting(
         DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
@@ -408,6 +429,46 @@ class ServingConfig:
             values["max_request_size"] = values["max_payload_mb"]
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+    @classmethod
+    def parse_setting(cls, name: str, source: str, raw: str) -> Any:
+        """Parse ``raw`` as setting ``name`` is parsed from its variable; ``source`` (a file and
+        key, say) is what an error names.
+
+        Raises:
+            ConfigError: ``source={raw!r}: why``.
+        """
+        return _parse(cls.spec(name), source, raw)
+
+    @classmethod
+    def read_setting(cls, name: str, environ: Mapping[str, str] | None = None) -> Any:
+        """Setting ``name`` from its environment variables alone: its default when none is set.
+
+        Raises:
+            ConfigError: the variable's value cannot be used.
+        """
+        spec = cls.spec(name)
+        environ = os.environ if environ is None else environ
+        for variable in spec.metadata["env"]:
+            raw = environ.get(variable)
+            if raw is not None and raw.strip() != "":
+                return _parse(spec, variable, raw)
+        return spec.default
+
+    @classmethod
+    def set_in_environment(cls, name: str, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether one of setting ``name``'s variables is set (to something other than blanks)."""
+        environ = os.environ if environ is None else environ
+        variables = cls.spec(name).metadata["env"]
+        return any((environ.get(variable) or "").strip() for variable in variables)
+
+    @classmethod
+    def spec(cls, name: str) -> dataclasses.Field[Any]:
+        """The declaration of setting ``name``."""
+        for spec in dataclasses.fields(cls):
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
 
     @classmethod
     def flags(cls) -> list[dataclasses.Field[Any]]:

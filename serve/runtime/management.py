@@ -65,9 +65,17 @@ class ModelManager:
         self.budget = Budget(config.max_models, config.memory_budget, config.workers)
 
     def admit_startup(
-        self, name: str, url: Path, estimate: int, aliases: tuple[str, ...] = ()
+        self,
+        name: str,
+        url: Path,
+        estimate: int,
+        aliases: tuple[str, ...] = (),
+        registered: Mapping[str, Any] | None = None,
+        version: str = "",
     ) -> ModelSpec:
-        """Add a model the server starts with (in the master, before any worker runs).
+        """Add a model the server starts with (in the master, before any worker runs), with its
+        per-model settings ``registered`` as :meth:`register` takes them (TorchServe's ``models``
+        in config.properties).
 
         Raises:
             ConflictError: a model of that name was added already.
@@ -77,7 +85,16 @@ class ModelManager:
             if desired.find(name) is not None:
                 raise ConflictError(f"model {name!r} is given twice")
             self.budget.check(desired, {}, estimate, measure_available=False)
-            return desired.add(name, str(url), aliases=aliases, startup=True, estimate=estimate)
+            return desired.add(
+                name,
+                str(url),
+                aliases=aliases,
+                registered=registered,
+                startup=True,
+                estimate=estimate,
+                version=version,
+                model=name,
+            )
 
     def register(
         self,

@@ -18,9 +18,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from handlers.contract import HandlerLoadError
 from serve.codecs import CodecRegistry
@@ -126,12 +127,22 @@ class ModelRegistry:
     # Set-up, in the master
 
     def add_startup(
-        self, name: str, url: Path, opened: OpenedModel, aliases: tuple[str, ...] = ()
+        self,
+        name: str,
+        url: Path,
+        opened: OpenedModel,
+        aliases: tuple[str, ...] = (),
+        registered: Mapping[str, Any] | None = None,
     ) -> ModelSpec:
-        """Add a model the server starts with, opened (and its handler imported) in the master;
-        raises as :meth:`ModelManager.admit_startup` does."""
+        """Add a model the server starts with, opened (and its handler imported) in the master,
+        with its per-model settings ``registered`` (``batch_size``, ``max_batch_delay``,
+        ``response_timeout``, ``queue_size``); raises as :meth:`ModelManager.admit_startup` does."""
         estimate = tree_bytes(opened.directory.root)
-        spec = self.manager.admit_startup(name, url, estimate, aliases)
+        section = opened.directory.manifest.get("model")
+        version = section.get("modelVersion") if isinstance(section, dict) else None
+        spec = self.manager.admit_startup(
+            name, url, estimate, aliases, registered, version=str(version or "")
+        )
         self._prepared[(spec.name, spec.generation)] = opened
         return spec
 

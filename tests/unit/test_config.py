@@ -145,3 +145,34 @@ def test_cgroup_v1_quota_limits_the_cpu_count(tmp_path: Path) -> None:
     (cpu / "cpu.cfs_quota_us").write_text("100000\n")
     (cpu / "cpu.cfs_period_us").write_text("100000\n")
     assert available_cpus(tmp_path) == 1
+
+
+def test_torchserves_models_json_is_a_setting_named_in_its_errors() -> None:
+    text = '{"m": {"1.0": {"batchSize": 4, "maxBatchDelay": 50, "minWorkers": 2}}}'
+    config = ServingConfig.from_env({"BYOSERVE_MODEL_CONFIG": text})
+    assert config.model_config is not None
+    assert config.model_config.models == {"m": {"1.0": {"batch_size": 4, "max_batch_delay": 50}}}
+    assert config.model_config.ignored == ("minWorkers",)
+    with pytest.raises(ConfigError, match=r"^BYOSERVE_MODEL_CONFIG='\{': not JSON"):
+        ServingConfig.from_env({"BYOSERVE_MODEL_CONFIG": "{"})
+
+
+def test_torchserves_config_file_and_log_location_variables(tmp_path: Path) -> None:
+    environ = {"TS_CONFIG_FILE": str(tmp_path / "a.properties"), "LOG_LOCATION": str(tmp_path)}
+    config = ServingConfig.from_env(environ)
+    assert config.config_file == tmp_path / "a.properties"
+    assert config.log_location == tmp_path
+    mms = ServingConfig.from_env({"MMS_CONFIG_FILE": str(tmp_path / "b.properties")})
+    assert mms.config_file == tmp_path / "b.properties"
+
+
+def test_one_setting_is_parsed_or_read_on_its_own() -> None:
+    assert ServingConfig.parse_setting("queue_size", "file: job_queue_size", "9") == 9
+    with pytest.raises(ConfigError, match=r"^file: job_queue_size='0': must be at least 1$"):
+        ServingConfig.parse_setting("queue_size", "file: job_queue_size", "0")
+    assert ServingConfig.read_setting("port", {"SAGEMAKER_BIND_TO_PORT": "9000"}) == 9000
+    assert ServingConfig.read_setting("port", {"SAGEMAKER_BIND_TO_PORT": " "}) == 8080
+    assert ServingConfig.set_in_environment("port", {"SAGEMAKER_BIND_TO_PORT": "1"})
+    assert not ServingConfig.set_in_environment("port", {"SAGEMAKER_BIND_TO_PORT": ""})
+    with pytest.raises(KeyError):
+        ServingConfig.spec("no_such_setting")
