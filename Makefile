@@ -40,6 +40,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q --find-links $(TORCH_WHEELS) -c constraints.txt torch==2.13.0 -e '.[test,examples,deploy]'
+	# MMS's model-archiver installs the same `model_archiver` package as torch-model-archiver:
+	# kept beside the venv, for the tests that run it (tests/integration/test_real_archivers.py).
+	$(PIP) install -q --upgrade --no-deps --target $(VENV)/model-archiver-1.0.3 model-archiver==1.0.3
 	touch $@
 
 install: $(STAMP)
@@ -58,12 +61,12 @@ build/sentiment.tar.gz: build/sentiment-model/model.pt
 	$(PY) -m serve archive --model-name sentiment --version 1.0 --handler text_classifier \
 	  --serialized-file build/sentiment-model/model.pt --model-file build/sentiment-model/model.py \
 	  --extra-files build/sentiment-model/vocab.json,build/sentiment-model/index_to_name.json,build/sentiment-model/text_tokenizer.py \
-	  --export-path build -f
+	  --archive-format tgz --export-path build -f
 
 build/digits.tar.gz: build/digits-model/model.pt
 	$(PY) -m serve archive --model-name digits --version 1.0 --handler digit \
 	  --serialized-file build/digits-model/model.pt --model-file build/digits-model/model.py \
-	  --extra-files build/digits-model/index_to_name.json --export-path build -f
+	  --extra-files build/digits-model/index_to_name.json --archive-format tgz --export-path build -f
 
 # build/<model>/model.tar.gz: the layout `docker run -v build/<model>:/opt/ml/model:ro` expects.
 build/%/model.tar.gz: build/%.tar.gz

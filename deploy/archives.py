@@ -3,6 +3,11 @@
 A single-model endpoint's archive goes under its content hash (new bytes, new key); a multi-model
 endpoint's archives go under fixed names below one prefix (see ``deploy.multimodel``), where the
 object's ``sha256`` metadata tells whether the same bytes are already there.
+
+SageMaker takes a gzipped tar. A ``.tar.gz`` is uploaded as it is; a TorchServe/MMS ``.mar`` (a
+zip), a plain ``.tar`` or a model directory is first repacked into one with the same files, the
+same way every time (sorted, fixed times and owners), so the same model gives the same bytes and
+is not uploaded twice (see :mod:`deploy.repack`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from botocore.exceptions import ClientError
 from deploy.aws import Aws, error_code
 from deploy.definitions import EndpointDefinition
 from deploy.errors import DeployError
+from deploy.repack import sagemaker_archive
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +48,21 @@ class UploadedArchive:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def existing_archive(archive: Path, hint: str) -> Path:
-    """``archive`` if it is a file, else an error ending in ``hint`` (how to make it)."""
-    if not archive.is_file():
+def existing_archive(archive: Path, hint: str, *, directory: bool = False) -> Path:
+    """``archive`` if it is a file (or, with ``directory``, a directory), else an error ending
+    in ``hint`` (how to make it)."""
+    if not (archive.is_file() or (directory and archive.is_dir())):
         raise ArchiveMissingError(f"model archive {archive} not found: {hint}")
     return archive
 
 
-def resolve_archive(definition: EndpointDefinition, override: Path | None = None) -> Path:
-    """The archive to deploy: ``override`` if given, else the definition's; it must exist."""
+def resolve_archive(
+    definition: EndpointDefinition, override: Path | None = None, *, directory: bool = False
+) -> Path:
+    """The archive to deploy: ``override`` if given (with ``directory``, a model directory
+    too), else the definition's; it must exist."""
     if override:
-        return existing_archive(override, "check --archive")
+        return existing_archive(override, "check --archive", directory=directory)
     if definition.archive is None:
         raise DeployError(
             f"{definition.source} is a multi-model definition with no single archive: "
@@ -108,8 +118,16 @@ def upload_archive(
 
     Args:
         name: the endpoint, recorded in the object's metadata.
+        archive: a ``.tar.gz``, or a ``.mar``, ``.tar`` or model directory, repacked first.
         key: where to put it; by default the content-addressed ``archive_key``.
     """
+    with sagemaker_archive(archive) as packed:
+        return _upload_file(aws, name, packed, bucket, key)
+
+
+def _upload_file(
+    aws: Aws, name: str, archive: Path, bucket: str, key: str | None
+) -> UploadedArchive:
     sha256 = file_sha256(archive)
     key = key or archive_key(name, sha256)
     _check_bucket(aws, bucket)

@@ -97,10 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up = _verb(sub, "upload-model", commands.upload_model, common,
                "archive(s) to S3: by content hash, or added to a multi-model endpoint")  # fmt: skip
-    up.add_argument("--archive", type=Path, help="model.tar.gz instead of the definition's")
+    up.add_argument("--archive", type=Path,
+                    help="model.tar.gz, .mar or model directory instead of the definition's "
+                    "(a .mar or directory is repacked into a tar.gz)")  # fmt: skip
     up.add_argument("--name", dest="target_name", metavar="TARGET",  # NAME is the endpoint
                     help="multi-model: the archive's name under the prefix, the TargetModel "
-                    "(default: its file name)")  # fmt: skip
+                    "(default: its file name, x.mar as x.tar.gz)")  # fmt: skip
     for verb, existing in (("create-endpoint", False), ("update-endpoint", True)):
         text = "update the endpoint blue/green" if existing else "create or update the endpoint"
         p = _verb(sub, verb, commands.create_endpoint, common, text + ", rollback on failure")

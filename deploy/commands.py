@@ -24,6 +24,7 @@ from deploy.engines import BuildRequest, open_engine
 from deploy.errors import DeployError
 from deploy.invoke import Invocation, invoke, runtime_client
 from deploy.release import Release, check_role
+from deploy.repack import target_name
 from deploy.report import endpoint_report, format_report
 from deploy.settings import DeploySettings
 
@@ -106,7 +107,7 @@ def upload_model(args: argparse.Namespace, settings: DeploySettings) -> int:
 def _upload(
     args: argparse.Namespace, settings: DeploySettings, definition: EndpointDefinition, aws: Aws
 ) -> archives.UploadedArchive:
-    archive = archives.resolve_archive(definition, args.archive)
+    archive = archives.resolve_archive(definition, args.archive, directory=True)
     bucket = settings.require("bucket", definition.bucket, str(definition.source))
     return archives.upload_archive(aws, definition.name, archive, bucket)
 
@@ -126,8 +127,8 @@ def _upload_targets(
             raise DeployError("--name names the --archive to add; pass both")
         uploads = list(multimodel.upload_targets(aws, definition, prefix).values())
     else:
-        archive = archives.existing_archive(args.archive, "check --archive")
-        name = check_target_name(args.target_name or archive.name, "--name")
+        archive = archives.existing_archive(args.archive, "check --archive", directory=True)
+        name = check_target_name(args.target_name or target_name(archive), "--name")
         target = TargetArchive(archive, name)
         uploads = [multimodel.upload_target(aws, definition.name, target, prefix)]
     multimodel.warn_replaced(uploads)

@@ -1,2 +1,2 @@
-"""`python -m serve archive`: the model archiver (torch-model-archiver's flags), its layout and
-its writers."""
+"""`python -m serve archive`: the model archiver (torch-model-archiver's flags, or MMS
+model-archiver's), its command line, layout and writers."""

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from serve.archive.layout import Member
+from serve.archive.spec import Member
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +114,20 @@ def _add_tar_entry(tar: tarfile.TarFile, name: str, member: Member | None) -> No
         tar.addfile(info, handle)
 
 
-def write_mar(members: Iterable[Member], target: Path, *, force: bool = False) -> Path:
-    """Write a TorchServe ``.mar`` (a deflated zip) of ``members`` to ``target``.
+def write_mar(
+    members: Iterable[Member], target: Path, *, force: bool = False, compress: bool = True
+) -> Path:
+    """Write a TorchServe ``.mar`` (a zip) of ``members`` to ``target``: deflated, or with
+    ``compress`` false stored as they are (torch-model-archiver's ``zip-store``).
 
     Raises:
         FileExistsError: ``target`` exists and ``force`` is false.
     """
     stamp = (1980, 1, 1, 0, 0, 0)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with (
         _replacing(target, force) as staged,
-        zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive,
+        zipfile.ZipFile(staged, "w", method) as archive,
     ):
         for name, member in _entries(members):
             if member is None:
@@ -131,7 +135,7 @@ def write_mar(members: Iterable[Member], target: Path, *, force: bool = False) -
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.create_system = 3  # unix, so that the mode below is read
             info.external_attr = (0o100000 | FILE_MODE) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             with _open(member) as (handle, _), archive.open(info, "w") as out:
                 shutil.copyfileobj(handle, out, _COPY_CHUNK)
     return target

@@ -22,7 +22,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from serve.model.extraction import UnsafeArchiveError, extract_archive
+from serve.model.extraction import (
+    UnsafeArchiveError,
+    extract_archive,
+    mounted_root,
+    unpacked_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +35,6 @@ PREFERRED_ARCHIVE = "model.tar.gz"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".mar")
 EXTRACTED_NAME = ".byoserve-extracted"
 MARKER_NAME = ".byoserve-unpacked"
-# A lone top-level directory with one of these names is content, not a tar packaging mistake.
-_NEVER_FLATTEN = frozenset({"code", "MAR-INF"})
 _PIP_TAIL_LINES = 20
 
 
@@ -65,7 +68,9 @@ def prepare_model_dir(
     ``model.tar.gz`` has it unpacked even when other files sit beside it (the local
     ``docker run -v dir:/opt/ml/model`` case). A directory whose only non-hidden entry is one
     ``*.tar.gz``, ``*.tgz``, ``*.tar`` or ``*.mar`` has that unpacked. Any other directory is an
-    extracted tree, used in place.
+    extracted tree, used in place, or one directory down when its only entry is a directory
+    holding the model (a manifest or ``code/``): an archiver's tgz, whose files sit under
+    ``NAME/``, extracted by SageMaker into ``/opt/ml/model``.
 
     Archives go to ``unpack_dir / ".byoserve-extracted"`` when ``unpack_dir`` is given, else to
     ``.byoserve-extracted`` beside the archive when that directory is writable, else to a stable
@@ -89,9 +94,10 @@ def prepare_model_dir(
         archive = find_archive(path)
     else:
         raise ModelDirError(f"model directory {path}: does not exist")
-    root = path
     if archive is not None:
-        root = _flatten(unpack_archive(archive, _unpack_target(archive, unpack_dir)))
+        root = unpacked_root(unpack_archive(archive, _unpack_target(archive, unpack_dir)))
+    else:
+        root = mounted_root(path)
     code_dir = root / "code"
     manifest, manifest_path = _read_manifest(root)
     model = ModelDirectory(root, code_dir if code_dir.is_dir() else None, manifest, manifest_path)
@@ -242,15 +248,6 @@ def _extract_safely(archive: Path, dest: Path) -> None:
         extract_archive(archive, dest)
     except UnsafeArchiveError as exc:
         raise ModelDirError(str(exc)) from exc
-
-
-def _flatten(root: Path) -> Path:
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    single = len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink()
-    if not single or entries[0].name in _NEVER_FLATTEN:
-        return root
-    logger.info("model archive holds a single directory; using %s as root", entries[0])
-    return entries[0]
 
 
 def _read_manifest(root: Path) -> tuple[Mapping[str, Any], Path | None]:

@@ -4,10 +4,15 @@ Tar archives pass our own lexical checks (absolute paths, ``..``, links that esc
 link, devices) and then the standard library's ``data`` filter where Python has it (3.11.4+; the
 Debian 12 python3 of the image's local base is 3.11.2). TorchServe ``.mar`` files are zips, checked
 member by member.
+
+Where the model sits in an extracted tree: at its top, or one directory down when everything is in
+one directory (``tar czf model.tar.gz mymodel/``; torch-model-archiver's and MMS model-archiver's
+tgz put every file under ``NAME/``).
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import stat
 import tarfile
@@ -15,6 +20,13 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+
+logger = logging.getLogger(__name__)
+
+# A lone top-level directory with one of these names is content, not a packaging layer.
+_NEVER_DESCEND = frozenset({"code", "MAR-INF"})
+# What a directory that holds a model has, at least one of (the manifest, as archivers write it)
+_MODEL_MARKERS = ("MAR-INF/MANIFEST.json", "MANIFEST.json", "code")
 
 
 class UnsafeArchiveError(Exception):
@@ -135,3 +147,39 @@ def _unsafe_zip_reason(info: zipfile.ZipInfo) -> str | None:
     if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         return "special file"
     return None
+
+
+def lone_directory(tree: Path) -> Path | None:
+    """The only non-hidden entry of ``tree`` when it is a directory (not a link) other than
+    ``code`` or ``MAR-INF``; else None."""
+    entries = [p for p in tree.iterdir() if not p.name.startswith(".")]
+    if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+        return None
+    return None if entries[0].name in _NEVER_DESCEND else entries[0]
+
+
+def unpacked_root(tree: Path) -> Path:
+    """The model's root in a tree just unpacked from an archive: the tree, or its lone
+    directory."""
+    inner = lone_directory(tree)
+    if inner is None:
+        return tree
+    logger.info("model archive holds a single directory; using %s as root", inner)
+    return inner
+
+
+def mounted_root(directory: Path) -> Path:
+    """The model's root in an extracted model directory (``/opt/ml/model``): the directory, or,
+    when its only entry is a directory holding the model (a manifest or ``code/``), that one:
+    an archiver's tgz, extracted by SageMaker with its ``NAME/`` on top."""
+    inner = lone_directory(directory)
+    if inner is None or not any((inner / marker).exists() for marker in _MODEL_MARKERS):
+        return directory
+    logger.info(
+        "model directory %s holds only %s/ with the model in it (a tgz extracted as it is, "
+        "e.g. by SageMaker); serving %s",
+        directory,
+        inner.name,
+        inner,
+    )
+    return inner

@@ -180,7 +180,12 @@ def fuzz_server(
     store = tmp_path_factory.mktemp("store")
     shutil.copy(digits_archive, store / "digits.tar.gz")
     shutil.copy(sentiment_archive, store / "sentiment.tar.gz")
-    spec = ArchiveSpec("tensor", serialized_file=digits.directory / "model.ts", handler="tensor")
+    spec = ArchiveSpec(
+        "tensor",
+        serialized_file=digits.directory / "model.ts",
+        handler="tensor",
+        archive_format="tgz",
+    )
     create_archive(spec, store)
     models = [f"{name}={name}.tar.gz" for name in MODELS]
     server = start_server(

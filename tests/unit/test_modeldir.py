@@ -385,6 +385,58 @@ def test_lone_code_directory_is_not_flattened(model_dir: Path) -> None:
     assert model.code_dir == model_dir / ".byoserve-extracted" / "code"
 
 
+def test_archivers_tgz_extracted_in_place_is_served_one_level_down(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """torch-model-archiver's and MMS's tgz put every file under NAME/; SageMaker extracts it
+    into /opt/ml/model as it is, so the model (and MAR-INF) is one directory down."""
+    manifest = {"model": {"modelName": "digits", "handler": "service:handle"}}
+    (model_dir / "digits" / "MAR-INF").mkdir(parents=True)
+    (model_dir / "digits" / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(manifest))
+    (model_dir / "digits" / "service.py").write_text("def handle(data, context):\n    pass\n")
+    (model_dir / ".hidden").write_text("")
+
+    with caplog.at_level(logging.INFO, logger="serve.model.extraction"):
+        model = prepare_model_dir(model_dir)
+
+    assert model.root == model_dir / "digits"
+    assert model.manifest == manifest
+    assert model.manifest_path == model_dir / "digits" / "MAR-INF" / "MANIFEST.json"
+    lines = [r.getMessage() for r in caplog.records if "holds only" in r.getMessage()]
+    assert lines == [
+        f"model directory {model_dir} holds only digits/ with the model in it (a tgz "
+        f"extracted as it is, e.g. by SageMaker); serving {model_dir / 'digits'}"
+    ]
+
+
+def test_lone_directory_with_code_is_descended(model_dir: Path) -> None:
+    (model_dir / "mymodel" / "code").mkdir(parents=True)
+    (model_dir / "mymodel" / "code" / "inference.py").write_text("")
+
+    model = prepare_model_dir(model_dir)
+
+    assert (model.root, model.code_dir) == (model_dir / "mymodel", model_dir / "mymodel" / "code")
+
+
+@pytest.mark.parametrize("layout", ["no model inside", "beside a file", "code", "MAR-INF", "link"])
+def test_other_lone_directories_are_used_in_place(
+    model_dir: Path, tmp_path: Path, layout: str
+) -> None:
+    inner = {"code": "code", "MAR-INF": "MAR-INF"}.get(layout, "weights")
+    if layout == "link":
+        (tmp_path / "elsewhere" / "MAR-INF").mkdir(parents=True)
+        (tmp_path / "elsewhere" / "MAR-INF" / "MANIFEST.json").write_text("{}")
+        (model_dir / inner).symlink_to(tmp_path / "elsewhere")
+    else:
+        (model_dir / inner).mkdir()
+        (model_dir / inner / "model.pt").write_bytes(b"weights")
+    if layout == "beside a file":
+        (model_dir / inner / "MANIFEST.json").write_text("{}")
+        (model_dir / "inference.py").write_text("")
+
+    assert prepare_model_dir(model_dir).root == model_dir
+
+
 @pytest.mark.parametrize(("text", "problem"), [("{not json", "invalid JSON"), ("[1]", "object")])
 def test_bad_manifest_is_named(text: str, problem: str, model_dir: Path) -> None:
     (model_dir / "MAR-INF").mkdir()
