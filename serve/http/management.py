@@ -152,7 +152,9 @@ def _description(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _url(spec: ModelSpec) -> str:
-    return str(spec.registered.get("url") or spec.url)
+    """The url as it was given: a registration's, or the model store path it was started from."""
+    given = spec.registered.get("url") or (spec.aliases[0] if spec.aliases else spec.url)
+    return str(given)
 
 
 def _register() -> Response:
