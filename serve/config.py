@@ -331,6 +331,13 @@ class ServingConfig:
         flag="--memory-budget-mb",
         help="most memory the models may take, in MiB",
     )
+    http_engine: str = setting(
+        "gunicorn",
+        "BYOSERVE_HTTP_ENGINE",
+        parse=_choice("gunicorn", "granian"),
+        flag="--http-engine",
+        help="gunicorn (default) or granian (a Rust HTTP server; one address only)",
+    )
     dialect: str = setting(
         "sagemaker",
         "BYOSERVE_DIALECT",

@@ -74,7 +74,12 @@ def listen_addresses(config: ServingConfig) -> list[tuple[str, str, int]]:
 
 
 def check_addresses(config: ServingConfig) -> None:
-    """:func:`check_listen` for every address of :func:`listen_addresses`."""
+    """:func:`check_listen` for every address of :func:`listen_addresses` (and, for granian,
+    that it can serve them)."""
+    if config.http_engine == "granian":
+        from serve.process.granian_engine import check_granian
+
+        check_granian(config)
     for setting, host, port in listen_addresses(config):
         check_listen(host, port, setting)
 
@@ -120,10 +125,15 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(name, value)
 
     def load(self) -> Any:
-        from serve.http.listeners import listening_app
+        return listening_app_for(self.application, self.registry, self.serving)
 
-        observer = self.application.extensions.get("byoserve.observer")
-        return listening_app(self.application, self.serving, self.registry, observer)
+
+def listening_app_for(app: Flask, registry: ModelRegistry, config: ServingConfig) -> Any:
+    """The WSGI application for every address the server listens on (serve/http/listeners.py)."""
+    from serve.http.listeners import listening_app
+
+    observer = app.extensions.get("byoserve.observer")
+    return listening_app(app, config, registry, observer)
 
 
 def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:
@@ -178,19 +188,25 @@ def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> st
     with did not load), or None."""
     names = [spec.name for spec in registry.manager.specs()]
     logger.info(
-        "serving %s on %s:%d with %d workers x %d threads",
+        "serving %s on %s:%d with %d workers x %d threads (%s)",
         ", ".join(names) if names else "no model yet (multi-model endpoint)",
         config.host,
         config.port,
         config.workers,
         config.threads,
+        config.http_engine,
     )
     for setting, host, port in listen_addresses(config)[1:]:
         logger.info("%s: http://%s:%d", setting.replace("_address", " API"), host, port)
     master = os.getpid()
     failure = None
     try:
-        ServeApplication(app, registry, config).run()
+        if config.http_engine == "granian":
+            from serve.process.granian_engine import run_granian
+
+            run_granian(listening_app_for(app, registry, config), registry, config)
+        else:
+            ServeApplication(app, registry, config).run()
     except SystemExit:  # gunicorn's arbiter ends with sys.exit, and so do its workers
         if os.getpid() != master:
             raise

@@ -135,6 +135,7 @@ def test_inference_id_is_the_request_id(server: ServerProcess) -> None:
     assert "my-id-1" in server.log()
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_timeout_is_504_and_503_before_the_model_loads(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:

@@ -66,6 +66,7 @@ def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
     return bodies
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_consecutive_requests_on_one_connection(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -78,6 +79,7 @@ def test_consecutive_requests_on_one_connection(
                 time.sleep(0.1)  # quiet for longer than the linger: back to the poller, then reused
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_pipelined_requests_are_all_answered_in_order(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -87,6 +89,7 @@ def test_pipelined_requests_are_all_answered_in_order(
         assert _read_responses(sock, 5) == [f"pipelined {i}".encode() for i in range(5)]
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_more_connections_than_threads_are_all_served(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -106,6 +109,7 @@ def test_more_connections_than_threads_are_all_served(
     assert json.loads(status.getresponse().read())["MaxConcurrentTransforms"] >= 1
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_an_error_answer_keeps_the_connection(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:

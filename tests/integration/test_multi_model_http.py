@@ -145,6 +145,7 @@ def listed(server: ServerProcess) -> list[str]:
             return names
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_a_sagemaker_mme_session_with_three_handler_styles(
     tmp_path: Path, digits: DigitsModel, serve_model: Serve, image: tuple[list[Any], int]
 ) -> None:
@@ -423,6 +424,7 @@ def store(tmp_path: Path, digits: DigitsModel, digits_archive: Path) -> Path:
     return store
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_target_model_through_boto3_with_a_model_store(
     store: Path, serve_model: Serve, digits: DigitsModel, image: tuple[list[Any], int]
 ) -> None:
@@ -457,6 +459,7 @@ def test_target_model_through_boto3_with_a_model_store(
     assert requests.post(f"{server.url}/models", json={}, timeout=5).status_code == 405
 
 
+@pytest.mark.usefixtures("http_engine")
 def test_first_requests_for_one_target_at_once_load_it_once(
     store: Path, serve_model: Serve, digits: DigitsModel, image: tuple[list[Any], int]
 ) -> None:
