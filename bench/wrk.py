@@ -42,6 +42,13 @@ class LoadResult:
     def errors(self) -> int:
         return self.non_2xx + self.socket_errors
 
+    @property
+    def good_per_s(self) -> float:
+        """Requests answered 2xx a second: a refusal (503 at the queue bound) is fast, not done."""
+        if not self.requests:
+            return self.requests_per_s
+        return self.requests_per_s * (self.requests - self.non_2xx) / self.requests
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "errors": self.errors}
 

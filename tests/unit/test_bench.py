@@ -24,18 +24,21 @@ ROWS = [
 
 
 def test_a_target_is_met_only_by_one_row_meeting_both_bounds() -> None:
-    result = verdicts(ROWS, cold=1.73)
+    result = verdicts(ROWS, cold=1.73, torch_s=1.2)
     assert result["resnet18"]["met"] is True
     assert result["resnet18"]["best"] == "batch 8"
     # digit: the row within p99 is too slow; the verdict names it and the shortfall
     assert result["digit"]["met"] is False
     assert (result["digit"]["best"], result["digit"]["ratio"]) == ("batch 1", 0.35)
-    assert result["cold_start"] == {"seconds": 1.73, "met": False}
+    cold = result["cold_start"]
+    assert (cold["seconds"], cold["import_torch_s"], cold["met"]) == (1.73, 1.2, False)
+    assert cold["over_import_torch_s"] == pytest.approx(0.53)
+    assert verdicts(ROWS, cold=1.4, torch_s=1.2)["cold_start"]["met"] is True
 
 
 def test_with_no_row_within_the_p99_bound_the_fastest_is_reported() -> None:
     rows = [r for r in ROWS if r["system"] != "batch 1"]
-    digit = verdicts(rows, cold=1.0)["digit"]
+    digit = verdicts(rows, cold=1.0, torch_s=0.9)["digit"]
     assert (digit["best"], digit["p99_ms"], digit["met"]) == ("batch 8", 21.0, False)
 
 
