@@ -31,6 +31,7 @@ help:
 	@echo "make test-quick  the same without the container tests"
 	@echo "make model       train and archive the examples into build/ (sentiment, digits)"
 	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
+	@echo "make build-torchvision  the image with torchvision and TorchServe's ts package, as $(IMAGE):torchvision"
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
 	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
 	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS): errors, memory growth"
@@ -113,10 +114,21 @@ lint: $(STAMP)
 test-quick: lint
 	$(VENV)/bin/pytest -m "not container" $(PYTEST_ARGS)
 
-test: lint containers
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
-	$(MAKE) soak SOAK_SECONDS=60
-	$(MAKE) test-compat
+# The tests that use podman run first; then the compat venv and the torchvision image (minutes,
+# mostly disk) are prepared in the background while the other tests run (a concurrent build would
+# be taken for the container tests' leftovers), and test-compat finds both up to date.
+PODMAN_TESTS := tests/container tests/deploy
+test: lint containers java
+	@mkdir -p build
+	@status=0; $(VENV)/bin/pytest $(PODMAN_TESTS) $(PYTEST_ARGS) || status=$$?; \
+	( $(MAKE) -s $(COMPAT) && $(PY) -m tests.compat.vision_image build/compat-logs ) \
+	  > build/compat-prep.log 2>&1 & prep=$$!; \
+	$(VENV)/bin/pytest $(addprefix --ignore=,$(PODMAN_TESTS)) $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 0 ]; then $(MAKE) soak SOAK_SECONDS=60 || status=$$?; fi; \
+	if ! wait $$prep; then echo "compat preparation failed:"; tail -50 build/compat-prep.log; \
+	  [ $$status -ne 0 ] || status=1; fi; \
+	if [ $$status -eq 0 ]; then $(MAKE) test-compat || status=$$?; fi; \
+	exit $$status
 
 # TorchServe's torchvision-based handlers (ImageClassifier, ...) next to ours: a separate venv with
 # torch 2.14.1 + torchvision 0.29.1 (a 5.5 GB CUDA build, from the machine's wheel cache).
@@ -127,7 +139,25 @@ $(COMPAT): pyproject.toml
 	.venv-compat/bin/pip install -q -e '.[test]'
 	touch $@
 
-test-compat: $(COMPAT)
+# The image with torchvision (Dockerfile, VARIANT=torchvision): torch 2.14.1, torchvision 0.29.1,
+# TorchServe's `ts` package and captum. pip's indexes on this machine's disk (pip.conf's
+# extra-index-url file://DIR/simple: the CUDA build of torch 2.14.1 and its nvidia-* wheels) are
+# mounted into the build and searched; a machine without them takes the CPU builds from
+# download.pytorch.org. The compat tests build the same image themselves (tests/compat/vision_image.py).
+LOCAL_INDEXES = $(patsubst file://%/simple,%,$(filter file://%/simple,$(shell $(PY) -m pip config get global.extra-index-url 2>/dev/null)))
+VISION_BUILD_FLAGS = --build-arg VARIANT=torchvision $(if $(LOCAL_INDEXES),$(foreach d,$(LOCAL_INDEXES),--volume $(d):/indexes$(d):ro) --build-arg "TORCH_INDEX_URL=$(strip $(foreach d,$(LOCAL_INDEXES),file:///indexes$(d)/simple))")
+
+.PHONY: build-torchvision java
+build-torchvision: $(STAMP)
+	$(PY) -m deploy build --repository $(IMAGE) --tag torchvision --docker $(DOCKER) $(VISION_BUILD_FLAGS)
+
+# TorchServe's own frontend, which the compat tests compare with, runs on Java.
+java:
+	@command -v java >/dev/null || (apt-get update -q && apt-get install -y -q openjdk-17-jre-headless)
+
+# Builds (or brings up to date) and keeps localhost/byoserve-compat:torchvision and its -deps stage:
+# about 7 min the first time, under a minute after a code change (tests/compat/vision_image.py).
+test-compat: $(COMPAT) containers java
 	.venv-compat/bin/pytest tests/compat -o addopts="-ra" $(PYTEST_ARGS)
 
 clean:
