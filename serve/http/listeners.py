@@ -14,6 +14,7 @@ from flask import Flask
 
 from serve.config import ServingConfig
 from serve.http.app import base_app
+from serve.http.fastpath import FastPath
 from serve.http.management import create_management_app
 from serve.http.sagemaker import metrics_view
 from serve.observe.observer import Observer
@@ -48,12 +49,14 @@ def metrics_app(config: ServingConfig, registry: ModelRegistry, observer: Observ
 def listening_app(
     serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
 ) -> WSGIApp:
-    """The WSGI application for all the server's addresses."""
+    """The WSGI application for all the server's addresses (the serving port's behind the fast
+    path for /invocations and /ping, serve/http/fastpath.py)."""
+    fast = FastPath(serving, registry, config, observer or registry.observer)
     by_port: dict[int, WSGIApp] = {}
     if config.management_address is not None:
         by_port[config.management_address[1]] = create_management_app(config, registry, observer)
     if config.metrics_address is not None:
         by_port[config.metrics_address[1]] = metrics_app(config, registry, observer)
     if not by_port:
-        return serving
-    return PortDispatch(serving, by_port)
+        return fast
+    return PortDispatch(fast, by_port)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from serve.http.fastpath import HEALTHY
 from serve.process.worker import STOP_LINGER_S
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.server import ServerProcess
@@ -223,12 +224,12 @@ def test_a_stopping_worker_answers_on_the_connections_it_holds(
     busy, early, late, idle = sockets
     try:
         for sock in sockets:
-            assert _exchange(sock, PING) == (200, "keep-alive", b"")
+            assert _exchange(sock, PING) == (200, "keep-alive", HEALTHY)
         busy.sendall(_post(b'{"sleep": 6}'))
         stopped = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         _wait_refused(server.port, within=3.0)
-        assert _exchange(early, PING) == (200, "close", b"")
+        assert _exchange(early, PING) == (200, "close", HEALTHY)
         early.close()
         time.sleep(max(0.0, stopped + STOP_LINGER_S + 0.5 - time.monotonic()))
         assert _exchange(late, _post(b'{"sleep": 0}')) == (200, "close", b'{"slept": 0}')
