@@ -20,7 +20,7 @@ from PIL import Image
 from handlers.builtins.base import accepted_media_type
 from handlers.contract import InferenceRequest
 from serve.codecs import CodecRegistry
-from serve.codecs.images import ImageCodec
+from serve.codecs.images import ImageCodec, PixelsOnly
 from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,16 @@ def decode_image(data: bytes, codecs: CodecRegistry | None = None) -> Image.Imag
     """A loaded Pillow image from encoded bytes, read by the ``application/x-image`` codec of
     ``codecs`` (the app's, so its pixel budget applies), or by a default one when None.
 
+    Only its pixels and mode are kept (no format, metadata or other frames): what the built-ins
+    use, and what lets the codec decode plain PNGs faster than Pillow does.
+
     Raises:
         BadRequestError: Pillow cannot read the bytes.
         PayloadTooLargeError: the image's header declares more pixels than the budget.
     """
     if codecs is None:
         codecs = CodecRegistry([ImageCodec()])
-    image: Image.Image = codecs.decode(data, "application/x-image")
+    image: Image.Image = codecs.decode(PixelsOnly(data), "application/x-image")
     return image
 
 
@@ -116,7 +119,9 @@ def request_images(request: InferenceRequest, codecs: CodecRegistry) -> tuple[li
     media_type = accepted_media_type(request, IMAGE_TYPES + ARRAY_TYPES, "images")
     if media_type == "application/octet-stream":
         return [decode_image(request.body, codecs)], True
-    value = codecs.decode(request.body, request.content_type)
+    # the image codecs may decode a body marked PixelsOnly faster: only its pixels are used here
+    body = PixelsOnly(request.body) if media_type in IMAGE_TYPES else request.body
+    value = codecs.decode(body, request.content_type)
     if isinstance(value, Image.Image):
         return [value], True
     if isinstance(value, np.ndarray):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image, PngImagePlugin
 
 from handlers.builtins import builtin_handlers, check_builtin
 from handlers.builtins.image_classifier import center_crop, resize_shorter
@@ -433,6 +436,61 @@ def test_image_classifier_settings_that_do_not_fit_the_model_are_refused(
         make_handler(
             tmp_path / "m", "image_classifier", {"model.ts": tmp_path / "model.ts"}, options
         )
+
+
+# PNGs decoded by libspng (plain 8-bit ones) answer as they did when Pillow decoded them
+
+
+def png_through_pillow(image: Image.Image) -> bytes:
+    """The image as a PNG the built-ins decode with Pillow: a text chunk keeps libspng off it."""
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "decoded by Pillow")
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=text)
+    return out.getvalue()
+
+
+def test_digit_answers_alike_from_libspng_and_pillow(
+    digit_handler: Handler, digits: DigitsModel
+) -> None:
+    images = [
+        digit_image(pixels, size)
+        for pixels, size in zip(digits.images[:8], [8, 28] * 4, strict=True)
+    ]
+    forms = [image.convert("L") for image in images] + images  # grayscale and RGB PNGs
+    libspng = answer(digit_handler, *(request(encode_image(i), "image/png") for i in forms))
+    pillow = answer(digit_handler, *(request(png_through_pillow(i), "image/png") for i in forms))
+    assert libspng == pillow
+    best, _ = expected_digits(digits, digits.images[:8])
+    assert [r["digit"] for r in libspng[:8]] == best
+
+
+def test_image_classifier_answers_alike_from_libspng_and_pillow(
+    image_handler: Handler, image_model: ImageModel
+) -> None:
+    images = image_model.images[:4]
+    plain = [encode_image(i) for i in images] + [encode_image(images[0].convert("RGBA"))]
+    through_pillow = [png_through_pillow(i) for i in images] + [
+        png_through_pillow(images[0].convert("RGBA"))
+    ]
+    one_by_one = answer(image_handler, *(request(b, "image/png") for b in plain))
+    assert one_by_one == answer(image_handler, *(request(b, "image/png") for b in through_pillow))
+    as_base64 = json.dumps([base64.b64encode(b).decode() for b in plain])
+    raw = [request(b, "application/octet-stream") for b in plain]
+    assert answer(image_handler, request(as_base64, JSON), *raw) == [one_by_one, *one_by_one]
+
+
+def test_digit_broken_png_is_400_as_before(digit_handler: Handler, digits: DigitsModel) -> None:
+    png = encode_image(digit_image(digits.images[0], 28).convert("L"))
+    idat = png.index(b"IDAT") + 4
+    corrupt = bytearray(png)
+    corrupt[idat + 6] ^= 0xFF  # inside the compressed pixels, the CRC made right again
+    struct.pack_into(">I", corrupt, len(png) - 16, zlib.crc32(corrupt[idat - 4 : len(png) - 16]))
+    results = digit_handler.handle(
+        [request(png[:50], "image/png"), request(bytes(corrupt), "image/png")]
+    )
+    assert [getattr(r, "status_code", 200) for r in results] == [400, 400]
+    assert all(getattr(r, "message", "") == "malformed image payload" for r in results)
 
 
 # text_classifier

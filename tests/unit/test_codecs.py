@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import json
 import struct
 import tracemalloc
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from serve.codecs import (
     Codec,
@@ -27,6 +28,7 @@ from serve.codecs import (
     parse_media_type,
     to_numpy,
 )
+from serve.codecs.images import ImageCodec, PixelsOnly
 from serve.errors import (
     BadRequestError,
     NotAcceptableError,
@@ -615,6 +617,154 @@ def test_decompression_bomb_pillow_detects_is_413(
         default_codecs(max_image_pixels=1000).decode(image_bytes("PNG"), "image/png")
     assert_clean(info.value, 413)
     assert "too large" in info.value.message
+
+
+# Bodies marked PixelsOnly (as the built-ins send them): plain 8-bit PNGs are decoded by libspng,
+# to Pillow's pixels, mode and errors; any other image by Pillow.
+
+ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def interlaced_png(pixels: np.ndarray) -> bytes:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow writes none), every row unfiltered."""
+    height, width = pixels.shape[:2]
+    rows = [
+        b"\0" + pixels[y, x0::dx].tobytes()
+        for x0, y0, dx, dy in ADAM7
+        if x0 < width
+        for y in range(y0, height, dy)
+    ]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_of(mode: str, **options: Any) -> bytes:
+    gray = Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 8), dtype=np.uint8))
+    rgb = Image.merge("RGB", [gray, gray.transpose(Image.Transpose.ROTATE_180), gray])
+    out = io.BytesIO()
+    (gray if mode == "L" else rgb.convert(mode)).save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+def with_crcs_fixed(body: bytes) -> bytes:
+    """The body with each whole chunk's CRC recomputed: a corruption that no CRC shows."""
+    fixed, pos = bytearray(body), 8
+    while pos + 12 <= len(fixed):
+        (length,) = struct.unpack_from(">I", fixed, pos)
+        end = pos + 8 + length
+        if end + 4 <= len(fixed):
+            struct.pack_into(">I", fixed, end, zlib.crc32(fixed[pos + 4 : end]))
+        pos = end + 4
+    return bytes(fixed)
+
+
+def outcome(codec: Codec, body: bytes) -> tuple[str, str, tuple[int, int], bytes]:
+    """What one decode gives: the mode, size and pixels, or the error answered."""
+    try:
+        image = codec.decode(body, {})
+    except ServingError as exc:
+        return ("error", f"{exc.status_code} {exc.message}", (0, 0), b"")
+    return ("image", image.mode, image.size, image.tobytes())
+
+
+_TEXT = PngImagePlugin.PngInfo()
+_TEXT.add_text("Software", "a test")
+FAST_PNGS = {
+    "L": png_of("L"),
+    "RGB": png_of("RGB"),
+    "RGBA": png_of("RGBA"),
+    "RGB, pHYs": png_of("RGB", dpi=(300, 300)),
+    "RGB, interlaced": interlaced_png(np.asarray(Image.open(io.BytesIO(png_of("RGB"))))),
+}
+PILLOW_PNGS = {
+    "LA": png_of("LA"),
+    "palette": png_of("P"),
+    "1-bit": png_of("1"),
+    "16-bit": png_of("I;16"),
+    "RGB, tRNS": png_of("RGB", transparency=(1, 2, 3)),
+    "L, tEXt": png_of("L", pnginfo=_TEXT),
+}
+
+
+@pytest.mark.parametrize("name", [*FAST_PNGS, *PILLOW_PNGS])
+def test_pixels_only_png_gives_pillows_pixels_and_mode(name: str) -> None:
+    body = {**FAST_PNGS, **PILLOW_PNGS}[name]
+    codec = ImageCodec()
+    pillow, pixels_only = codec.decode(body, {}), codec.decode(PixelsOnly(body), {})
+    assert (pixels_only.mode, pixels_only.size) == (pillow.mode, pillow.size)
+    np.testing.assert_array_equal(np.asarray(pixels_only), np.asarray(pillow))
+    # Pillow's images name their format; libspng's pixels come in an image that does not
+    assert (pixels_only.format is None) == (name in FAST_PNGS)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", ["L", "RGB, pHYs"])
+def test_pixels_only_png_refuses_what_pillow_refuses(name: str) -> None:
+    """Every cut and every changed byte, with the CRCs left wrong and made right again:
+    each body decodes to the same pixels, or is refused with the same answer, either way."""
+    body, codec = FAST_PNGS[name], ImageCodec()
+    variants = [body[:cut] for cut in range(len(body))] + [body + b"trailing"]
+    for at, value in itertools.product(range(len(body)), (0, 255, 0x55)):
+        changed = body[:at] + bytes([value ^ body[at] if value == 0x55 else value]) + body[at + 1 :]
+        variants += [changed, with_crcs_fixed(changed)]
+    refused = 0
+    for variant in variants:
+        expected = outcome(codec, variant)
+        assert outcome(codec, PixelsOnly(variant)) == expected, variant
+        refused += expected[0] == "error"
+    assert refused > len(variants) // 2  # most of them are broken
+
+
+def test_pixels_only_png_over_the_budget_is_413_before_decoding() -> None:
+    """An 8-bit PNG libspng would take, declaring 9400 x 9400 pixels over 16 rows of data."""
+    header = struct.pack(">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 8, 0, 0, 0, 0)
+    rows = zlib.compress(bytes(16 * (1 + BOMB_SIDE)))
+    body = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
+    with pytest.raises(PayloadTooLargeError) as info, allocates_at_most(16 * MIB):
+        ImageCodec().decode(PixelsOnly(body), {})
+    assert_clean(info.value, 413)
+    assert f"{BOMB_SIDE}x{BOMB_SIDE}" in info.value.message
+    assert "BYOSERVE_MAX_IMAGE_PIXELS" in info.value.message
+
+
+def test_pixels_only_png_budget_and_pillows_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = PixelsOnly(png_of("RGB"))  # 8 x 6 = 48 pixels
+    assert ImageCodec(max_pixels=48).decode(body, {}).size == (8, 6)
+    with pytest.raises(PayloadTooLargeError, match="over the 47-pixel limit"):
+        ImageCodec(max_pixels=47).decode(body, {})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # Pillow refuses above twice this
+    with pytest.raises(PayloadTooLargeError, match="too large"):
+        ImageCodec(max_pixels=1000).decode(body, {})
+
+
+@pytest.mark.parametrize("body", [b"", b"not an image", png_of("L")[:40], png_of("L")[:60]])
+def test_pixels_only_corrupt_image_is_400(body: bytes) -> None:
+    with pytest.raises(BadRequestError) as info:
+        default_codecs().decode(PixelsOnly(body), "image/png")
+    assert_clean(info.value, 400)
+    assert info.value.message == "malformed image payload"
 
 
 # torch tensors (duck-typed: serve.codecs never imports torch)
