@@ -22,13 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tests.container.podman import (
-    PODMAN,
-    PodmanError,
-    images_removed_afterwards,
-    podman,
-    working_containers_removed_on_failure,
-)
+from tests.container.podman import images_removed_afterwards, podman, run_build
 from tests.fixtures.server import REPO
 
 IMAGE = "localhost/byoserve-compat:torchvision"
@@ -67,7 +61,6 @@ def build_arguments() -> list[str]:
 
 def _build(tag: str, log_path: Path, target: str | None = None) -> None:
     command = [
-        PODMAN,
         "build",
         "--layers",
         "--format",
@@ -80,21 +73,7 @@ def _build(tag: str, log_path: Path, target: str | None = None) -> None:
         str(REPO / "Dockerfile"),
         str(REPO),
     ]
-    with working_containers_removed_on_failure():
-        done = subprocess.run(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-        log_path.write_text(done.stdout)
-        if done.returncode != 0:
-            raise PodmanError(
-                f"podman build of {tag} exited {done.returncode} (full log: {log_path}):\n"
-                f"{done.stdout[-6000:]}"
-            )
+    run_build(command, tag, log_path, timeout=BUILD_TIMEOUT)
 
 
 def _image_id(reference: str) -> str | None:

@@ -149,6 +149,16 @@ def build_image(context: Path, tag: str, log_path: Path, *, target: str | None =
         str(context / "Dockerfile"),
         str(context),
     ]
+    return run_build(command, tag, log_path)
+
+
+def run_build(command: list[str], tag: str, log_path: Path, timeout: float = BUILD_TIMEOUT) -> str:
+    """Run ``podman`` + ``command`` (a build of ``tag``), its output into ``log_path``; buildah's
+    working containers are removed if it fails.
+
+    Raises:
+        PodmanError: the build failed (the end of its log in the message).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with working_containers_removed_on_failure():
         done = subprocess.run(
@@ -156,7 +166,7 @@ def build_image(context: Path, tag: str, log_path: Path, *, target: str | None =
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=BUILD_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
         log_path.write_text(done.stdout)
