@@ -47,7 +47,8 @@ class Budget:
             raise InsufficientStorageError(
                 f"the server holds its maximum of {self.max_models} models (BYOSERVE_MAX_MODELS)"
             )
-        workers = max(1, len(reports) or self.workers)
+        # every worker loads it: those not started (or not reporting) yet too
+        workers = max(1, self.workers, len(reports))
         needed = estimate * workers
         if self.memory is not None:
             used = _in_use(others, reports.values(), workers)

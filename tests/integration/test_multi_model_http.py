@@ -72,9 +72,9 @@ def answers_from_every_worker(
 ) -> dict[int, dict[str, Any]]:
     """One answer from each worker, once each reports the model loaded: connections held open
     are shared out evenly between workers, so the next new connection goes to one with fewer."""
-    pids = set(server.worker_pids())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        pids = set(server.worker_pids())  # again each time: a worker just killed may linger
         workers = requests.get(f"{server.url}/models/{name}", timeout=10).json()["workers"]
         if {w["pid"] for w in workers if w["state"] == "loaded"} == pids:
             break
