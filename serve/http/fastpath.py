@@ -25,20 +25,22 @@ from typing import Any
 from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers, InferenceRequest
 from serve.config import ServingConfig
 from serve.errors import BadRequestError, ModelError, PayloadTooLargeError, ServingError, brief
+from serve.http.app import MAX_INFERENCE_ID
 from serve.http.context import too_large_message
+from serve.http.sagemaker import (
+    DEFAULT_CONTENT_TYPE,
+    HEALTHY,
+    HOP_BY_HOP,
+    MAX_CUSTOM_ATTRIBUTES,
+    UNHEALTHY,
+)
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger("serve.http.app")  # the same logger as the Flask path's lines
 
-MAX_INFERENCE_ID = 64
-MAX_CUSTOM_ATTRIBUTES = 1024
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 JSON = "application/json"
-HEALTHY = b'{"status": "Healthy"}\n'
-UNHEALTHY = b'{"status": "Unhealthy"}\n'
-_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
 _INFERENCE_ID_KEY = "HTTP_" + INFERENCE_ID.upper().replace("-", "_")
 _ATTRIBUTES_KEY = "HTTP_" + CUSTOM_ATTRIBUTES.upper().replace("-", "_")
 _TARGET_KEY = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"
@@ -159,7 +161,7 @@ class FastPath:
         )
         answer = runtime.submit(request)
         headers = {
-            name: value for name, value in answer.headers.items() if name.lower() not in _HOP_BY_HOP
+            name: value for name, value in answer.headers.items() if name.lower() not in HOP_BY_HOP
         }
         return answer.status, answer.body_bytes(), answer.content_type, headers
 

@@ -26,7 +26,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CUSTOM_ATTRIBUTES = 1024
 READ_CHUNK = 256 * 1024
 TARGET_MODEL = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"  # X-Amzn-SageMaker-Target-Model, in the environ
-_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
+HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
 
 
 def add_routes(app: Flask) -> None:
@@ -110,7 +110,7 @@ def invoke(
     answer = runtime.submit(inference)
     response = Response(answer.body_bytes(), status=answer.status, content_type=answer.content_type)
     for name, value in answer.headers.items():
-        if name.lower() not in _HOP_BY_HOP:
+        if name.lower() not in HOP_BY_HOP:
             response.headers[name] = value
     return response
 
