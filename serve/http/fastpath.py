@@ -22,20 +22,16 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers, InferenceRequest
+from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers
 from serve.config import ServingConfig
 from serve.errors import BadRequestError, ModelError, PayloadTooLargeError, ServingError, brief
 from serve.http.app import MAX_INFERENCE_ID
 from serve.http.context import too_large_message
-from serve.http.sagemaker import (
-    DEFAULT_CONTENT_TYPE,
-    HEALTHY,
-    HOP_BY_HOP,
-    MAX_CUSTOM_ATTRIBUTES,
-    UNHEALTHY,
-)
+from serve.http.invocation import Answer, admit, answer
+from serve.http.sagemaker import HEALTHY, UNHEALTHY
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
+from serve.runtime.inference import ModelRuntime
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger("serve.http.app")  # the same logger as the Flask path's lines
@@ -141,31 +137,20 @@ class FastPath:
         return length
 
     def _invoke(
-        self, environ: dict[str, Any], runtime: Any, length: int, request_id: str
-    ) -> tuple[int, bytes, str, dict[str, str]]:
-        runtime.ensure_ready()
+        self, environ: dict[str, Any], runtime: ModelRuntime, length: int, request_id: str
+    ) -> Answer:
         attributes = environ.get(_ATTRIBUTES_KEY)
-        if attributes is not None and len(attributes) > MAX_CUSTOM_ATTRIBUTES:
-            raise BadRequestError(
-                f"{CUSTOM_ATTRIBUTES} is longer than {MAX_CUSTOM_ATTRIBUTES} chars"
-            )
-        accept = environ.get("HTTP_ACCEPT", "").strip()
-        if accept in ("", "*/*"):
-            accept = self.config.default_accept
-        request = InferenceRequest(
-            body=_read(environ, length, request_id),
-            content_type=environ.get("CONTENT_TYPE", "").strip() or DEFAULT_CONTENT_TYPE,
-            accept=accept,
-            headers=Headers(_header_pairs(environ)),
-            request_id=request_id,
+        accept = admit(runtime, self.config, attributes, environ.get("HTTP_ACCEPT", ""))
+        return answer(
+            runtime,
+            _read(environ, length, request_id),
+            environ.get("CONTENT_TYPE", ""),
+            accept,
+            Headers(_header_pairs(environ)),
+            request_id,
         )
-        answer = runtime.submit(request)
-        headers = {
-            name: value for name, value in answer.headers.items() if name.lower() not in HOP_BY_HOP
-        }
-        return answer.status, answer.body_bytes(), answer.content_type, headers
 
-    def _error(self, exc: ServingError, request_id: str) -> tuple[int, bytes, str, dict[str, str]]:
+    def _error(self, exc: ServingError, request_id: str) -> Answer:
         message = exc.message
         if exc.code == ModelError.code and not self.config.error_details:
             message = "the model failed on this request; the server log has the details"

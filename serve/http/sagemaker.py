@@ -12,21 +12,19 @@ from gunicorn.http.errors import ParseException
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import ClientDisconnected
 
-from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
+from handlers.contract import CUSTOM_ATTRIBUTES, Headers
 from serve.config import ServingConfig
 from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError, brief
 from serve.http.context import config, registry, too_large_message
+from serve.http.invocation import admit, answer
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-MAX_CUSTOM_ATTRIBUTES = 1024
 READ_CHUNK = 256 * 1024
 TARGET_MODEL = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"  # X-Amzn-SageMaker-Target-Model, in the environ
-HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
 
 
 def add_routes(app: Flask) -> None:
@@ -87,31 +85,26 @@ def invoke(
     ``parameters`` and ``extra_headers``: TorchServe's query parameters and its ``explain``)."""
     g.model = runtime.name
     log_model(runtime.name)
-    runtime.ensure_ready()
-    attributes = request.headers.get(CUSTOM_ATTRIBUTES)
-    if attributes is not None and len(attributes) > MAX_CUSTOM_ATTRIBUTES:
-        raise BadRequestError(f"{CUSTOM_ATTRIBUTES} is longer than {MAX_CUSTOM_ATTRIBUTES} chars")
-    accept = request.headers.get("Accept", "").strip()
-    if accept in ("", "*/*"):
-        accept = settings.default_accept
-    inference = InferenceRequest(
-        body=read_body(length, settings.max_request_size),
-        content_type=request.headers.get("Content-Type", "").strip() or DEFAULT_CONTENT_TYPE,
-        accept=accept,
+    accept = admit(
+        runtime, settings, request.headers.get(CUSTOM_ATTRIBUTES), request.headers.get("Accept", "")
+    )
+    status, body, content_type, headers = answer(
+        runtime,
+        read_body(length, settings.max_request_size),
+        request.headers.get("Content-Type", ""),
+        accept,
         # a snapshot, read by the handler only if it looks at a header
-        headers=Headers(
+        Headers(
             [*EnvironHeaders(dict(request.environ)).items(), *extra_headers]
             if extra_headers
             else EnvironHeaders(dict(request.environ)).items()
         ),
-        request_id=g.request_id,
-        parameters=parameters,
+        g.request_id,
+        parameters,
     )
-    answer = runtime.submit(inference)
-    response = Response(answer.body_bytes(), status=answer.status, content_type=answer.content_type)
-    for name, value in answer.headers.items():
-        if name.lower() not in HOP_BY_HOP:
-            response.headers[name] = value
+    response = Response(body, status=status, content_type=content_type)
+    for name, value in headers.items():
+        response.headers[name] = value
     return response
 
 
