@@ -97,7 +97,8 @@ run-local: build/$(MODEL)/model.tar.gz
 	$(DOCKER) run --rm -p $(PORT):8080 -v $(CURDIR)/build/$(MODEL):/opt/ml/model:ro $(IMAGE):$(TAG) serve
 
 # Speed against the in-process limit (README.md, "Speed"): table on stdout, bench/results/*.json, *.png.
-bench: $(STAMP)
+# TorchServe 0.12 (in the venv, on the same torch) runs beside byoserve: its frontend needs Java.
+bench: $(STAMP) java
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) bench/run.py
 

@@ -9,7 +9,12 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 WIDTH, ROW, LEFT, RIGHT, TOP = 1000, 34, 380, 170, 50
-COLOURS = {"byoserve": (46, 110, 190), "plain": (150, 150, 150), "limit": (60, 150, 80)}
+COLOURS = {
+    "byoserve": (46, 110, 190),
+    "plain": (150, 150, 150),
+    "torchserve": (230, 120, 40),
+    "limit": (60, 150, 80),
+}
 
 
 def draw_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:

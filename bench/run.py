@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 
 from bench.chart import draw_chart
 from bench.limit import cpu_limit, gpu_forward_limit
+from bench.peers import torchserve_loads
 from bench.servers import (
     byoserve_command,
     free_port,
@@ -40,6 +41,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCHED = {"digit": (8, 2.0), "resnet18": (8, 5.0)}
 SWEEP = [(1, 0.0)] + [(size, delay) for size in (4, 8, 16) for delay in (0.0, 2.0, 5.0)]
 ENGINES = ("gunicorn", "granian")  # BYOSERVE_HTTP_ENGINE
+TORCHSERVE_DELAY_MS = 10.0  # TorchServe's batching as benchmark.md measured it (batch 8 / 10 ms)
 WIDE = 64  # the second connection count of the p99 rows
 COPIES = 4  # the multi-model row: the digit workload spread over this many loaded models
 # cold_start_s: process start to the first 200 on /ping, at most this much after `import torch`.
@@ -80,9 +82,10 @@ class Settings:
 def load(
     url: str, script: Path, settings: Settings, duration: float, connections: int = 0
 ) -> LoadResult:
+    """wrk POSTing to ``url`` (the full target), after a warm-up."""
     connections = connections or settings.connections
-    run_wrk(f"{url}/invocations", script, settings.warmup, connections)
-    return run_wrk(f"{url}/invocations", script, duration, connections)
+    run_wrk(url, script, settings.warmup, connections)
+    return run_wrk(url, script, duration, connections)
 
 
 def serve_and_load(
@@ -95,7 +98,7 @@ def serve_and_load(
         args += ["--workers", str(settings.workers)]
     port = free_port()
     with running(byoserve_command(work.model_dir, port, args), port, log) as (url, _, _):
-        return load(url, script, settings, duration, connections)
+        return load(f"{url}/invocations", script, settings, duration, connections)
 
 
 def multi_model_load(
@@ -119,7 +122,23 @@ def plain_load(work: Workload, script: Path, settings: Settings, log: Path) -> L
     command = plain_command(work.model_dir, work.handler_file, work.handler_class, port, workers)
     env = {"OMP_NUM_THREADS": "1"}
     with running(command, port, log, env) as (url, _, _):
-        return load(url, script, settings, settings.duration)
+        return load(f"{url}/invocations", script, settings, settings.duration)
+
+
+def torchserve_load(
+    work: Workload, script: Path, settings: Settings, scratch: Path,
+    batches: tuple[tuple[int, float], ...],
+) -> list[tuple[str, str, LoadResult]]:  # fmt: skip
+    """The real TorchServe at each (batch size, delay ms), as rows (kind, name, result)."""
+    n = settings.workers or settings.cpus
+    results = torchserve_loads(
+        work, scratch, n, batches, lambda url: load(url, script, settings, settings.duration)
+    )
+    return [
+        ("torchserve", f"TorchServe 0.12, {n} workers, 1 thread, batch {size}"
+         + (f" / {delay:g} ms" if size > 1 else ""), result)
+        for size, delay, result in results
+    ]  # fmt: skip
 
 
 def server_cost(
@@ -137,6 +156,7 @@ def server_cost(
     measured = [
         ("plain", f"plain gunicorn+Flask, {n} sync workers",
          plain_load(noop, script, settings, log)),
+        *torchserve_load(noop, script, settings, scratch, ((batch, TORCHSERVE_DELAY_MS),)),
     ] + [
         (engine, f"byoserve {engine}, {n} workers, batch {batch} / {delay:g} ms",
          serve_and_load(noop, script, settings, log, batch, delay, settings.duration,
@@ -213,6 +233,9 @@ def measure_model(
     limits = measure_limits(work, settings, batch)
     served = [("plain", f"plain gunicorn+Flask, {n} sync workers",
                plain_load(work, script, settings, log))]  # fmt: skip
+    served += torchserve_load(
+        work, script, settings, scratch, ((1, 0.0), (batch, TORCHSERVE_DELAY_MS))
+    )
     for engine in ENGINES:
         for size, wait in ((1, 0.0), (batch, delay)):
             result = serve_and_load(

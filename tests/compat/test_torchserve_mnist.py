@@ -21,8 +21,8 @@ import pytest
 import requests
 import torchvision  # noqa: F401
 
+from bench.torchserve import torchserve
 from tests.compat.mnist_example import Digit
-from tests.compat.torchserve_java import torchserve
 from tests.container.podman import Containers
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow, pytest.mark.container]
@@ -59,7 +59,7 @@ def test_mnist_example_answers_as_torchserve_does(
     mnist_archive: Path, mnist_digits: list[Digit], containers: Containers, tmp_path: Path
 ) -> None:
     store = only(mnist_archive, tmp_path / "model-store")
-    with torchserve(store, mnist_archive.name, tmp_path / "torchserve") as reference:
+    with torchserve(store, tmp_path / "torchserve", [mnist_archive.name]) as reference:
         expected = answers(f"{reference.inference_url}/predictions/mnist", mnist_digits)
         reference_logs = reference.logs()
     assert all(status == 200 for status, _ in expected), (expected, reference_logs)
