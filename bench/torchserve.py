@@ -113,14 +113,14 @@ def _environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
-def _models(server: TorchServe) -> list[dict[str, object]] | None:
-    """The management API's model list, None while it does not answer."""
+def _answers(server: TorchServe) -> bool:
+    """Whether the management API answers its model list."""
     try:
         with urllib.request.urlopen(f"{server.management_url}/models", timeout=2) as response:
-            listed: list[dict[str, object]] = json.load(response).get("models", [])
-            return listed
+            json.load(response)
+            return True
     except (urllib.error.URLError, OSError, ValueError):
-        return None
+        return False
 
 
 def _ready(server: TorchServe, model: str) -> bool:
@@ -140,7 +140,7 @@ def _wait(server: TorchServe, process: subprocess.Popen[bytes], model: str | Non
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise TorchServeError(f"torchserve exited {process.returncode}:\n{server.logs()}")
-        if _ready(server, model) if model else _models(server) is not None:
+        if _ready(server, model) if model else _answers(server):
             return
         time.sleep(0.2)
     raise TorchServeError(f"{model}: not ready within {START_TIMEOUT} s:\n{server.logs()}")

@@ -104,6 +104,7 @@ def start(config: ServingConfig) -> int:
     if failure:
         logger.error("cannot start: %s", failure)
         return START_ERROR
+    logger.info("stopped")
     return 0
 
 

@@ -336,7 +336,7 @@ class ServingConfig:
         "BYOSERVE_HTTP_ENGINE",
         parse=_choice("gunicorn", "granian"),
         flag="--http-engine",
-        help="gunicorn (default) or granian (a Rust HTTP server; one address only)",
+        help="gunicorn (default) or granian (a Rust HTTP server; chunked bodies refused)",
     )
     dialect: str = setting(
         "sagemaker",

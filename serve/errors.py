@@ -78,6 +78,13 @@ class ConflictError(ServingError):
     code = "conflict"
 
 
+class LengthRequiredError(ServingError):
+    """A body without a Content-Length where the server cannot tell a complete one (411)."""
+
+    status_code = 411
+    code = "length_required"
+
+
 class PayloadTooLargeError(ServingError):
     status_code = 413
     code = "payload_too_large"

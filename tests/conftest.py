@@ -53,11 +53,3 @@ def digits_archive() -> Path:
         ["make", "-s", "build/digits.tar.gz"], cwd=REPO, check=True, stdout=subprocess.DEVNULL
     )
     return REPO / "build" / "digits.tar.gz"
-
-
-@pytest.fixture(params=["gunicorn", "granian"])
-def http_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test once per HTTP engine (BYOSERVE_HTTP_ENGINE), for every server it starts."""
-    engine: str = request.param
-    monkeypatch.setenv("BYOSERVE_HTTP_ENGINE", engine)
-    return engine

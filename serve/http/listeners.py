@@ -46,17 +46,32 @@ def metrics_app(config: ServingConfig, registry: ModelRegistry, observer: Observ
     return app
 
 
+def side_apps(
+    config: ServingConfig, registry: ModelRegistry, observer: Observer | None
+) -> dict[tuple[str, int], WSGIApp]:
+    """The apps of TorchServe's management and metrics addresses, when configured, by address."""
+    apps: dict[tuple[str, int], WSGIApp] = {}
+    if config.management_address is not None:
+        apps[config.management_address] = create_management_app(config, registry, observer)
+    if config.metrics_address is not None:
+        apps[config.metrics_address] = metrics_app(config, registry, observer)
+    return apps
+
+
+def serving_app(
+    serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
+) -> WSGIApp:
+    """The serving port's app: the Flask app behind the fast path for /invocations and /ping
+    (serve/http/fastpath.py)."""
+    return FastPath(serving, registry, config, observer or registry.observer)
+
+
 def listening_app(
     serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
 ) -> WSGIApp:
-    """The WSGI application for all the server's addresses (the serving port's behind the fast
-    path for /invocations and /ping, serve/http/fastpath.py)."""
-    fast = FastPath(serving, registry, config, observer or registry.observer)
-    by_port: dict[int, WSGIApp] = {}
-    if config.management_address is not None:
-        by_port[config.management_address[1]] = create_management_app(config, registry, observer)
-    if config.metrics_address is not None:
-        by_port[config.metrics_address[1]] = metrics_app(config, registry, observer)
+    """The WSGI application for all the server's addresses (gunicorn listens on all of them)."""
+    fast = serving_app(serving, config, registry, observer)
+    by_port = {port: app for (_, port), app in side_apps(config, registry, observer).items()}
     if not by_port:
         return fast
     return PortDispatch(fast, by_port)

@@ -14,7 +14,13 @@ from werkzeug.exceptions import ClientDisconnected
 
 from handlers.contract import CUSTOM_ATTRIBUTES, Headers
 from serve.config import ServingConfig
-from serve.errors import BadRequestError, NotFoundError, PayloadTooLargeError, brief
+from serve.errors import (
+    BadRequestError,
+    LengthRequiredError,
+    NotFoundError,
+    PayloadTooLargeError,
+    brief,
+)
 from serve.http.context import config, registry, too_large_message
 from serve.http.invocation import admit, answer
 from serve.observe.logs import log_model
@@ -24,6 +30,10 @@ from serve.runtime.inference import ModelRuntime
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+GRANIAN_CHUNKED = (
+    "send the body with a Content-Length: BYOSERVE_HTTP_ENGINE=granian cannot tell a complete "
+    "chunked body from one cut short (BYOSERVE_HTTP_ENGINE=gunicorn can)"
+)
 TARGET_MODEL = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"  # X-Amzn-SageMaker-Target-Model, in the environ
 
 
@@ -113,7 +123,12 @@ def read_body(length: int | None, limit: int) -> bytes:
 
     gunicorn parses a chunked body while it is read, so its framing errors (a bad chunk size, a
     missing terminator) and a client gone mid-body surface here: both are the client's, a 400.
+    granian ends such a body without a word (its WSGI input reads a framing error as the end of
+    the body), so there a chunked body is refused (411): a truncated input is never predicted on.
     """
+    if length is None and _granian_chunked(request.environ):
+        logger.info("request %s: a chunked body, refused on granian", g.request_id)
+        raise LengthRequiredError(GRANIAN_CHUNKED)
     try:
         body = _read_stream(length, limit)
     except ParseException as exc:
@@ -124,6 +139,11 @@ def read_body(length: int | None, limit: int) -> bytes:
     if length is not None and len(body) < length:  # gunicorn ends a short body without a word
         raise _cut_short(f"{len(body)} of {length} bytes")
     return body
+
+
+def _granian_chunked(environ: dict[str, Any]) -> bool:
+    chunked = bool(environ.get("HTTP_TRANSFER_ENCODING"))
+    return chunked and environ.get("SERVER_SOFTWARE") == "Granian"
 
 
 def _cut_short(detail: str) -> BadRequestError:

@@ -13,10 +13,14 @@ What gunicorn does that is done here another way, or not at all:
   granian worker accepts at once, and its ``/ping`` answers 503 until they are.
 - *Connection share-out and keep-alive.* granian keeps connections alive itself (HTTP/1.1); the
   share-out between workers of serve/process/worker.py is gunicorn's.
-- *One address.* granian listens on one address: TorchServe's management and metrics addresses
-  need the gunicorn engine (a configuration error says so at start).
-- *A worker that dies* is replaced (``respawn_failed_workers``), unless it dies again within
-  granian's 5.5 s crash-loop window, when granian stops the whole server.
+- *TorchServe's management and metrics addresses.* granian listens on one address; the master
+  binds the others, and each worker serves them from a thread (werkzeug's threaded WSGI server
+  accepting on the inherited socket), once its models are loaded, as a gunicorn worker does.
+- *A worker that dies* is replaced, every time, as gunicorn's master does: granian's own
+  crash-loop check (a worker dead within 5.5 s of its start stops the whole server) would let a
+  model's code take the server down.
+- *A chunked request body* is refused with 411 (serve/http/sagemaker.py): granian's WSGI input
+  reads a framing error as the end of the body, so a truncated body would be predicted on.
 """
 
 from __future__ import annotations
@@ -24,17 +28,25 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
+import socket
 import sys
+import threading
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from serve.config import ConfigError, ServingConfig
 from serve.runtime.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from serve.http.listeners import WSGIApp
 
 logger = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL = 0.0005  # as for gunicorn's workers (serve/process/server.py)
 SLOT_PREFIX = "slot-"
+BACKLOG = 2048
 # granian's own lines go to the root logger, in our format (its default prints to stdout).
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -44,16 +56,11 @@ LOG_CONFIG: dict[str, Any] = {
 
 
 def check_granian(config: ServingConfig) -> None:
-    """Refuse what granian cannot serve, at start.
+    """Refuse at start what granian cannot serve.
 
     Raises:
-        ConfigError: a second address (management or metrics), or granian not installed.
+        ConfigError: granian is not installed.
     """
-    if config.management_address is not None or config.metrics_address is not None:
-        raise ConfigError(
-            "BYOSERVE_HTTP_ENGINE=granian listens on one address: TorchServe's management and "
-            "metrics addresses need BYOSERVE_HTTP_ENGINE=gunicorn"
-        )
     try:
         import granian  # noqa: F401
     except ImportError as exc:
@@ -92,31 +99,70 @@ def _holder_alive(path: str) -> bool:
     return holder > 0
 
 
-def run_granian(app: Any, registry: ModelRegistry, config: ServingConfig) -> None:
-    """Serve ``app`` with granian until SIGTERM/SIGINT (in the master; granian forks workers)."""
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per request (gunicorn's access log is off too)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+def _serve_side(sockets: dict[socket.socket, WSGIApp]) -> None:
+    """In a worker: serve each side address's app from a thread, on the socket the master bound
+    (every worker accepts on it, as gunicorn's workers share theirs)."""
+    for sock, app in sockets.items():
+        host, port = sock.getsockname()[:2]
+        server = make_server(
+            host, port, app, threaded=True, request_handler=_QuietHandler, fd=sock.fileno()
+        )
+        name = f"byoserve-listen-{port}"
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+
+
+def run_granian(
+    app: WSGIApp,
+    side: dict[tuple[str, int], WSGIApp],
+    registry: ModelRegistry,
+    config: ServingConfig,
+) -> None:
+    """Serve ``app`` with granian until SIGTERM/SIGINT (in the master; granian forks workers),
+    and the ``side`` addresses' apps from every worker."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     directory = str(registry.shared.directory)
+    sockets = {_listen(host, port): side_app for (host, port), side_app in side.items()}
 
     def load() -> Any:  # in each worker, after fork
         slot = claim_slot(directory, config.workers, os.getpid())
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         registry.start(worker_index=slot)
         multiprocessing.util.Finalize(None, registry.stop, exitpriority=10)
+        _serve_side(sockets)
         return app
 
+    class AlwaysRespawn(Granian):  # type: ignore[misc, valid-type]
+        """granian that tells the registry when a worker died, and has no crash-loop exit: a
+        worker that dies is always replaced."""
+
+        def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> None:
+            for index in workers:  # as gunicorn's child_exit, before the replacement starts
+                dead = self.wrks[index]
+                if not dead.is_alive():
+                    registry.worker_exited(dead.inner.pid)
+            super()._respawn_workers(workers, *args, **kwargs)
+            self.respawned_wrks.clear()  # what granian's crash-loop check compares with
+
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    server = Granian(
+    server = AlwaysRespawn(
         "byoserve",  # not imported: the loader returns the app the master built
         address=config.host.strip("[]"),
         port=config.port,
         interface=Interfaces.WSGI,
         workers=config.workers,
         blocking_threads=config.threads,
-        backlog=2048,
+        backlog=BACKLOG,
         http=HTTPModes.http1,
         http1_settings=HTTP1Settings(keep_alive=True),
         log_level=LogLevels(level) if level in LogLevels.__members__ else LogLevels.info,
@@ -124,4 +170,13 @@ def run_granian(app: Any, registry: ModelRegistry, config: ServingConfig) -> Non
         respawn_failed_workers=True,
         workers_kill_timeout=max(1, int(config.graceful_timeout)),
     )
-    server.serve(target_loader=load, wrap_loader=False)
+    try:
+        server.serve(target_loader=load, wrap_loader=False)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host.strip("[]"), port), family=family, backlog=BACKLOG)

@@ -159,8 +159,7 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         registry.stop(timeout=1.0)
 
     def child_exit(server: Any, worker: Any) -> None:
-        registry.observer.worker_exited(worker.pid)
-        registry.shared.forget(worker.pid)
+        registry.worker_exited(worker.pid)
 
     return {
         "bind": [_bind(host, port) for _, host, port in listen_addresses(config)],
@@ -202,9 +201,12 @@ def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> st
     failure = None
     try:
         if config.http_engine == "granian":
+            from serve.http.listeners import serving_app, side_apps
             from serve.process.granian_engine import run_granian
 
-            run_granian(listening_app_for(app, registry, config), registry, config)
+            observer = app.extensions.get("byoserve.observer")
+            serving = serving_app(app, config, registry, observer)
+            run_granian(serving, side_apps(config, registry, observer), registry, config)
         else:
             ServeApplication(app, registry, config).run()
     except SystemExit:  # gunicorn's arbiter ends with sys.exit, and so do its workers

@@ -183,6 +183,12 @@ class ModelRegistry:
         for runtime in runtimes:
             runtime.stop(max(0.0, deadline - time.monotonic()))
 
+    def worker_exited(self, pid: int) -> None:
+        """In the master, once a worker has exited: its metrics are kept as a dead process's,
+        and a model it was loading is taken out of the set (its replacement does not load it)."""
+        self.observer.worker_exited(pid)
+        self.shared.forget(pid)
+
     # Requests
 
     def route(self, target: str | None) -> ModelRuntime:

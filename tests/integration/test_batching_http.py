@@ -92,7 +92,6 @@ def batching_server(serve_model: Callable[..., ServerProcess], tmp_path: Path) -
     )
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_each_caller_gets_its_own_answer_with_mixed_content_types(
     batching_server: ServerProcess,
 ) -> None:
@@ -117,7 +116,6 @@ def test_each_caller_gets_its_own_answer_with_mixed_content_types(
     assert max(batches) <= BATCH
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_a_bad_input_in_a_batch_fails_only_its_own_request(
     batching_server: ServerProcess,
 ) -> None:
@@ -150,7 +148,6 @@ def test_a_lone_request_waits_about_the_delay_and_no_more(
     assert 0.9 * delay <= lone < delay + 0.5
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_a_full_batch_goes_without_waiting_for_the_delay(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -171,7 +168,6 @@ def test_batch_size_one_adds_no_delay(
     assert min(timed_post(server.url) for _ in range(3)) < 0.5
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_a_full_queue_answers_503_with_retry_after(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:

@@ -68,7 +68,7 @@ def post(
 
 @pytest.fixture(scope="module")
 def digit_server(
-    digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory
+    digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory, engine: str
 ) -> Iterator[ServerProcess]:
     d = digits.directory
     spec = ArchiveSpec(
@@ -173,7 +173,7 @@ def test_digit_finds_the_input_size_of_a_28x28_model_and_refuses_one_that_fits_n
 
 @pytest.fixture(scope="module")
 def tensor_server(
-    digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory
+    digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory, engine: str
 ) -> Iterator[ServerProcess]:
     spec = ArchiveSpec("tensor", serialized_file=digits.directory / "model.ts", handler="tensor")
     yield from serve_archive(tmp_path_factory, spec)
@@ -236,7 +236,7 @@ def image_model(tmp_path_factory: pytest.TempPathFactory) -> ImageModel:
 
 @pytest.fixture(scope="module")
 def image_server(
-    image_model: ImageModel, tmp_path_factory: pytest.TempPathFactory
+    image_model: ImageModel, tmp_path_factory: pytest.TempPathFactory, engine: str
 ) -> Iterator[ServerProcess]:
     d = image_model.directory
     spec = ArchiveSpec(
@@ -298,7 +298,7 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> TextModel:
 
 @pytest.fixture(scope="module")
 def text_server(
-    text_model: TextModel, tmp_path_factory: pytest.TempPathFactory
+    text_model: TextModel, tmp_path_factory: pytest.TempPathFactory, engine: str
 ) -> Iterator[ServerProcess]:
     d = text_model.directory
     spec = ArchiveSpec(

@@ -28,7 +28,7 @@ from tests.unit.test_codecs import (
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, digits: DigitsModel
+    tmp_path_factory: pytest.TempPathFactory, digits: DigitsModel, engine: str
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("codecs")
     directory = model_dir(

@@ -67,7 +67,6 @@ def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
     return bodies
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_consecutive_requests_on_one_connection(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -80,7 +79,6 @@ def test_consecutive_requests_on_one_connection(
                 time.sleep(0.1)  # quiet for longer than the linger: back to the poller, then reused
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_pipelined_requests_are_all_answered_in_order(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -90,7 +88,6 @@ def test_pipelined_requests_are_all_answered_in_order(
         assert _read_responses(sock, 5) == [f"pipelined {i}".encode() for i in range(5)]
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_more_connections_than_threads_are_all_served(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -110,7 +107,6 @@ def test_more_connections_than_threads_are_all_served(
     assert json.loads(status.getresponse().read())["MaxConcurrentTransforms"] >= 1
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_an_error_answer_keeps_the_connection(
     echo: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -157,6 +153,11 @@ def _served_by(connections: list[http.client.HTTPConnection]) -> list[str]:
     return pids
 
 
+@pytest.mark.engines(
+    "gunicorn",
+    reason="the share-out is gunicorn's keep-alive worker's (serve/process/worker.py); granian's "
+    "workers accept while they load (/ping 503) and split connections unevenly (README: Speed)",
+)
 def test_connections_are_shared_out_evenly_between_workers(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -211,6 +212,11 @@ def _wait_refused(port: int, within: float) -> None:
     raise AssertionError(f"new connections still accepted {within} s after SIGTERM")
 
 
+@pytest.mark.engines(
+    "gunicorn",
+    reason="gunicorn's keep-alive worker answers on the connections it holds while it drains; "
+    "granian closes the idle ones at once (the test after this one)",
+)
 def test_a_stopping_worker_answers_on_the_connections_it_holds(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
@@ -239,6 +245,37 @@ def test_a_stopping_worker_answers_on_the_connections_it_holds(
         assert server.wait_exit(20) == 0
         assert time.monotonic() - stopped < 20
         assert idle.recv(1) == b""  # closed in order, after the drain: no reset
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.engines("granian", reason="granian's drain; gunicorn's is the test before this one")
+def test_granian_closes_idle_connections_at_once_and_finishes_the_one_in_flight(
+    tmp_path: Path, serve_model: Callable[..., ServerProcess]
+) -> None:
+    """After SIGTERM granian closes its idle keep-alive connections in order (no reset: a client
+    opens a new one, which is refused while this server stops), and answers the request in flight
+    with "Connection: close"."""
+    (tmp_path / "slow" / "code").mkdir(parents=True)
+    (tmp_path / "slow" / "code" / "inference.py").write_text(styles.TOOLKIT_SLOW)
+    server = serve_model(tmp_path / "slow", env={"BYOSERVE_GRACEFUL_TIMEOUT": "20"})
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(3)]
+    busy, *idle = sockets
+    try:
+        for sock in sockets:
+            assert _exchange(sock, PING)[0] == 200
+        busy.sendall(_post(b'{"sleep": 4}'))
+        time.sleep(0.5)  # taken up by the model
+        stopped = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        _wait_refused(server.port, within=3.0)
+        for sock in idle:
+            assert sock.recv(1) == b""  # closed in order: a reset would raise
+        assert time.monotonic() - stopped < 3
+        assert _answer(busy) == (200, "close", b'{"slept": 4}')
+        assert server.wait_exit(20) == 0
     finally:
         for sock in sockets:
             sock.close()

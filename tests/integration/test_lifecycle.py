@@ -40,7 +40,6 @@ def _predict_ok(server: ServerProcess, digits: DigitsModel) -> None:
     assert response.json()["predictions"] == digits.predict(digits.images[:2]).argmax(1).tolist()
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_model_tar_gz_inside_the_model_dir_and_given_directly(
     tmp_path: Path, digits: DigitsModel, serve_model: Serve
 ) -> None:
@@ -135,7 +134,6 @@ def test_bind_to_port_moves_the_port(tmp_path: Path, digits: DigitsModel) -> Non
         server.stop(10)
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_a_dead_worker_is_replaced(tmp_path: Path, digits: DigitsModel, serve_model: Serve) -> None:
     server = serve_model(_toolkit_dir(tmp_path, digits), workers=2)
     server.wait_workers(2)
@@ -147,7 +145,6 @@ def test_a_dead_worker_is_replaced(tmp_path: Path, digits: DigitsModel, serve_mo
         _predict_ok(server, digits)
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: Serve) -> None:
     directory = tmp_path / "slow"
     (directory / "code").mkdir(parents=True)
@@ -181,7 +178,6 @@ def test_container_entrypoint_train_fails_clearly() -> None:
     assert "cannot train" in result.stderr
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_boto3_invoke_endpoint_against_the_local_alias(
     tmp_path: Path, digits: DigitsModel, serve_model: Serve
 ) -> None:

@@ -77,7 +77,6 @@ def check_totals(text: str) -> None:
     assert sample(text, "byoserve_ready_workers") == 2
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_totals_are_exact_whichever_worker_answers(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -87,7 +86,6 @@ def test_totals_are_exact_whichever_worker_answers(
         check_totals(scrape(server.url))
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_totals_survive_a_replaced_worker(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:

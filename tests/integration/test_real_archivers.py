@@ -160,7 +160,7 @@ def check_answers(url: str, digits: DigitsModel) -> None:
 
 def test_what_each_tool_writes(store: Path) -> None:
     """The formats as the tools write them: zips, tgz with NAME/ on top, directories."""
-    found = sorted(p.name for p in store.iterdir())
+    found = sorted(p.name for p in store.iterdir() if not p.name.startswith(".byoserve-"))
     assert found == sorted(archive_of(store, tool, fmt).name for tool, fmt in BUILT)
     with tarfile.open(archive_of(store, "mms", "tgz")) as tgz:
         assert "mms-tgz/MAR-INF/MANIFEST.json" in tgz.getnames()
@@ -174,16 +174,19 @@ def test_what_each_tool_writes(store: Path) -> None:
     [("torch", "default"), ("torch", "zip-store"), ("mms", "default"), ("mms", "no-archive")],
 )
 def test_serve_archive_writes_what_they_write(
-    work: Path, digits: DigitsModel, tool: str, fmt: str
+    work: Path, digits: DigitsModel, tool: str, fmt: str, tmp_path: Path
 ) -> None:
     """The same command line, given to ``serve archive``: the same files, the same manifest
     model section (their tgz puts files under NAME/ where ours is SageMaker's layout, and
     torch-model-archiver's no-archive is flat where ours is that layout too)."""
     flags = torch_flags(fmt, digits) if tool == "torch" else mms_flags(fmt)
-    flags[flags.index("model_store")] = "ours"
+    flags[flags.index("model_store")] = str(tmp_path / "ours")
     command = [sys.executable, "-m", "serve", "archive", *flags]
     subprocess.run(command, check=True, cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)})
-    theirs, ours = archive_of(work / "model_store", tool, fmt), archive_of(work / "ours", tool, fmt)
+    theirs, ours = (
+        archive_of(work / "model_store", tool, fmt),
+        archive_of(tmp_path / "ours", tool, fmt),
+    )
     assert files_of(ours).keys() == files_of(theirs).keys()
     for name, data in files_of(theirs).items():
         if name != "MAR-INF/MANIFEST.json":

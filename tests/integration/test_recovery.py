@@ -15,7 +15,6 @@ from tests.fixtures.server import start_server
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.usefixtures("http_engine")
 def test_a_hung_worker_is_replaced_and_the_model_serves_again(tmp_path: Path) -> None:
     directory = tmp_path / "slow"
     (directory / "code").mkdir(parents=True)

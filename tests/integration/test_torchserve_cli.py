@@ -187,7 +187,7 @@ def test_start_serves_the_mar_in_the_background_until_stop(cli: TorchServeCli) -
     assert not cli.pid_file.exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{cli.url}/ping", timeout=5)
-    assert "Shutting down: Master" in log.read_text()
+    assert "serve.cli: stopped" in log.read_text()
 
 
 @pytest.mark.slow
