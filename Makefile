@@ -22,7 +22,7 @@ export BUILDAH_FORMAT := docker
 export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench soak
+.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench bench-gpu soak
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
@@ -34,6 +34,7 @@ help:
 	@echo "make build-torchvision  the image with torchvision and TorchServe's ts package, as $(IMAGE):torchvision"
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
 	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
+	@echo "make bench-gpu   on a machine with CUDA: served at batch 32 against the bare forward, both engines"
 	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS): errors, memory growth"
 	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
@@ -101,6 +102,20 @@ run-local: build/$(MODEL)/model.tar.gz
 bench: $(STAMP) java
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) bench/run.py
+
+# On a machine with CUDA: only the GPU rows (served at batch 32 on each engine against the bare
+# batched forward), in bench/results/gpu.json. PyPI's torch is the CUDA build, in a venv of its own
+# (the main venv holds the CPU build; constraints pin torch to +cpu, so that line is dropped here).
+GPU_VENV := .venv-gpu
+$(GPU_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	grep -v -i '^torch==' constraints.txt > $(GPU_VENV)/constraints.txt
+	$(GPU_VENV)/bin/pip install -q -c $(GPU_VENV)/constraints.txt torch==2.13.0 -e .
+	touch $@
+
+bench-gpu: $(GPU_VENV)/.installed
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	BENCH_GPU_ONLY=1 $(GPU_VENV)/bin/python bench/run.py
 
 # Saturation for a while: requests, errors and RSS growth; fails on any error or >10% growth.
 soak: build/digits.tar.gz

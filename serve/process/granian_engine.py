@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from serve.config import ConfigError, ServingConfig
+from serve.process.server import BACKLOG, GIL_SWITCH_INTERVAL, socket_address
 from serve.runtime.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -44,9 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-GIL_SWITCH_INTERVAL = 0.0005  # as for gunicorn's workers (serve/process/server.py)
 SLOT_PREFIX = "slot-"
-BACKLOG = 2048
 # granian's own lines go to the root logger, in our format (its default prints to stdout).
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -178,5 +177,5 @@ def run_granian(
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host.strip("[]"), port), family=family, backlog=BACKLOG)
+    family, address = socket_address(host, port)
+    return socket.create_server(address, family=family, backlog=BACKLOG)

@@ -166,6 +166,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: 
     assert answers and answers[0].status_code == 200 and answers[0].json() == {"slept": 3}
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_container_entrypoint_train_fails_clearly() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "container" / "serve"), "train"],

@@ -158,6 +158,7 @@ def check_answers(url: str, digits: DigitsModel) -> None:
         assert response.json()["digit"] == digit
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_what_each_tool_writes(store: Path) -> None:
     """The formats as the tools write them: zips, tgz with NAME/ on top, directories."""
     found = sorted(p.name for p in store.iterdir() if not p.name.startswith(".byoserve-"))
@@ -169,6 +170,7 @@ def test_what_each_tool_writes(store: Path) -> None:
     assert (archive_of(store, "torch", "no-archive") / "MAR-INF" / "MANIFEST.json").is_file()
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 @pytest.mark.parametrize(
     ("tool", "fmt"),
     [("torch", "default"), ("torch", "zip-store"), ("mms", "default"), ("mms", "no-archive")],

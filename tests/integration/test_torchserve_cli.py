@@ -222,6 +222,7 @@ def _pings(url: str) -> bool:
         return False
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_stop_with_none_running_says_so(cli: TorchServeCli) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -255,6 +256,7 @@ def test_a_start_up_model_that_fails_stops_the_start_naming_it(cli: TorchServeCl
         requests.get(f"{cli.url}/ping", timeout=5)
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_an_unknown_key_is_refused_in_one_line(cli: TorchServeCli) -> None:
     config = cli.properties("job_queue_size=10\nbatch_size=4\n")
     started = cli.run("--start", "--model-store", str(cli.store), "--ts-config", config)
@@ -266,6 +268,7 @@ def test_an_unknown_key_is_refused_in_one_line(cli: TorchServeCli) -> None:
     assert cli.running_pid() is None and not (cli.work / "logs").exists()
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_a_bad_value_is_refused_naming_the_file_and_key(cli: TorchServeCli) -> None:
     config = cli.properties("job_queue_size=x\n")
     started = cli.run("--start", "--model-store", str(cli.store), "--ts-config", config)
@@ -274,6 +277,7 @@ def test_a_bad_value_is_refused_naming_the_file_and_key(cli: TorchServeCli) -> N
     assert line.startswith("serve: configuration error: config.properties: job_queue_size='x': ")
 
 
+@pytest.mark.engines("gunicorn", reason="starts no server")
 def test_version_as_torchserve_prints_it(cli: TorchServeCli) -> None:
     shown = cli.run("-v", timeout=60)
     assert shown.returncode == 0

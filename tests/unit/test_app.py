@@ -21,6 +21,7 @@ from handlers.contract import (
     Result,
 )
 from serve.errors import BadRequestError, ModelError
+from serve.http.sagemaker import GRANIAN_CHUNKED
 from tests.fixtures.apps import AppModel, make_app
 
 
@@ -307,3 +308,19 @@ def test_a_worker_whose_handler_hangs_says_it_is_not_ready(tmp_path: Path) -> No
         time.sleep(0.05)
     handler.release.set()
     model.stop()
+
+
+def test_a_chunked_body_is_refused_with_411_on_granian_only(client: FlaskClient) -> None:
+    # granian's WSGI input ends a chunked body at a framing error without a word, so a
+    # truncated body could be predicted on; gunicorn raises, and there it is read.
+    body = {"data": b"[1]", "content_type": "application/json"}
+    chunked = {"Transfer-Encoding": "chunked"}
+    dechunked = {"wsgi.input_terminated": True}  # as both servers say of the body they decode
+    granian = {**dechunked, "SERVER_SOFTWARE": "Granian"}
+    refused = client.post("/invocations", **body, headers=chunked, environ_overrides=granian)
+    assert refused.status_code == 411
+    assert error_of(refused)["message"] == GRANIAN_CHUNKED
+    assert client.post(
+        "/invocations", **body, headers=chunked, environ_overrides=dechunked
+    ).json == [1]
+    assert client.post("/invocations", **body, environ_overrides=granian).json == [1]

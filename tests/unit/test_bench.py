@@ -53,3 +53,22 @@ def test_the_server_cost_bounds_the_ratio() -> None:
     assert analysis["server_us_needed_for_target"] == pytest.approx(
         analysis["plain"]["server_us_per_request"]
     )
+
+
+def test_gpu_rows_get_their_own_verdict_and_leave_the_cpu_ones_alone() -> None:
+    gpu = [
+        _row("resnet18", "limit", "GPU bare forward, batch 32", 1.0, 0.0),
+        _row("resnet18", "gpu", "byoserve gunicorn on GPU", 0.71, 90.0),
+        _row("resnet18", "gpu", "byoserve granian on GPU", 0.83, 400.0),  # no p99 bound on GPU
+    ]
+    result = verdicts(ROWS + gpu, cold=1.4, torch_s=1.2)
+    assert result["resnet18"]["best"] == "batch 8"  # a GPU row is no CPU candidate
+    assert "digit_gpu" not in result
+    verdict = result["resnet18_gpu"]
+    assert (verdict["best"], verdict["ratio"], verdict["met"]) == (
+        "byoserve granian on GPU",
+        0.83,
+        True,
+    )
+    assert verdicts(ROWS + gpu[:2], cold=1.4, torch_s=1.2)["resnet18_gpu"]["met"] is False
+    assert "resnet18_gpu" not in verdicts(ROWS, cold=1.4, torch_s=1.2)
