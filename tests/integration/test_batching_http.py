@@ -155,10 +155,10 @@ def test_a_full_batch_goes_without_waiting_for_the_delay(
         echo_model(tmp_path), args=["--max-batch-size", "4", "--max-batch-delay-ms", "5000"]
     )
     calls = [(b'{"x": 1}', "application/json", "")] * 4
-    # The first burst grows granian's request-thread pool, one thread per request, and while it
-    # grows a request can wait in granian's queue for a free thread (its src/blocking.rs counts
-    # a thread that has just taken a task as idle): here that is the whole delay. Timed is a
-    # burst the threads are there for.
+    # The first burst grows granian's request-thread pool, a thread per request; while it grows,
+    # a request can be left in granian's queue until a thread is free (its src/blocking.rs can
+    # count a thread that has just taken a task as idle), here the whole delay: the likely cause
+    # of a 10 s failure seen once. Timed is a burst the threads are there for.
     assert [response.status_code for response in call_many(server.url, calls)] == [200] * 4
     started = time.monotonic()
     responses = call_many(server.url, calls)

@@ -262,13 +262,15 @@ def test_what_gunicorn_parses_is_refused_as_json(
 def test_what_granian_parses_is_refused(server: ServerProcess) -> None:
     """A chunked body is refused (411) before a byte of it is read: granian's WSGI input would end
     a malformed one without a word. What hyper refuses itself (an unknown transfer coding, a
-    malformed request line, headers over its ~400 KB buffer) gets its bare 400/431 and a close."""
+    malformed request line, headers well over its 408 KB buffer) gets its bare 400/431 and a
+    close. (A header block up to about twice the buffer can get through whole in the read that
+    crosses it: measured, 30% of 500 KB ones were answered 200.)"""
     offset = len(server.log())
     malformed_chunk = RAW_CASES[0][1]
     received = _raw_exchange(server.port, malformed_chunk)
     error = _check_raw_error(received, 411, "length_required", closes=False)
     assert error["message"] == GRANIAN_CHUNKED
-    huge_header = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 500_000 + b"\r\n\r\n"
+    huge_header = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n"
     for data, status in [(RAW_CASES[1][1], 400), (RAW_CASES[2][1], 400), (huge_header, 431)]:
         head = _raw_exchange(server.port, data).partition(b"\r\n\r\n")[0].decode().lower()
         assert head.startswith(f"http/1.1 {status} ") and "\r\nconnection: close" in head, head
