@@ -291,8 +291,8 @@ def measure_gpu(work: Workload, settings: Settings, scratch: Path) -> list[dict[
     forward at the same batch size (the input already on the device), on every GPU.
 
     Each worker gets twice a batch of connections, so that a batch can fill while the one before
-    runs, and request threads enough that its queue (half of them) holds twice that: granian's
-    workers take connections as they come, so a worker can hold more than its share.
+    runs, and request threads enough that its queue (half of them) holds twice that: the kernel
+    hands connections to granian's workers unevenly, so a worker can hold more than its share.
     """
     script = write_script(scratch, work.payload, work.content_type)
     log = scratch / f"{work.name}-gpu.log"

@@ -11,8 +11,10 @@ What gunicorn does that is done here another way, or not at all:
 
 - *Readiness.* gunicorn's workers here accept no connection until their models are loaded; a
   granian worker accepts at once, and its ``/ping`` answers 503 until they are.
-- *Connection share-out and keep-alive.* granian keeps connections alive itself (HTTP/1.1); the
-  share-out between workers of serve/process/worker.py is gunicorn's.
+- *Connection share-out and keep-alive.* granian keeps connections alive itself (HTTP/1.1); on
+  Linux each of its workers listens on a ``SO_REUSEPORT`` socket of its own, and the kernel picks
+  one per connection (a hash of its addresses), so the share-out between workers of
+  serve/process/worker.py is gunicorn's alone.
 - *TorchServe's management and metrics addresses.* granian listens on one address; the master
   binds the others, and each worker serves them from a thread (werkzeug's threaded WSGI server
   accepting on the inherited socket), once its models are loaded, as a gunicorn worker does.
