@@ -13,7 +13,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from handlers.contract import Headers, InferenceRequest, InferenceResponse, LoadContext
+from serve.contract import Headers, InferenceRequest, InferenceResponse, LoadContext
 from serve.errors import ModelError, ServingError
 
 logger = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from handlers.contract import Handler, HandlerLoadError
-from handlers.namespace import ModelNamespace
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
 from handlers.torchmodel import find_serialized_file
 from handlers.torchserve import FunctionHandler, TorchServeHandler
+from serve.contract import Handler, HandlerLoadError
 from serve.model.directory import ModelDirectory
+from serve.model.namespace import ModelNamespace
 
 logger = logging.getLogger(__name__)
 

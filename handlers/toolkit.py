@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from handlers.context import Context, build_response, user_error
-from handlers.contract import (
+from handlers.torchmodel import device_for, load_model
+from serve.codecs import CodecRegistry, parse_accept, parse_media_type
+from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
     InferenceResponse,
@@ -29,8 +31,6 @@ from handlers.contract import (
     Result,
     load_failed,
 )
-from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry, parse_accept, parse_media_type
 from serve.errors import BadRequestError, NotAcceptableError, UnprocessableError
 
 logger = logging.getLogger(__name__)

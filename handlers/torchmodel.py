@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from handlers.contract import HandlerLoadError
-from handlers.namespace import import_file
+from serve.contract import HandlerLoadError
+from serve.model.namespace import import_file
 
 logger = logging.getLogger(__name__)
 

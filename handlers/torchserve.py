@@ -15,16 +15,16 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from handlers.contract import (
+from handlers.toolkit import decode_text
+from serve.codecs import parse_media_type, to_numpy
+from serve.codecs.forms import form_fields, is_form
+from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
     LoadContext,
     Result,
     load_failed,
 )
-from handlers.toolkit import decode_text
-from serve.codecs import parse_media_type, to_numpy
-from serve.codecs.forms import form_fields, is_form
 from serve.errors import BadRequestError, ModelError, ServingError
 
 logger = logging.getLogger(__name__)

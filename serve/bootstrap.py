@@ -16,10 +16,10 @@ from typing import Any
 from flask import Flask
 
 from handlers.builtins import builtin_handlers
-from handlers.contract import HandlerLoadError
 from handlers.loader import load_handler, model_namespace
 from serve.codecs import default_codecs
 from serve.config import ServingConfig
+from serve.contract import HandlerLoadError
 from serve.dialect.modelconfig import startup_settings
 from serve.errors import ServingError
 from serve.http.app import create_app

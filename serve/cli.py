@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from handlers.contract import HandlerLoadError
 from serve.config import ConfigError, ServingConfig
+from serve.contract import HandlerLoadError
 from serve.model.directory import ModelDirError
 from serve.observe.logs import configure_logging
 

@@ -15,7 +15,7 @@ from handlers.builtins.digit import DigitClassifier
 from handlers.builtins.image_classifier import ImageClassifier
 from handlers.builtins.tensor import TensorHandler
 from handlers.builtins.text_classifier import TextClassifier
-from handlers.contract import Handler, HandlerLoadError
+from serve.contract import Handler, HandlerLoadError
 from serve.model.directory import ModelDirectory
 
 BuiltinFactory = Callable[[ModelDirectory, str], Handler]

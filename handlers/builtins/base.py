@@ -18,15 +18,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from handlers.contract import (
+from handlers.torchmodel import device_for, load_model
+from serve.codecs import CodecRegistry, parse_media_type
+from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
     InferenceResponse,
     LoadContext,
     Result,
 )
-from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry, parse_media_type
 from serve.errors import (
     MAX_REASON,
     ModelError,

@@ -34,8 +34,8 @@ from handlers.builtins.base import BuiltinHandler, Inputs, Loaded, accepted_medi
 from handlers.builtins.images import IMAGE_TYPES, decode_image
 from handlers.builtins.outputs import probabilities
 from handlers.builtins.settings import Settings
-from handlers.contract import HandlerLoadError, InferenceRequest
 from serve.codecs import CodecRegistry
+from serve.contract import HandlerLoadError, InferenceRequest
 from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)

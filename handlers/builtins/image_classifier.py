@@ -39,8 +39,8 @@ from handlers.builtins.base import (
 from handlers.builtins.images import request_images
 from handlers.builtins.outputs import probabilities, top_classes
 from handlers.builtins.settings import Settings
-from handlers.contract import HandlerLoadError, InferenceRequest
 from serve.codecs import CodecRegistry
+from serve.contract import HandlerLoadError, InferenceRequest
 from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)

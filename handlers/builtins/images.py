@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from handlers.builtins.base import accepted_media_type
-from handlers.contract import InferenceRequest
 from serve.codecs import CodecRegistry
 from serve.codecs.images import ImageCodec, PixelsOnly
+from serve.contract import InferenceRequest
 from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)

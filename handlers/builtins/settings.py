@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from handlers.contract import HandlerLoadError
+from serve.contract import HandlerLoadError
 
 logger = logging.getLogger(__name__)
 

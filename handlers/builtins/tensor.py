@@ -33,8 +33,8 @@ from handlers.builtins.base import (
     accepted_media_type,
 )
 from handlers.builtins.settings import Settings
-from handlers.contract import InferenceRequest
 from serve.codecs import CodecRegistry, to_numpy
+from serve.contract import InferenceRequest
 from serve.errors import ModelError, UnprocessableError
 
 logger = logging.getLogger(__name__)

@@ -45,9 +45,9 @@ from handlers.builtins.tokenizers import (
     module_tokenizer,
     read_vocab,
 )
-from handlers.contract import HandlerLoadError, InferenceRequest
 from handlers.toolkit import decode_text
 from serve.codecs import CodecRegistry, parse_media_type
+from serve.contract import HandlerLoadError, InferenceRequest
 from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class TextClassifier(BuiltinHandler):
             name = DEFAULT_TOKENIZER if found else "words"
         if name in BUILTIN_TOKENIZERS:
             return builtin_tokenizer(name)
-        from handlers.namespace import import_file
+        from serve.model.namespace import import_file
 
         path = find_file(loaded.model_dir, name)
         if path is None:

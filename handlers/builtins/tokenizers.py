@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from handlers.contract import HandlerLoadError
+from serve.contract import HandlerLoadError
 
 logger = logging.getLogger(__name__)
 

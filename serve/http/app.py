@@ -11,8 +11,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from handlers.contract import INFERENCE_ID
 from serve.config import ServingConfig
+from serve.contract import INFERENCE_ID
 from serve.errors import (
     MethodNotAllowedError,
     ModelError,

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from handlers.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers
 from serve.config import ServingConfig
+from serve.contract import CUSTOM_ATTRIBUTES, INFERENCE_ID, Headers
 from serve.errors import BadRequestError, ModelError, PayloadTooLargeError, ServingError, brief
 from serve.http.app import MAX_INFERENCE_ID
 from serve.http.context import too_large_message

@@ -10,8 +10,8 @@ the fast path stays free of werkzeug.
 
 from __future__ import annotations
 
-from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
 from serve.config import ServingConfig
+from serve.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest
 from serve.errors import BadRequestError
 from serve.runtime.inference import ModelRuntime
 

@@ -12,8 +12,8 @@ from gunicorn.http.errors import ParseException
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import ClientDisconnected
 
-from handlers.contract import CUSTOM_ATTRIBUTES, Headers
 from serve.config import ServingConfig
+from serve.contract import CUSTOM_ATTRIBUTES, Headers
 from serve.errors import (
     BadRequestError,
     LengthRequiredError,

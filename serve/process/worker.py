@@ -54,7 +54,7 @@ from gunicorn import util
 from gunicorn.http import errors as parse_errors
 from gunicorn.workers.gthread import ThreadWorker
 
-from handlers.contract import INFERENCE_ID
+from serve.contract import INFERENCE_ID
 from serve.errors import (
     BadRequestError,
     ExpectationFailedError,

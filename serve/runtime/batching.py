@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from handlers.contract import InferenceRequest, InferenceResponse
+from serve.contract import InferenceRequest, InferenceResponse
 
 _STOP = object()
 

@@ -5,7 +5,7 @@ Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, whic
 request and waits for its answer. The inference thread calls the handler once per batch. User code
 (its import, its load, every batch) therefore runs on this one thread, as in TorchServe, so
 handlers need not be thread-safe; the thread is bound to the model's namespace
-(handlers/namespace.py), so bare-name imports made on it find the model's own files.
+(serve/model/namespace.py), so bare-name imports made on it find the model's own files.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
-from handlers.namespace import ModelNamespace
 from serve.codecs import CodecRegistry
 from serve.config import ModelSettings, ServingConfig
+from serve.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
 from serve.errors import (
     InferenceTimeoutError,
     InsufficientStorageError,
@@ -31,6 +30,7 @@ from serve.errors import (
     ServingError,
 )
 from serve.model.directory import ModelDirectory
+from serve.model.namespace import ModelNamespace
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
@@ -40,7 +40,7 @@ from serve.runtime.memory import release_memory, rss_bytes
 logger = logging.getLogger(__name__)
 
 # One load at a time in a worker: two models' bare-name imports never meet (see
-# handlers/namespace.py), and the memory a load adds is that model's own.
+# serve/model/namespace.py), and the memory a load adds is that model's own.
 LOAD_LOCK = threading.Lock()
 _OUT_OF_MEMORY = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed")
 

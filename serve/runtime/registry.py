@@ -23,9 +23,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from handlers.contract import HandlerLoadError
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
+from serve.contract import HandlerLoadError
 from serve.errors import (
     BadRequestError,
     ConflictError,

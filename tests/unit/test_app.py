@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from handlers.contract import (
+from serve.contract import (
     CUSTOM_ATTRIBUTES,
     INFERENCE_ID,
     InferenceRequest,

@@ -18,8 +18,8 @@ from PIL import Image, PngImagePlugin
 
 from handlers.builtins import builtin_handlers, check_builtin
 from handlers.builtins.image_classifier import center_crop, resize_shorter
-from handlers.contract import Handler, HandlerLoadError, InferenceRequest, LoadContext
 from serve.codecs import CodecRegistry, default_codecs
+from serve.contract import Handler, HandlerLoadError, InferenceRequest, LoadContext
 from serve.errors import ServingError
 from serve.model.directory import prepare_model_dir
 from tests.fixtures.builtin_models import (

@@ -19,7 +19,10 @@ import pytest
 import torch
 
 from handlers.context import Context, HandlerStatusError
-from handlers.contract import (
+from handlers.loader import load_handler
+from handlers.torchmodel import device_for, load_model
+from serve.codecs import default_codecs
+from serve.contract import (
     Handler,
     HandlerLoadError,
     Headers,
@@ -27,9 +30,6 @@ from handlers.contract import (
     InferenceResponse,
     LoadContext,
 )
-from handlers.loader import load_handler
-from handlers.torchmodel import device_for, load_model
-from serve.codecs import default_codecs
 from serve.errors import BadRequestError, ModelError, NotAcceptableError, ServingError
 from serve.model.directory import ModelDirectory
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from handlers.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest, InferenceResponse
 from serve.config import ServingConfig
+from serve.contract import CUSTOM_ATTRIBUTES, Headers, InferenceRequest, InferenceResponse
 from serve.errors import BadRequestError, NotReadyError
 from serve.http.invocation import admit, answer
 

@@ -9,7 +9,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from handlers.namespace import ModelNamespace
+from serve.model.namespace import ModelNamespace
 
 INFERENCE = """
 import helper

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from handlers.contract import HandlerLoadError
+from serve.contract import HandlerLoadError
 
 PACKAGE = "byoserve_models"
 _original_import = builtins.__import__
