@@ -26,6 +26,7 @@ from serve.http.app import create_app
 from serve.model.directory import ModelDirError, activate_code_paths, prepare_model_dir
 from serve.model.store import ModelStore, parse_models
 from serve.observe.observer import Observer
+from serve.process.engine import body_rules
 from serve.runtime.inference import OpenedModel
 from serve.runtime.registry import ModelRegistry
 from serve.runtime.shared import ModelSpec, SharedModels
@@ -119,7 +120,7 @@ def build_server(
         if created and observer is not None:
             observer.close()
         raise
-    return create_app(config, registry, observer), registry
+    return create_app(config, registry, observer, body_rules(config.http_engine)), registry
 
 
 def _add_startup_models(

@@ -1,39 +1,39 @@
 """The Flask application: request ids, per-request metrics and logs, one error handler, and the
-routes of each API (serve/http/sagemaker.py, serve/http/models.py)."""
+routes of each API (serve/http/sagemaker.py, serve/http/models.py, serve/http/torchserve.py) but
+the invocations and /ping, which the router in front of it answers (serve/http/router.py)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from serve.config import ServingConfig
 from serve.contract import INFERENCE_ID
 from serve.errors import (
     MethodNotAllowedError,
-    ModelError,
     NotFoundError,
     PayloadTooLargeError,
     ServingError,
 )
 from serve.http import models, sagemaker, torchserve
-from serve.http.context import config, too_large_message
+from serve.http.context import config
+from serve.http.errors import REQUEST_ID_HEADER, error_body, public_message, request_id
+from serve.http.invocation import BodyRules, too_large_message
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-Id"
-MAX_INFERENCE_ID = 64
-
 
 def create_app(
-    config: ServingConfig, registry: ModelRegistry, observer: Observer | None = None
+    config: ServingConfig,
+    registry: ModelRegistry,
+    observer: Observer | None = None,
+    body: BodyRules | None = None,
 ) -> Flask:
     """Build the app.
 
@@ -41,11 +41,12 @@ def create_app(
         config: the serving configuration.
         registry: the worker's models; start it after fork (``registry.start()``).
         observer: receives per-request events (metrics); by default the registry's.
+        body: how the HTTP engine hands over request bodies (by default, as werkzeug does).
     """
-    app = base_app("byoserve", config, registry, observer)
+    app = base_app("byoserve", config, registry, observer, body=body)
     sagemaker.add_routes(app)
     models.add_routes(app, manage=config.multi_model)
-    torchserve.add_routes(app)
+    torchserve.add_description_routes(app)
     return app
 
 
@@ -55,15 +56,18 @@ def base_app(
     registry: ModelRegistry,
     observer: Observer | None = None,
     error_shape: str = "",
+    body: BodyRules | None = None,
 ) -> Flask:
     """A Flask app with what every API of the server shares: the registry and settings, request
-    ids, per-request metrics and logs, and the error handlers (``error_shape="torchserve"``:
-    every error in TorchServe's shape, as on its management API)."""
+    ids, per-request metrics and logs, the HTTP engine's body rules, and the error handlers
+    (``error_shape="torchserve"``: every error in TorchServe's shape, as on its management
+    API)."""
     app = Flask(name)
     app.extensions["byoserve.registry"] = registry
     app.extensions["byoserve.config"] = config
     app.extensions["byoserve.observer"] = observer or registry.observer
     app.extensions["byoserve.error_shape"] = error_shape
+    app.extensions["byoserve.body"] = body or BodyRules()
 
     app.before_request(_assign_request_id)
     app.after_request(_finish_request)
@@ -75,8 +79,7 @@ def base_app(
 
 def _assign_request_id() -> None:
     g.started = time.monotonic()
-    given = request.headers.get(INFERENCE_ID, "").strip()
-    g.request_id = given if 0 < len(given) <= MAX_INFERENCE_ID else os.urandom(16).hex()
+    g.request_id = request_id(request.headers.get(INFERENCE_ID))
     g.error_code = None
     g.model = ""
     log_model("")
@@ -102,21 +105,15 @@ def _finish_request(response: Response) -> Response:
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str]) -> Response:
     g.error_code = code
-    body: dict[str, Any]
-    if torchserve.speaks_torchserve():
-        body = torchserve.error_body(status, code, message)
-    else:
-        body = {"error": {"code": code, "message": message, "request_id": g.get("request_id", "")}}
-    response = jsonify(body)
-    response.status_code = status
+    shape = torchserve.speaks_torchserve()
+    body = error_body(status, code, message, g.get("request_id", ""), shape)
+    response = Response(body, status=status, content_type="application/json")
     response.headers.update(headers)
     return response
 
 
 def _serving_error(exc: ServingError) -> Response:
-    message = exc.message
-    if exc.code == ModelError.code and not config().error_details:  # BYOSERVE_ERROR_DETAILS
-        message = "the model failed on this request; the server log has the details"
+    message = public_message(exc, config().error_details)  # BYOSERVE_ERROR_DETAILS
     return _error_response(exc.status_code, exc.code, message, exc.headers)
 
 

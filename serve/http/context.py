@@ -1,10 +1,12 @@
-"""What a route reaches during a request: the worker's registry and the configuration."""
+"""What a route of the Flask app reaches during a request: the worker's registry, the
+configuration, and the request's body read by the HTTP engine's rules."""
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, g, request
 
 from serve.config import ServingConfig
+from serve.http.invocation import read_body
 from serve.runtime.registry import ModelRegistry
 
 
@@ -20,6 +22,8 @@ def config() -> ServingConfig:
     return found
 
 
-def too_large_message(length: int | None, limit: int) -> str:
-    size = f"{length} bytes" if length is not None else "the request body"
-    return f"{size} is over the {limit}-byte limit (set SAGEMAKER_MAX_REQUEST_SIZE to raise it)"
+def request_body(limit: int) -> bytes:
+    """The current request's body, at most ``limit`` bytes, read as an invocation's is (framing
+    errors and a body cut short are 400s: serve/http/invocation.py)."""
+    rules = current_app.extensions["byoserve.body"]
+    return read_body(request.environ, request.content_length, limit, rules, g.request_id)

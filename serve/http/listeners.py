@@ -14,8 +14,9 @@ from flask import Flask
 
 from serve.config import ServingConfig
 from serve.http.app import base_app
-from serve.http.fastpath import FastPath
+from serve.http.invocation import BodyRules, Invocations
 from serve.http.management import create_management_app
+from serve.http.router import Router
 from serve.http.sagemaker import metrics_view
 from serve.observe.observer import Observer
 from serve.runtime.registry import ModelRegistry
@@ -40,19 +41,21 @@ class PortDispatch:
 
 
 def metrics_app(config: ServingConfig, registry: ModelRegistry, observer: Observer | None) -> Flask:
-    """TorchServe's metrics port: ``GET /metrics`` only."""
+    """TorchServe's metrics port: ``GET /metrics`` only (it reads no body)."""
     app = base_app("byoserve-metrics", config, registry, observer)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
     return app
 
 
 def side_apps(
-    config: ServingConfig, registry: ModelRegistry, observer: Observer | None
+    config: ServingConfig, registry: ModelRegistry, observer: Observer | None, body: BodyRules
 ) -> dict[tuple[str, int], WSGIApp]:
-    """The apps of TorchServe's management and metrics addresses, when configured, by address."""
+    """The apps of TorchServe's management and metrics addresses, when configured, by address
+    (``body``: the HTTP engine's rules for reading request bodies)."""
     apps: dict[tuple[str, int], WSGIApp] = {}
     if config.management_address is not None:
-        apps[config.management_address] = create_management_app(config, registry, observer)
+        management = create_management_app(config, registry, observer, body)
+        apps[config.management_address] = management
     if config.metrics_address is not None:
         apps[config.metrics_address] = metrics_app(config, registry, observer)
     return apps
@@ -61,17 +64,21 @@ def side_apps(
 def serving_app(
     serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
 ) -> WSGIApp:
-    """The serving port's app: the Flask app behind the fast path for /invocations and /ping
-    (serve/http/fastpath.py)."""
-    return FastPath(serving, registry, config, observer or registry.observer)
+    """The serving port's app: the Flask app behind the router, which sends every invocation
+    to the request pipeline and answers /ping (serve/http/router.py)."""
+    body: BodyRules = serving.extensions["byoserve.body"]
+    invocations = Invocations(registry, config, observer or registry.observer, body)
+    return Router(serving, invocations, unhealthy=500 if config.dialect == "torchserve" else 503)
 
 
 def listening_app(
     serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
 ) -> WSGIApp:
     """The WSGI application for all the server's addresses (gunicorn listens on all of them)."""
-    fast = serving_app(serving, config, registry, observer)
-    by_port = {port: app for (_, port), app in side_apps(config, registry, observer).items()}
+    front = serving_app(serving, config, registry, observer)
+    body = serving.extensions["byoserve.body"]
+    sides = side_apps(config, registry, observer, body)
+    by_port = {port: app for (_, port), app in sides.items()}
     if not by_port:
-        return fast
-    return PortDispatch(fast, by_port)
+        return front
+    return PortDispatch(front, by_port)

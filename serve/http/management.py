@@ -34,6 +34,7 @@ from serve.errors import (
 )
 from serve.http.app import base_app
 from serve.http.context import config, registry
+from serve.http.invocation import BodyRules
 from serve.http.management_params import check_scale, register_params
 from serve.http.torchserve import add_description_routes
 from serve.model.sources import locate, manifest_model, peek_manifest
@@ -51,10 +52,15 @@ DEFAULT_LIMIT = 100
 
 
 def create_management_app(
-    config: ServingConfig, registry: ModelRegistry, observer: Observer | None = None
+    config: ServingConfig,
+    registry: ModelRegistry,
+    observer: Observer | None = None,
+    body: BodyRules | None = None,
 ) -> Flask:
     """The management API's app (served on ``management_address`` by the same workers)."""
-    app = base_app("byoserve-management", config, registry, observer, error_shape="torchserve")
+    app = base_app(
+        "byoserve-management", config, registry, observer, error_shape="torchserve", body=body
+    )
     add = app.add_url_rule
     add("/models", "ts_list", _list, methods=["GET"])
     add("/models", "ts_register", _register, methods=["POST"])

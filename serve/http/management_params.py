@@ -88,10 +88,10 @@ def check_scale(args: Mapping[str, str]) -> tuple[int, int]:
 def _json_body(request: Request) -> dict[str, Any]:
     if (request.content_length or 0) > MAX_BODY:
         raise BadRequestError(f"the body is over {MAX_BODY} bytes")
-    from serve.http.sagemaker import read_body  # read as invocations are: framing errors are 400
+    from serve.http.context import request_body  # read as invocations are: framing errors are 400
 
     try:
-        body = json.loads(read_body(request.content_length, MAX_BODY))
+        body = json.loads(request_body(MAX_BODY))
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):

@@ -1,7 +1,8 @@
 """The model routes of SageMaker's multi-model contract, on the serving port.
 
 Always: ``GET /models`` (paged: ``limit``, ``next_page_token``), ``GET /models/{name}`` and
-``POST /models/{name}/invoke`` (``/invocations`` for that model). With ``manage`` (the server runs
+``POST /models/{name}/invoke`` (``/invocations`` for that model, answered by the request pipeline:
+serve/http/router.py). With ``manage`` (the server runs
 as a SageMaker multi-model endpoint, ``SAGEMAKER_MULTI_MODEL=true``): ``POST /models`` to load and
 ``DELETE /models/{name}`` to unload, each returning once every worker has done it.
 """
@@ -18,8 +19,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from serve.errors import BadRequestError
-from serve.http.context import config, registry
-from serve.http.sagemaker import checked_length, invoke, read_body
+from serve.http.context import registry, request_body
 from serve.observe.logs import log_model
 from serve.runtime.shared import ModelSpec
 
@@ -55,16 +55,9 @@ SETTINGS: Mapping[str, tuple[Callable[[Any], bool], str]] = {
 def add_routes(app: Flask, manage: bool) -> None:
     app.add_url_rule("/models", "list_models", _list, methods=["GET"])
     app.add_url_rule("/models/<path:name>", "describe_model", _describe, methods=["GET"])
-    app.add_url_rule("/models/<path:name>/invoke", "invoke_model", _invoke, methods=["POST"])
     if manage:
         app.add_url_rule("/models", "load_model", _load, methods=["POST"])
         app.add_url_rule("/models/<path:name>", "unload_model", _unload, methods=["DELETE"])
-
-
-def _invoke(name: str) -> Response:
-    settings = config()
-    length = checked_length(settings)
-    return invoke(registry().get(name), settings, length)
 
 
 def _list() -> Response:
@@ -116,7 +109,7 @@ def _json_object() -> dict[str, Any]:
     if length is not None and length > MAX_BODY:
         raise BadRequestError(f"the body is over {MAX_BODY} bytes")
     try:  # read as an invocation's body is: a chunked body's framing errors are the client's
-        body = json.loads(read_body(length, MAX_BODY))
+        body = json.loads(request_body(MAX_BODY))
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):

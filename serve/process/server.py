@@ -213,7 +213,8 @@ def run_server(app: Flask, registry: ModelRegistry, config: ServingConfig) -> st
 
             observer = app.extensions.get("byoserve.observer")
             serving = serving_app(app, config, registry, observer)
-            run_granian(serving, side_apps(config, registry, observer), registry, config)
+            sides = side_apps(config, registry, observer, app.extensions["byoserve.body"])
+            run_granian(serving, sides, registry, config)
         else:
             ServeApplication(app, registry, config).run()
     except SystemExit:  # gunicorn's arbiter ends with sys.exit, and so do its workers

@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import ctypes
 import http
-import json
 import logging
 import multiprocessing
-import os
 import select
 import ssl
 import time
@@ -65,7 +63,8 @@ from serve.errors import (
     UriTooLongError,
     brief,
 )
-from serve.http.app import MAX_INFERENCE_ID, REQUEST_ID_HEADER
+from serve.http import errors as answers
+from serve.http.errors import REQUEST_ID_HEADER, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +143,15 @@ def refusal(exc: BaseException) -> ServingError | None:
     return None
 
 
-def error_response(error: ServingError, request_id: str) -> bytes:
+def error_response(error: ServingError, rid: str) -> bytes:
     """A whole HTTP/1.1 response carrying the app's JSON error body; it closes the connection."""
-    body = {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    payload = error_body(error.status_code, error.code, error.message, rid)
     status = http.HTTPStatus(error.status_code)
     headers = {
         "Connection": "close",
         "Content-Type": "application/json",
         "Content-Length": str(len(payload)),
-        REQUEST_ID_HEADER: request_id,
+        REQUEST_ID_HEADER: rid,
         **error.headers,
     }
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -161,13 +159,11 @@ def error_response(error: ServingError, request_id: str) -> bytes:
 
 
 def request_id(req: Any) -> str:
-    """The client's inference id when gunicorn parsed that far and the id is usable (as the app
-    takes it), else a new one."""
+    """The request id (serve/http/errors.py) of a request gunicorn parsed as far as its headers,
+    or of one it could not parse (a new id)."""
     name = INFERENCE_ID.upper()
     headers = getattr(req, "headers", None) or ()
-    given = next((value for key, value in headers if key == name), "").strip()
-    usable = 0 < len(given) <= MAX_INFERENCE_ID and given.isascii() and given.isprintable()
-    return given if usable else os.urandom(16).hex()
+    return answers.request_id(next((value for key, value in headers if key == name), None))
 
 
 def closing(app: WsgiApp, stopping: Callable[[], bool]) -> WsgiApp:

@@ -196,16 +196,15 @@ class ModelRuntime:
         return max(0, before - rss_bytes())
 
     def submit(self, request: InferenceRequest) -> InferenceResponse:
-        """Queue one request and wait for its answer, at most the model's timeout.
+        """Queue one request and wait for its answer, at most the model's timeout. Check
+        :meth:`ensure_ready` first (the request pipeline does, before it reads the body).
 
         Raises:
-            NotReadyError: the model is not loaded in this worker yet.
             ModelNotFoundError: the model is being unloaded.
             OverloadedError: the queue is full (answered 503 with Retry-After).
             InferenceTimeoutError: no answer within the timeout.
             ServingError: whatever the handler failed this request with.
         """
-        self.ensure_ready()
         self.last_used = time.monotonic()
         try:
             pending, depth = self._queue.put(request)

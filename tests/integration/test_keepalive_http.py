@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.http.sagemaker import HEALTHY
+from serve.http.router import HEALTHY
 from serve.process.worker import STOP_LINGER_S
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.server import ServerProcess

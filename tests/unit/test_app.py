@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
+from werkzeug.test import Client
 
 from serve.contract import (
     CUSTOM_ATTRIBUTES,
@@ -21,7 +21,7 @@ from serve.contract import (
     Result,
 )
 from serve.errors import BadRequestError, ModelError
-from serve.http.sagemaker import GRANIAN_CHUNKED
+from serve.process.engine import GRANIAN_CHUNKED, body_rules
 from tests.fixtures.apps import AppModel, make_app
 
 
@@ -69,12 +69,12 @@ class EchoHandler:
 
 def make_client(
     handler: EchoHandler, tmp_path: Path, start: bool = True, **config: Any
-) -> tuple[FlaskClient, AppModel]:
+) -> tuple[Client, AppModel]:
     return make_app(handler, tmp_path, start=start, **config)
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[FlaskClient]:
+def client(tmp_path: Path) -> Iterator[Client]:
     test_client, runtime = make_client(EchoHandler(), tmp_path)
     yield test_client
     runtime.stop()
@@ -109,7 +109,7 @@ def test_a_model_that_fails_to_load_stays_unready_with_a_clear_error(tmp_path: P
     assert "failed to load" in error_of(response)["message"]
 
 
-def test_invocations_round_trip_and_alias(client: FlaskClient) -> None:
+def test_invocations_round_trip_and_alias(client: Client) -> None:
     response = client.post("/invocations", json={"x": [1, 2]})
     assert response.status_code == 200
     assert response.get_json() == {"x": [1, 2]}
@@ -117,7 +117,7 @@ def test_invocations_round_trip_and_alias(client: FlaskClient) -> None:
     assert alias.status_code == 200 and alias.get_json() == [3]
 
 
-def test_accept_negotiation_and_default(client: FlaskClient) -> None:
+def test_accept_negotiation_and_default(client: Client) -> None:
     body = json.dumps([[1.5, 2.0]])
     headers = {"Content-Type": "application/json", "Accept": "application/json;q=0.2, text/csv"}
     response = client.post("/invocations", data=body, headers=headers)
@@ -129,7 +129,7 @@ def test_accept_negotiation_and_default(client: FlaskClient) -> None:
     assert starred.mimetype == "application/json"
 
 
-def test_request_id_is_echoed_and_custom_attributes_reach_the_handler(client: FlaskClient) -> None:
+def test_request_id_is_echoed_and_custom_attributes_reach_the_handler(client: Client) -> None:
     response = client.post(
         "/invocations", json=[1], headers={INFERENCE_ID: "abc-123", CUSTOM_ATTRIBUTES: "k=v"}
     )
@@ -150,7 +150,7 @@ def test_request_id_is_echoed_and_custom_attributes_reach_the_handler(client: Fl
     ],
 )
 def test_bad_requests_get_their_status_and_a_json_error(
-    client: FlaskClient, kwargs: dict[str, Any], status: int, code: str
+    client: Client, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
     response = client.post("/invocations", **kwargs)
     assert response.status_code == status
@@ -160,12 +160,12 @@ def test_bad_requests_get_their_status_and_a_json_error(
     assert client.post("/invocations", json=[1]).status_code == 200  # still serving
 
 
-def test_model_error_message_has_no_traceback(client: FlaskClient) -> None:
+def test_model_error_message_has_no_traceback(client: Client) -> None:
     response = client.post("/invocations", json="boom")
     assert error_of(response)["message"] == "ValueError: the model cannot digest boom"
 
 
-def test_unknown_route_and_wrong_method(client: FlaskClient) -> None:
+def test_unknown_route_and_wrong_method(client: Client) -> None:
     missing = client.get("/nothing")
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
     wrong = client.get("/invocations")
@@ -206,12 +206,12 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == [200, 200, 503]
-    overloaded = test_client.application.test_client()
+    overloaded = Client(test_client.application)
     assert overloaded.post("/invocations", json=[1]).status_code == 200
     runtime.stop()
 
 
-def test_execution_parameters(client: FlaskClient) -> None:
+def test_execution_parameters(client: Client) -> None:
     params = client.get("/execution-parameters").get_json()
     assert params == {
         "MaxConcurrentTransforms": 1,
@@ -252,9 +252,7 @@ def test_a_model_slower_than_the_startup_timeout_counts_as_failed(tmp_path: Path
     assert "SAGEMAKER_STARTUP_TIMEOUT" in str(runtime.load_error)
 
 
-def test_request_ids_are_logged_at_debug(
-    client: FlaskClient, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_request_ids_are_logged_at_debug(client: Client, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("DEBUG", logger="serve.http.app"):
         client.post("/invocations", json=[1], headers={INFERENCE_ID: "trace-me-42"})
     assert any("trace-me-42" in record.getMessage() for record in caplog.records)
@@ -310,17 +308,23 @@ def test_a_worker_whose_handler_hangs_says_it_is_not_ready(tmp_path: Path) -> No
     model.stop()
 
 
-def test_a_chunked_body_is_refused_with_411_on_granian_only(client: FlaskClient) -> None:
+def test_a_chunked_body_is_refused_with_411_on_granian_only(tmp_path: Path) -> None:
     # granian's WSGI input ends a chunked body at a framing error without a word, so a
     # truncated body could be predicted on; gunicorn raises, and there it is read.
     body = {"data": b"[1]", "content_type": "application/json"}
     chunked = {"Transfer-Encoding": "chunked"}
     dechunked = {"wsgi.input_terminated": True}  # as both servers say of the body they decode
-    granian = {**dechunked, "SERVER_SOFTWARE": "Granian"}
-    refused = client.post("/invocations", **body, headers=chunked, environ_overrides=granian)
-    assert refused.status_code == 411
-    assert error_of(refused)["message"] == GRANIAN_CHUNKED
-    assert client.post(
-        "/invocations", **body, headers=chunked, environ_overrides=dechunked
-    ).json == [1]
-    assert client.post("/invocations", **body, environ_overrides=granian).json == [1]
+    for engine, status in (("granian", 411), ("gunicorn", 200)):
+        rules = body_rules(engine)
+        (tmp_path / engine).mkdir()
+        test_client, model = make_app(EchoHandler(), tmp_path / engine, body=rules)
+        answer = test_client.post(
+            "/invocations", **body, headers=chunked, environ_overrides=dechunked
+        )
+        assert answer.status_code == status
+        if status == 411:
+            assert error_of(answer)["message"] == GRANIAN_CHUNKED
+        else:
+            assert answer.json == [1]
+        assert test_client.post("/invocations", **body).json == [1]
+        model.stop()

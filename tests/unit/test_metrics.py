@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask.testing import FlaskClient
+from werkzeug.test import Client
 
 from serve.observe.metrics import PrometheusObserver
 from tests.fixtures.apps import AppModel, make_app
@@ -32,27 +32,27 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 def observed_client(
     tmp_path: Path, handler: EchoHandler | None = None, **config: object
-) -> tuple[FlaskClient, AppModel, PrometheusObserver]:
+) -> tuple[Client, AppModel, PrometheusObserver]:
     observer = PrometheusObserver()
     test_client, model = make_app(handler or EchoHandler(), tmp_path, observer=observer, **config)
     return test_client, model, observer
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[FlaskClient]:
+def client(tmp_path: Path) -> Iterator[Client]:
     test_client, runtime, _ = observed_client(tmp_path)
     yield test_client
     runtime.stop()
 
 
-def metrics(client: FlaskClient) -> str:
+def metrics(client: Client) -> str:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     return response.get_data(as_text=True)
 
 
-def test_requests_are_counted_by_route_and_status(client: FlaskClient) -> None:
+def test_requests_are_counted_by_route_and_status(client: Client) -> None:
     for _ in range(3):
         assert client.post("/invocations", json=[1]).status_code == 200
     assert client.post("/endpoints/x/invocations", json=[2]).status_code == 200
@@ -67,14 +67,14 @@ def test_requests_are_counted_by_route_and_status(client: FlaskClient) -> None:
     assert sample(text, "byoserve_request_duration_seconds_count", route="invocations") == 4
 
 
-def test_scrapes_do_not_count_themselves(client: FlaskClient) -> None:
+def test_scrapes_do_not_count_themselves(client: Client) -> None:
     first = metrics(client)
     second = metrics(client)
     assert sample(second, "byoserve_requests_total", route="metrics", status="200") == 0
     assert first.count("byoserve_requests_total{") == second.count("byoserve_requests_total{")
 
 
-def test_batches_load_time_and_errors_are_recorded(client: FlaskClient) -> None:
+def test_batches_load_time_and_errors_are_recorded(client: Client) -> None:
     client.post("/invocations", json=[1])
     client.post("/invocations", json="boom")
     client.get("/nowhere")
@@ -113,7 +113,7 @@ def test_a_full_queue_is_counted_as_rejected(tmp_path: Path) -> None:
 
 def test_metrics_answer_while_the_model_is_busy(tmp_path: Path) -> None:
     test_client, runtime, _ = observed_client(tmp_path)
-    scraper = test_client.application.test_client()
+    scraper = Client(test_client.application)
     busy = threading.Thread(target=lambda: test_client.post("/invocations", json="sleep"))
     busy.start()
     try:

@@ -1,0 +1,180 @@
+"""The serving port's front door: every invocation route goes to the request pipeline
+(serve/http/invocation.py), ``/ping`` is answered here, and everything else goes to the Flask app
+(the model list, the management routes, ``/metrics``, ``/execution-parameters``, the API
+description).
+
+Invocations and health checks are nearly all of a busy endpoint's requests. Flask's per-request
+machinery (the request and app contexts, routing, the ``request``/``g`` proxies, the hooks, the
+response object) cost about 150 us of a core per request here, as much as a small model's
+forward, so these routes are matched by hand, in plain WSGI: a path compared with a few prefixes.
+
+The routes it takes, and how each picks its model:
+
+- ``/invocations`` and ``/endpoints/{name}/invocations`` (POST, PUT): the
+  ``X-Amzn-SageMaker-Target-Model`` header's, else TorchServe's ``?model_name=``, else the only one;
+- ``/models/{name}/invoke`` (POST): ``name``;
+- ``/predictions/{model}[/{version}]`` and ``/explanations/...`` (GET, HEAD, POST, PUT, DELETE,
+  PATCH): ``model`` at ``version``, with errors in TorchServe's shape;
+- ``/ping`` (GET, HEAD).
+
+Another method on these paths is a 405 that names the methods allowed (OPTIONS lists them, as
+Flask does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from serve.errors import MethodNotAllowedError
+from serve.http.errors import REQUEST_ID_HEADER, error_body, request_id
+from serve.http.invocation import (
+    INFERENCE_ID_KEY,
+    JSON,
+    TARGET_MODEL_KEY,
+    Answer,
+    Invocations,
+    Pick,
+)
+from serve.runtime.inference import ModelRuntime
+from serve.runtime.registry import ModelRegistry
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+StartResponse = Callable[..., Any]
+
+HEALTHY = b'{"status": "Healthy"}\n'
+UNHEALTHY = b'{"status": "Unhealthy"}\n'
+INVOKE = ("POST", "PUT")
+PREDICT = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+PING = ("GET", "HEAD")
+_STATUS = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+class Router:
+    """WSGI middleware in front of the Flask app (see the module's docstring)."""
+
+    def __init__(self, app: WSGIApp, invocations: Invocations, unhealthy: int) -> None:
+        """``unhealthy``: /ping's status while this worker's models load (503; TorchServe's
+        dialect answers 500)."""
+        self.app = app
+        self.invocations = invocations
+        self.registry = invocations.registry
+        self.unhealthy = unhealthy
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if path == "/invocations":
+            return self._invoke(environ, start_response, "invocations")
+        if path == "/ping":
+            return self._ping(environ, start_response)
+        if path.startswith(("/predictions/", "/explanations/")):
+            return self._predict(environ, start_response, path)
+        if path.startswith("/endpoints/") and path.endswith("/invocations"):
+            name = path[len("/endpoints/") : -len("/invocations")]
+            if name and "/" not in name:
+                return self._invoke(environ, start_response, "endpoint_invocations")
+        elif path.startswith("/models/") and path.endswith("/invoke"):
+            name = _decoded(path[len("/models/") : -len("/invoke")])
+            if name and environ.get("REQUEST_METHOD") == "POST":
+                pick: Pick = lambda registry: registry.get(name)  # noqa: E731
+                return self._reply(start_response, self.invocations(environ, "invoke_model", pick))
+        return self.app(environ, start_response)
+
+    def _invoke(
+        self, environ: dict[str, Any], start_response: StartResponse, route: str
+    ) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in INVOKE:
+            return self._not_allowed(environ, start_response, INVOKE)
+        answer = self.invocations(environ, route, _invocation_model(environ))
+        return self._reply(start_response, answer)
+
+    def _predict(
+        self, environ: dict[str, Any], start_response: StartResponse, path: str
+    ) -> Iterable[bytes]:
+        kind, _, rest = path[1:].partition("/")
+        parts = _decoded(rest).split("/")
+        if len(parts) > 2 or not all(parts):
+            return self.app(environ, start_response)  # no such route: the Flask app's 404
+        if environ.get("REQUEST_METHOD") not in PREDICT:
+            return self._not_allowed(environ, start_response, PREDICT, torchserve=True)
+        model, version = parts[0], parts[1] if len(parts) == 2 else None
+        route = f"{kind}_version" if version is not None else kind
+        pick: Pick = lambda registry: registry.version(model, version)  # noqa: E731
+        parameters = _query(environ)
+        extra = (("explain", "True"),) if kind == "explanations" else ()
+        answer = self.invocations(environ, route, pick, parameters, extra, torchserve=True)
+        return self._reply(start_response, answer)
+
+    def _ping(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """200 once this worker has loaded the models it started with, ``unhealthy`` before;
+        with TorchServe's body; does no work."""
+        if environ.get("REQUEST_METHOD") not in PING:
+            return self._not_allowed(environ, start_response, PING)
+        started = time.monotonic()
+        ready = self.registry.ready
+        status, body = (200, HEALTHY) if ready else (self.unhealthy, UNHEALTHY)
+        rid = request_id(environ.get(INFERENCE_ID_KEY))
+        self._reply(start_response, (status, body, JSON, [(REQUEST_ID_HEADER, rid)]))
+        self.invocations.done(environ, "ping", status, started, None, "", rid)
+        return [body]
+
+    def _not_allowed(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        methods: tuple[str, ...],
+        torchserve: bool = False,
+    ) -> Iterable[bytes]:
+        """405, with the methods the route takes (OPTIONS answers them, as Flask does)."""
+        started = time.monotonic()
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        allow = ("Allow", ", ".join(sorted({*methods, "OPTIONS"})))
+        rid = request_id(environ.get(INFERENCE_ID_KEY))
+        if method == "OPTIONS":
+            answer: Answer = (200, b"", "text/html; charset=utf-8", [allow])
+        else:
+            error = MethodNotAllowedError(f"{method} is not allowed on {_decoded(path)}")
+            body = error_body(error.status_code, error.code, error.message, rid, torchserve)
+            answer = (error.status_code, body, JSON, [allow])
+        answer[3].append((REQUEST_ID_HEADER, rid))
+        code = None if method == "OPTIONS" else MethodNotAllowedError.code
+        self.invocations.done(environ, "unmatched", answer[0], started, code, "", rid)
+        return self._reply(start_response, answer)
+
+    @staticmethod
+    def _reply(start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
+        status, body, content_type, headers = answer
+        pairs = [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
+        start_response(_STATUS.get(status) or f"{status} Unknown", pairs)
+        return [body]
+
+
+def _invocation_model(environ: dict[str, Any]) -> Pick:
+    """/invocations' model: the TargetModel header's, else TorchServe's ``?model_name=``, else
+    the only one."""
+
+    def pick(registry: ModelRegistry) -> ModelRuntime:
+        target = environ.get(TARGET_MODEL_KEY) or None
+        if target is None and environ.get("QUERY_STRING"):
+            named = Request(environ).args.get("model_name")
+            if named:
+                return registry.version(named)
+        return registry.route(target)
+
+    return pick
+
+
+def _decoded(path: str) -> str:
+    """A WSGI path (bytes as latin-1, PEP 3333) as the UTF-8 text the client sent."""
+    return path.encode("latin-1").decode(errors="replace")
+
+
+def _query(environ: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The query string's parameters in order, parsed as Flask's ``request.args`` are."""
+    if not environ.get("QUERY_STRING"):
+        return ()
+    return tuple(Request(environ).args.items(multi=True))
