@@ -371,8 +371,8 @@ class ServingConfig:
         "BYOSERVE_MODELS",
         parse=_words,
         flag="--models",
-        help="models to start with: NAME=PATH, PATH (named after the file) or all; "
-        "relative paths are in the model store",
+        help="models to start with: NAME=PATH, PATH (named after the file) or all, space or "
+        "comma separated; relative paths are in the model store",
     )
     max_models: int | None = setting(
         None,
