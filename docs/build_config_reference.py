@@ -33,8 +33,16 @@ settings with `serve --start` ([Coming from TorchServe / MMS](../torchserve.md))
 """
 
 
+def default_of(spec: dataclasses.Field[Any]) -> Any:
+    """The declared default, a ``default_factory``'s value included."""
+    if spec.default is dataclasses.MISSING and spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
 def show_default(value: Any) -> str:
-    """The default as a reader would type it; 0 and None mean "chosen at start" or "off"."""
+    """The default as a reader would type it: None is "unset", and 0 "chosen at start" (the
+    worker, thread and queue counts ServingConfig works out from the CPUs and the threads)."""
     if value is None:
         return "unset"
     if isinstance(value, enum.Enum):
@@ -50,12 +58,12 @@ def show_default(value: Any) -> str:
 
 def render() -> str:
     """The reference's text: a table of every setting, then one section each."""
-    specs = dataclasses.fields(ServingConfig)
+    specs = [spec for spec in dataclasses.fields(ServingConfig) if "env" in spec.metadata]
     lines = [HEADER, "| variable | flag | default |", "|---|---|---|"]
     for spec in specs:
         main = spec.metadata["env"][0]
         flag = f"`{spec.metadata['flag']}`" if spec.metadata["flag"] else ""
-        lines.append(f"| [`{main}`](#{main.lower()}) | {flag} | {show_default(spec.default)} |")
+        lines.append(f"| [`{main}`](#{main.lower()}) | {flag} | {show_default(default_of(spec))} |")
     for spec in specs:
         main, *aliases = spec.metadata["env"]
         lines += ["", f"## `{main}`", "", spec.metadata["help"].rstrip(".") + ".", ""]
@@ -63,7 +71,7 @@ def render() -> str:
             lines.append("- aliases: " + ", ".join(f"`{name}`" for name in aliases))
         if spec.metadata["flag"]:
             lines.append(f"- flag: `{spec.metadata['flag']}`")
-        lines.append(f"- default: {show_default(spec.default)}")
+        lines.append(f"- default: {show_default(default_of(spec))}")
         lines.append(f"- setting: `ServingConfig.{spec.name}`")
     return "\n".join(lines) + "\n"
 
