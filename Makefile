@@ -22,13 +22,15 @@ export BUILDAH_FORMAT := docker
 export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint model clean containers build push deploy run-local test-compat bench bench-gpu soak
+.PHONY: help install serve test test-quick lint docs-reference model clean containers build push deploy run-local test-compat bench bench-gpu soak
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
 	@echo "make serve       train/package the example model (MODEL=$(MODEL)) and serve it on :$(PORT)"
-	@echo "make test        lint, type-check and run every test (containers included)"
-	@echo "make test-quick  the same without the container tests"
+	@echo "make test        lint, type-check and run every test (containers included): what CI runs"
+	@echo "make test-quick  lint, type-check, the docs and the unit tests (tests/unit): under 2 minutes"
+	@echo "make lint        ruff, mypy and mkdocs build --strict (docs/, mkdocs.yml)"
+	@echo "make docs-reference  write docs/reference/configuration.md from serve/config.py"
 	@echo "make model       train and archive the examples into build/ (sentiment, digits)"
 	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
 	@echo "make build-torchvision  the image with torchvision and TorchServe's ts package, as $(IMAGE):torchvision"
@@ -80,7 +82,7 @@ serve: build/$(MODEL).tar.gz
 	$(PY) -m serve --model-dir build/$(MODEL).tar.gz --port $(PORT)
 
 # podman, buildah, a local base image, docker-registry and wrk: what the container tests need
-# on a machine with no Docker engine (see container/README.md). Idempotent; root only.
+# on a machine with no Docker engine (see docs/container.md). Idempotent; root only.
 containers:
 	@if docker info >/dev/null 2>&1; then echo "containers: docker engine present"; \
 	else bash container/setup-podman.sh; fi
@@ -97,7 +99,7 @@ deploy: $(STAMP)
 run-local: build/$(MODEL)/model.tar.gz
 	$(DOCKER) run --rm -p $(PORT):8080 -v $(CURDIR)/build/$(MODEL):/opt/ml/model:ro $(IMAGE):$(TAG) serve
 
-# Speed against the in-process limit (README.md, "Speed"): table on stdout, bench/results/*.json, *.png.
+# Speed against the in-process limit (docs/benchmarks.md): table on stdout, bench/results/*.json, *.png.
 # TorchServe 0.12 (in the venv, on the same torch) runs beside byoserve: its frontend needs Java.
 bench: $(STAMP) java
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
@@ -122,13 +124,22 @@ soak: build/digits.tar.gz
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) bench/soak.py $(SOAK_SECONDS)
 
+# The docs are built into a temporary directory: --strict fails on a broken link or anchor.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@site=$$(mktemp -d) && $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$site; \
+	  status=$$?; rm -rf $$site; exit $$status
 
+# docs/reference/configuration.md is generated from ServingConfig's declarations (a unit test
+# fails when it is stale).
+docs-reference: $(STAMP)
+	$(PY) -m docs.build_config_reference
+
+# Lint and the unit tier only (tests/unit): no integration, container, deploy or fuzz tests.
 test-quick: lint
-	$(VENV)/bin/pytest -m "not container" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 # The tests that use podman run first; then the compat venv and the torchvision image (minutes,
 # mostly disk) are prepared in the background while the other tests run (a concurrent build would

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serve",
         description="Serve a model directory or model.tar.gz with the SageMaker container API. "
-        "Flags override the environment variables (see README).",
+        "Flags override the environment variables (see docs/reference/configuration.md).",
     )
     for spec in ServingConfig.flags():
         many = spec.name == "models"

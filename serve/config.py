@@ -204,7 +204,13 @@ class ServingConfig:
         flag="--model-dir",
         help="extracted model dir, or a dir/file with model.tar.gz",
     )
-    unpack_dir: Path | None = setting(None, "BYOSERVE_UNPACK_DIR", parse=_path)
+    unpack_dir: Path | None = setting(
+        None,
+        "BYOSERVE_UNPACK_DIR",
+        parse=_path,
+        help="where an archive is unpacked (into .byoserve-extracted/); default beside the "
+        "archive, or the temp dir when that is read-only",
+    )
     host: str = setting(
         "0.0.0.0",
         "BYOSERVE_HOST",
@@ -220,7 +226,10 @@ class ServingConfig:
         help="port (default SAGEMAKER_BIND_TO_PORT or 8080)",
     )
     safe_port_range: tuple[int, int] | None = setting(
-        None, "SAGEMAKER_SAFE_PORT_RANGE", parse=_port_range
+        None,
+        "SAGEMAKER_SAFE_PORT_RANGE",
+        parse=_port_range,
+        help="LOW-HIGH ports SageMaker leaves to the container; checked, not used yet",
     )
     workers: int = setting(
         0,
@@ -241,50 +250,79 @@ class ServingConfig:
         "BYOSERVE_TORCH_THREADS",
         parse=_positive_int,
         flag="--torch-threads",
-        help="torch intra-op threads per worker",
+        help="torch intra-op threads per worker (default: CPUs / workers)",
     )
     timeout: float = setting(
         60.0,
         "SAGEMAKER_MODEL_SERVER_TIMEOUT",
         parse=_positive_float,
         flag="--timeout",
-        help="per-request timeout, seconds",
+        help="per-request timeout, seconds (a model's own response timeout wins)",
     )
-    startup_timeout: float = setting(600.0, "SAGEMAKER_STARTUP_TIMEOUT", parse=_positive_float)
-    graceful_timeout: float = setting(25.0, "BYOSERVE_GRACEFUL_TIMEOUT", parse=_positive_float)
+    startup_timeout: float = setting(
+        600.0,
+        "SAGEMAKER_STARTUP_TIMEOUT",
+        parse=_positive_float,
+        help="seconds a model may take to load before the start (or the load) fails",
+    )
+    graceful_timeout: float = setting(
+        25.0,
+        "BYOSERVE_GRACEFUL_TIMEOUT",
+        parse=_positive_float,
+        help="seconds the requests in flight get to finish after SIGTERM",
+    )
     max_request_size: int = setting(
         DEFAULT_MAX_REQUEST_SIZE,
         "SAGEMAKER_MAX_REQUEST_SIZE",
         parse=_positive_int,
         flag="--max-request-size",
-        help="largest request body, bytes",
+        help="largest request body, bytes (6 MiB; checked before the body is read)",
     )
-    max_payload_mb: int | None = setting(None, "SAGEMAKER_MAX_PAYLOAD_IN_MB", parse=_megabytes)
+    max_payload_mb: int | None = setting(
+        None,
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+        parse=_megabytes,
+        help="largest request body in MiB, when SAGEMAKER_MAX_REQUEST_SIZE is not set",
+    )
     default_accept: str = setting(
-        "application/json", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", parse=_media_type
+        "application/json",
+        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT",
+        parse=_media_type,
+        help="the response type for a request with no Accept or */*",
     )
     log_level: int = setting(
         logging.INFO,
         "SAGEMAKER_CONTAINER_LOG_LEVEL",
         parse=_log_level,
         flag="--log-level",
-        help="DEBUG, INFO, WARNING, ... or a number",
+        help="DEBUG, INFO (default), WARNING, ... or a number",
     )
-    log_format: str = setting("text", "BYOSERVE_LOG_FORMAT", parse=_choice("text", "json"))
+    log_format: str = setting(
+        "text",
+        "BYOSERVE_LOG_FORMAT",
+        parse=_choice("text", "json"),
+        help="log lines as text or as one JSON object each",
+    )
     program: str | None = setting(
         None,
         "SAGEMAKER_PROGRAM",
         flag="--program",
         help="handler module (SAGEMAKER_PROGRAM), e.g. inference.py",
     )
-    install_requirements: bool = setting(True, "BYOSERVE_INSTALL_REQUIREMENTS", parse=_bool)
+    install_requirements: bool = setting(
+        True,
+        "BYOSERVE_INSTALL_REQUIREMENTS",
+        parse=_bool,
+        help="pip-install code/requirements.txt at start (flag: --no-install-requirements)",
+    )
     max_batch_size: int | None = setting(
         None,
         "BYOSERVE_MAX_BATCH_SIZE",
         "SAGEMAKER_TS_BATCH_SIZE",
         parse=_positive_int,
         flag="--max-batch-size",
-        help="dynamic batching: most requests per model call",
+        help="dynamic batching: most requests per model call (default: the archive's, else 1; "
+        "a model's registration wins)",
     )
     max_batch_delay_ms: float | None = setting(
         None,
@@ -292,16 +330,35 @@ class ServingConfig:
         "SAGEMAKER_TS_MAX_BATCH_DELAY",
         parse=_non_negative_float,
         flag="--max-batch-delay-ms",
-        help="dynamic batching: longest wait for a batch",
+        help="dynamic batching: longest wait for a batch, counted from its first request "
+        "(default: the archive's, else 5 ms)",
     )
-    queue_size: int = setting(0, "BYOSERVE_QUEUE_SIZE", parse=_positive_int)
+    queue_size: int = setting(
+        0,
+        "BYOSERVE_QUEUE_SIZE",
+        parse=_positive_int,
+        help="requests waiting per model in a worker before 503 + Retry-After "
+        "(default: half the request threads)",
+    )
     batch_strategy: str = setting(
-        "MULTI_RECORD", "SAGEMAKER_BATCH_STRATEGY", parse=_choice("MULTI_RECORD", "SINGLE_RECORD")
+        "MULTI_RECORD",
+        "SAGEMAKER_BATCH_STRATEGY",
+        parse=_choice("MULTI_RECORD", "SINGLE_RECORD"),
+        help="BatchStrategy reported by /execution-parameters for batch transform",
     )
     max_concurrent_transforms: int | None = setting(
-        None, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", parse=_positive_int
+        None,
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
+        parse=_positive_int,
+        help="MaxConcurrentTransforms reported by /execution-parameters (default: the workers)",
     )
-    multi_model: bool = setting(False, "SAGEMAKER_MULTI_MODEL", parse=_bool)
+    multi_model: bool = setting(
+        False,
+        "SAGEMAKER_MULTI_MODEL",
+        parse=_bool,
+        help="a SageMaker multi-model endpoint: start with no model, POST /models and "
+        "DELETE /models/<name> load and unload",
+    )
     model_store: Path | None = setting(
         None,
         "BYOSERVE_MODEL_STORE",
@@ -314,22 +371,23 @@ class ServingConfig:
         "BYOSERVE_MODELS",
         parse=_words,
         flag="--models",
-        help="models to start with: NAME=PATH, PATH (named after the file) or all; "
-        "relative paths are in the model store",
+        help="models to start with: NAME=PATH, PATH (named after the file) or all, space or "
+        "comma separated; relative paths are in the model store",
     )
     max_models: int | None = setting(
         None,
         "BYOSERVE_MAX_MODELS",
         parse=_positive_int,
         flag="--max-models",
-        help="most models held at once (least recently used unloaded)",
+        help="most models held at once; beyond it a load answers 507 (a TargetModel load "
+        "unloads the least recently used)",
     )
     memory_budget: int | None = setting(
         None,
         "BYOSERVE_MEMORY_BUDGET_MB",
         parse=_megabytes,
         flag="--memory-budget-mb",
-        help="most memory the models may take, in MiB",
+        help="most memory the models may take, in MiB, summed over workers (as for --max-models)",
     )
     http_engine: str = setting(
         "gunicorn",
@@ -359,8 +417,19 @@ class ServingConfig:
         flag="--metrics-address",
         help="serve /metrics on this address too (TorchServe's http://127.0.0.1:8082)",
     )
-    enable_model_api: bool = setting(True, "BYOSERVE_ENABLE_MODEL_API", parse=_bool)
-    allowed_urls: tuple[str, ...] = setting((), "BYOSERVE_ALLOWED_URLS", parse=_patterns)
+    enable_model_api: bool = setting(
+        True,
+        "BYOSERVE_ENABLE_MODEL_API",
+        parse=_bool,
+        help="false: the management API's register and unregister answer 405",
+    )
+    allowed_urls: tuple[str, ...] = setting(
+        (),
+        "BYOSERVE_ALLOWED_URLS",
+        parse=_patterns,
+        help="comma-separated regular expressions: the http(s) model URLs the management API "
+        "may fetch (none by default)",
+    )
     model_config: ModelConfig | None = setting(
         None,
         "BYOSERVE_MODEL_CONFIG",
@@ -381,15 +450,45 @@ class ServingConfig:
         parse=_path,
         help="serve --start in the background: where its log goes (default ./logs)",
     )
-    allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
-    max_image_pixels: int = setting(
-        DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
+    allow_pickled_models: bool = setting(
+        False,
+        "BYOSERVE_ALLOW_PICKLED_MODELS",
+        parse=_bool,
+        help="true: pickled whole-model files load, and a handler's torch.load(path) unpickles "
+        "as before torch 2.6 (trusted models only)",
     )
-    hung_grace: float = setting(30.0, "BYOSERVE_HUNG_GRACE", parse=_positive_float)
-    error_details: bool = setting(True, "BYOSERVE_ERROR_DETAILS", parse=_bool)
-    metrics: bool = setting(True, "BYOSERVE_METRICS", parse=_bool)
+    max_image_pixels: int = setting(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "BYOSERVE_MAX_IMAGE_PIXELS",
+        parse=_positive_int,
+        help="largest image (width x height, read from its header before decoding); "
+        "larger answers 413",
+    )
+    hung_grace: float = setting(
+        30.0,
+        "BYOSERVE_HUNG_GRACE",
+        parse=_positive_float,
+        help="seconds past its timeout before a handler call counts as hung and its worker "
+        "is replaced",
+    )
+    error_details: bool = setting(
+        True,
+        "BYOSERVE_ERROR_DETAILS",
+        parse=_bool,
+        help="false: a 500 from the handler's code carries a generic message, not its own",
+    )
+    metrics: bool = setting(
+        True,
+        "BYOSERVE_METRICS",
+        parse=_bool,
+        help="collect Prometheus metrics for /metrics, summed over the workers",
+    )
     metrics_dir: Path | None = setting(
-        None, "BYOSERVE_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR", parse=_path
+        None,
+        "BYOSERVE_METRICS_DIR",
+        "PROMETHEUS_MULTIPROC_DIR",
+        parse=_path,
+        help="where the workers' metrics files are kept (default: a fresh temp dir)",
     )
 
     def __post_init__(self) -> None:

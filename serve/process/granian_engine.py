@@ -164,7 +164,7 @@ def run_granian(
         workers=config.workers,
         blocking_threads=config.threads,
         # granian grows its pool as requests come (and can leave a request of a burst waiting
-        # while it grows: README, HTTP engines); its longest idle time keeps a grown pool.
+        # while it grows: docs/engines.md); its longest idle time keeps a grown pool.
         blocking_threads_idle_timeout=600,
         backlog=BACKLOG,
         http=HTTPModes.http1,

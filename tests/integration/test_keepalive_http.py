@@ -156,7 +156,7 @@ def _served_by(connections: list[http.client.HTTPConnection]) -> list[str]:
 @pytest.mark.engines(
     "gunicorn",
     reason="the share-out is gunicorn's keep-alive worker's (serve/process/worker.py); granian's "
-    "workers accept while they load (/ping 503) and split connections unevenly (README: Speed)",
+    "workers accept while they load (/ping 503) and split connections unevenly (docs/engines.md)",
 )
 def test_connections_are_shared_out_evenly_between_workers(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
