@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from serve.dialect.modelconfig import ModelConfig, parse_model_config
 from serve.process.cpus import available_cpus
@@ -25,6 +25,11 @@ MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
 DEFAULT_BATCH_DELAY_MS = 5.0
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
+
+HttpEngine = Literal["gunicorn", "granian"]
+Dialect = Literal["sagemaker", "torchserve"]
+LogFormat = Literal["text", "json"]
+BatchStrategy = Literal["MULTI_RECORD", "SINGLE_RECORD"]
 
 
 class ConfigError(ValueError):
@@ -72,16 +77,6 @@ def _port(value: str) -> int:
     return number
 
 
-def _port_range(value: str) -> tuple[int, int]:
-    low, sep, high = value.partition("-")
-    if not sep:
-        raise ValueError("must look like LOW-HIGH")
-    first, last = _port(low), _port(high)
-    if first > last:
-        raise ValueError("the first port is above the last")
-    return (first, last)
-
-
 def _log_level(value: str) -> int:
     text = value.strip()
     if text.isdigit():
@@ -99,7 +94,10 @@ def _media_type(value: str) -> str:
     return text
 
 
-def _choice(*options: str) -> Callable[[str], str]:
+def _choice(choices: Any) -> Callable[[str], str]:
+    """A parser for one of the values of the ``Literal`` type ``choices``; its error names them."""
+    options: tuple[str, ...] = get_args(choices)
+
     def parse(value: str) -> str:
         text = value.strip().upper() if options[0].isupper() else value.strip().lower()
         if text not in options:
@@ -219,9 +217,6 @@ class ServingConfig:
         flag="--port",
         help="port (default SAGEMAKER_BIND_TO_PORT or 8080)",
     )
-    safe_port_range: tuple[int, int] | None = setting(
-        None, "SAGEMAKER_SAFE_PORT_RANGE", parse=_port_range
-    )
     workers: int = setting(
         0,
         "SAGEMAKER_MODEL_SERVER_WORKERS",
@@ -270,7 +265,7 @@ class ServingConfig:
         flag="--log-level",
         help="DEBUG, INFO, WARNING, ... or a number",
     )
-    log_format: str = setting("text", "BYOSERVE_LOG_FORMAT", parse=_choice("text", "json"))
+    log_format: LogFormat = setting("text", "BYOSERVE_LOG_FORMAT", parse=_choice(LogFormat))
     program: str | None = setting(
         None,
         "SAGEMAKER_PROGRAM",
@@ -295,8 +290,8 @@ class ServingConfig:
         help="dynamic batching: longest wait for a batch",
     )
     queue_size: int = setting(0, "BYOSERVE_QUEUE_SIZE", parse=_positive_int)
-    batch_strategy: str = setting(
-        "MULTI_RECORD", "SAGEMAKER_BATCH_STRATEGY", parse=_choice("MULTI_RECORD", "SINGLE_RECORD")
+    batch_strategy: BatchStrategy = setting(
+        "MULTI_RECORD", "SAGEMAKER_BATCH_STRATEGY", parse=_choice(BatchStrategy)
     )
     max_concurrent_transforms: int | None = setting(
         None, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", parse=_positive_int
@@ -331,17 +326,17 @@ class ServingConfig:
         flag="--memory-budget-mb",
         help="most memory the models may take, in MiB",
     )
-    http_engine: str = setting(
+    http_engine: HttpEngine = setting(
         "gunicorn",
         "BYOSERVE_HTTP_ENGINE",
-        parse=_choice("gunicorn", "granian"),
+        parse=_choice(HttpEngine),
         flag="--http-engine",
         help="gunicorn (default) or granian (a Rust HTTP server; chunked bodies refused)",
     )
-    dialect: str = setting(
+    dialect: Dialect = setting(
         "sagemaker",
         "BYOSERVE_DIALECT",
-        parse=_choice("sagemaker", "torchserve"),
+        parse=_choice(Dialect),
         help="torchserve: answer as TorchServe does where SageMaker differs (/ping 500 when "
         "unhealthy); set by serve --start",
     )

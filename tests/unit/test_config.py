@@ -29,7 +29,6 @@ def test_sagemaker_variables_are_read() -> None:
     config = ServingConfig.from_env(
         {
             "SAGEMAKER_BIND_TO_PORT": "9090",
-            "SAGEMAKER_SAFE_PORT_RANGE": "20000-20999",
             "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
             "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120",
             "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
@@ -39,7 +38,7 @@ def test_sagemaker_variables_are_read() -> None:
             "SAGEMAKER_TS_MAX_BATCH_DELAY": "20",
         }
     )
-    assert (config.port, config.safe_port_range, config.workers) == (9090, (20000, 20999), 3)
+    assert (config.port, config.workers) == (9090, 3)
     assert (config.timeout, config.default_accept, config.log_level) == (120, "text/csv", 10)
     assert (config.program, config.max_batch_size, config.max_batch_delay_ms) == (
         "serve_me.py",
@@ -72,7 +71,6 @@ def test_our_names_win_over_the_toolkit_names_and_flags_win_over_both() -> None:
         ("SAGEMAKER_MAX_REQUEST_SIZE", "big"),
         ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "json"),
         ("SAGEMAKER_CONTAINER_LOG_LEVEL", "LOUD"),
-        ("SAGEMAKER_SAFE_PORT_RANGE", "9000"),
         ("BYOSERVE_INSTALL_REQUIREMENTS", "True-ish"),
         ("BYOSERVE_LOG_FORMAT", "xml"),
         ("SAGEMAKER_BATCH_STRATEGY", "SOMETIMES"),
@@ -81,6 +79,20 @@ def test_our_names_win_over_the_toolkit_names_and_flags_win_over_both() -> None:
 def test_a_bad_value_names_the_variable_and_the_value(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}={value!r}"):
         ServingConfig.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("BYOSERVE_HTTP_ENGINE", "gunicorn, granian"),
+        ("BYOSERVE_DIALECT", "sagemaker, torchserve"),
+        ("BYOSERVE_LOG_FORMAT", "text, json"),
+        ("SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD, SINGLE_RECORD"),
+    ],
+)
+def test_a_choice_names_the_values_it_allows(name: str, allowed: str) -> None:
+    with pytest.raises(ConfigError, match=f"must be one of {allowed}$"):
+        ServingConfig.from_env({name: "other"})
 
 
 def test_booleans_are_strict() -> None:
