@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -18,13 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from serve.dialect.modelconfig import ModelConfig, parse_model_config
-from serve.process.cpus import available_cpus
-
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
-DEFAULT_BATCH_DELAY_MS = 5.0
-DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
 
 HttpEngine = Literal["gunicorn", "granian"]
 Dialect = Literal["sagemaker", "torchserve"]
@@ -163,6 +159,18 @@ def _patterns(value: str) -> tuple[str, ...]:
 
 def _megabytes(value: str) -> int:
     return int(_positive_float(value) * MIB)
+
+
+def _json_object(value: str) -> Mapping[str, Any]:
+    """A JSON object; what its keys mean is its reader's business (TorchServe's ``models``:
+    serve/model/settings.py)."""
+    try:
+        document = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError('must be a JSON object: {"model": {"version": {"batchSize": 4, ...}}}')
+    return document
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -356,10 +364,10 @@ class ServingConfig:
     )
     enable_model_api: bool = setting(True, "BYOSERVE_ENABLE_MODEL_API", parse=_bool)
     allowed_urls: tuple[str, ...] = setting((), "BYOSERVE_ALLOWED_URLS", parse=_patterns)
-    model_config: ModelConfig | None = setting(
+    model_config: Mapping[str, Any] | None = setting(
         None,
         "BYOSERVE_MODEL_CONFIG",
-        parse=parse_model_config,
+        parse=_json_object,
         help="settings of start-up models by name and version: TorchServe's `models` JSON "
         "(batchSize, maxBatchDelay, responseTimeout); from config.properties with serve --start",
     )
@@ -378,7 +386,9 @@ class ServingConfig:
     )
     allow_pickled_models: bool = setting(False, "BYOSERVE_ALLOW_PICKLED_MODELS", parse=_bool)
     max_image_pixels: int = setting(
-        DEFAULT_MAX_IMAGE_PIXELS, "BYOSERVE_MAX_IMAGE_PIXELS", parse=_positive_int
+        25_000_000,
+        "BYOSERVE_MAX_IMAGE_PIXELS",
+        parse=_positive_int,  # codecs' default
     )
     hung_grace: float = setting(30.0, "BYOSERVE_HUNG_GRACE", parse=_positive_float)
     error_details: bool = setting(True, "BYOSERVE_ERROR_DETAILS", parse=_bool)
@@ -388,11 +398,8 @@ class ServingConfig:
     )
 
     def __post_init__(self) -> None:
-        cpus = available_cpus()
-        if self.workers == 0:
-            object.__setattr__(self, "workers", cpus)
-        if self.torch_threads == 0:
-            object.__setattr__(self, "torch_threads", max(1, cpus // self.workers))
+        # workers=0 and torch_threads=0 (the CPUs available) are resolved where the server is
+        # started (serve/process/cpus.py, resolved), not here: the CPU count is the machine's.
         if self.queue_size == 0:
             # Below the request threads, so this bound (503 + Retry-After) is reached before
             # gthread's own unbounded wait for a free thread.
@@ -487,65 +494,3 @@ class ServingConfig:
     def max_payload_in_mb(self) -> int:
         """The request size limit in whole MiB, as /execution-parameters reports it."""
         return max(1, self.max_request_size // MIB)
-
-
-def _option(options: Mapping[str, Any], *names: str) -> float | None:
-    for name in names:
-        value = options.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSettings:
-    """One model's serving settings.
-
-    Attributes:
-        max_batch_size: the most requests passed to one handler call.
-        max_batch_delay: seconds to wait for a batch to fill, counted from its first request's
-            arrival; zero when the batch size is 1, so unbatched serving adds no delay.
-        timeout: seconds a request may wait for its answer.
-        queue_size: requests that may wait for the model in one worker before 503.
-    """
-
-    max_batch_size: int = 1
-    max_batch_delay: float = 0.0
-    timeout: float = 60.0
-    queue_size: int = 32
-
-    @classmethod
-    def choose(
-        cls,
-        config: ServingConfig,
-        options: Mapping[str, Any],
-        registered: Mapping[str, Any] | None = None,
-        capacity: int = 1,
-    ) -> ModelSettings:
-        """The model's registration first (``batch_size``, ``max_batch_delay`` in ms,
-        ``response_timeout`` in s, ``queue_size``), then the environment's batch settings, then
-        the archive's own (``options``: ``batch_size``/``batchSize``, ``max_batch_delay``/
-        ``maxBatchDelay``, ``response_timeout``/``responseTimeout``), then the server's defaults.
-        The batch size never exceeds what the handler can take (``capacity``)."""
-        given = registered or {}
-        size = (
-            _option(given, "batch_size")
-            or config.max_batch_size
-            or _option(options, "batch_size", "batchSize")
-            or 1
-        )
-        size = max(1, min(int(size), capacity))
-        delay_ms = _option(given, "max_batch_delay")
-        if delay_ms is None:
-            delay_ms = config.max_batch_delay_ms
-        if delay_ms is None:
-            delay_ms = _option(options, "max_batch_delay", "maxBatchDelay")
-        if delay_ms is None:
-            delay_ms = DEFAULT_BATCH_DELAY_MS
-        timeout = (
-            _option(given, "response_timeout")
-            or _option(options, "response_timeout", "responseTimeout")
-            or config.timeout
-        )
-        queue = _option(given, "queue_size") or config.queue_size
-        return cls(size, delay_ms / 1000.0 if size > 1 else 0.0, timeout, int(queue))
