@@ -58,9 +58,7 @@ def open_model(
         path, unpack_dir=config.unpack_dir, install_requirements=install_requirements
     )
     if handler:  # a registration's handler (TorchServe's register parameter) over the manifest's
-        section = directory.manifest.get("model")
-        model = {**(section if isinstance(section, dict) else {}), "handler": handler}
-        directory = replace(directory, manifest={**directory.manifest, "model": model})
+        directory = replace(directory, manifest=directory.manifest.with_handler(handler))
     if exclusive:  # the one model of the process: its directories on sys.path, as always
         activate_code_paths(directory)
     namespace = model_namespace(directory, name, exclusive=exclusive)
@@ -178,9 +176,7 @@ def _startup_settings(
     archive's ``modelVersion``."""
     if models_json is None:
         return None
-    section = opened.directory.manifest.get("model")
-    version = section.get("modelVersion") if isinstance(section, dict) else None
-    entry = models_json.overrides_for(name, str(version) if version is not None else None)
+    entry = models_json.overrides_for(name, opened.directory.manifest.model_version or None)
     applied = entry.without(ModelOverrides.from_archive_options(opened.handler.options))
     if applied.given():
         logger.info("model %s: settings from models: %s", name, applied.given())
@@ -188,6 +184,4 @@ def _startup_settings(
 
 
 def _single_name(opened: OpenedModel) -> str:
-    section = opened.directory.manifest.get("model")
-    name = section.get("modelName") if isinstance(section, dict) else None
-    return str(name) if name else SINGLE_MODEL_NAME
+    return opened.directory.manifest.model_name or SINGLE_MODEL_NAME

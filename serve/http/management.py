@@ -37,7 +37,7 @@ from serve.http.context import config, registry
 from serve.http.management_params import check_scale, register_params
 from serve.http.torchserve import add_description_routes
 from serve.model.settings import Registration
-from serve.model.sources import locate, manifest_model, peek_manifest
+from serve.model.sources import locate, peek_manifest
 from serve.model.store import ModelStore, model_name
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -164,7 +164,8 @@ def _register() -> Response:
     params = register_params(request)
     store = ModelStore(settings.model_store) if settings.model_store else None
     path = locate(params.url, store, settings.allowed_urls)
-    named, versioned, handler = manifest_model(peek_manifest(path))
+    manifest = peek_manifest(path)
+    named, versioned, handler = manifest.model_name, manifest.model_version, manifest.handler
     name = params.model_name or named or model_name(path.name)
     version = versioned or DEFAULT_VERSION
     if params.handler and handler and params.handler != handler:

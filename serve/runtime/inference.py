@@ -282,7 +282,7 @@ class ModelRuntime:
             handler.load(
                 LoadContext(
                     model_dir=opened.directory.root,
-                    manifest=opened.directory.manifest,
+                    manifest=opened.directory.manifest.raw,
                     gpu_id=gpu_id,
                     batch_size=self.settings.max_batch_size,
                     codecs=self.codecs,

@@ -138,10 +138,13 @@ class ModelRegistry:
         with what it was given (``registered``: TorchServe's ``models`` entry for it); raises as
         :meth:`ModelManager.admit_startup` does."""
         estimate = tree_bytes(opened.directory.root)
-        section = opened.directory.manifest.get("model")
-        version = section.get("modelVersion") if isinstance(section, dict) else None
         spec = self.manager.admit_startup(
-            name, url, estimate, aliases, registered, version=str(version or "")
+            name,
+            url,
+            estimate,
+            aliases,
+            registered,
+            version=opened.directory.manifest.model_version,
         )
         self._prepared[(spec.name, spec.generation)] = opened
         return spec
