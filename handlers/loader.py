@@ -69,7 +69,7 @@ def _discover(
     model: ModelDirectory, program: str | None, builtins: Builtins, namespace: ModelNamespace
 ) -> Handler:
     options = model_options(model)
-    entry = _manifest_entry(model.manifest)
+    entry = model.manifest.handler
     if entry:
         return _from_manifest(model, entry, builtins, options, namespace)
     if program:
@@ -131,13 +131,9 @@ def adapt_module(
 def model_options(model: ModelDirectory) -> dict[str, Any]:
     """Per-model settings: the manifest's ``options`` object, then its ``model.configFile``
     (TorchServe's ``model-config.yaml``: ``batchSize``, ``maxBatchDelay``, handler settings)."""
-    options: dict[str, Any] = {}
-    extra = model.manifest.get("options")
-    if isinstance(extra, Mapping):
-        options.update(extra)
-    config_file = _model_section(model.manifest).get("configFile")
-    if config_file:
-        options.update(_read_config(model, str(config_file)))
+    options: dict[str, Any] = dict(model.manifest.options)
+    if model.manifest.config_file:
+        options.update(_read_config(model, model.manifest.config_file))
     return options
 
 
@@ -158,17 +154,6 @@ def _read_config(model: ModelDirectory, name: str) -> Mapping[str, Any]:
     if not isinstance(loaded, Mapping):
         raise HandlerLoadError(f"{name}: must hold a mapping of settings")
     return loaded
-
-
-def _model_section(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    section = manifest.get("model", {})
-    return section if isinstance(section, Mapping) else {}
-
-
-def _manifest_entry(manifest: Mapping[str, Any]) -> str | None:
-    handler = _model_section(manifest).get("handler")
-    text = str(handler).strip() if handler else ""
-    return text or None
 
 
 def _from_manifest(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from serve.contract import HandlerLoadError
+from serve.model.manifest import Manifest
 from serve.model.namespace import import_file
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def device_for(gpu_id: int | None) -> str:
 
 def load_model(
     model_dir: Path,
-    manifest: Mapping[str, Any],
+    manifest: Manifest | Mapping[str, Any],
     *,
     device: str = "cpu",
     allow_pickled: bool = False,
@@ -42,7 +43,8 @@ def load_model(
 
     Args:
         model_dir: the extracted model directory.
-        manifest: the archive manifest; ``model.serializedFile`` and ``model.modelFile`` are used.
+        manifest: the archive manifest (``context.manifest`` will do); ``model.serializedFile``
+            and ``model.modelFile`` are used.
         device: where the model goes, e.g. ``"cpu"`` or ``"cuda:0"``.
         allow_pickled: whether a whole pickled module may be unpickled.
 
@@ -52,6 +54,7 @@ def load_model(
     Raises:
         HandlerLoadError: no model file, an ambiguous one, or one that cannot be loaded.
     """
+    manifest = _typed(manifest)
     path = find_serialized_file(model_dir, manifest)
     logger.info("loading model %s onto %s", path, device)
     try:
@@ -63,10 +66,10 @@ def load_model(
     return model
 
 
-def find_serialized_file(model_dir: Path, manifest: Mapping[str, Any]) -> Path:
+def find_serialized_file(model_dir: Path, manifest: Manifest | Mapping[str, Any]) -> Path:
     """The serialized model: the manifest's ``model.serializedFile``, else ``model.pt`` (``.pth``,
     ``.ts``, ``.pt2``), else the only ``*.pt``/``*.pth``/``*.pt2`` file."""
-    named = _model_section(manifest).get("serializedFile")
+    named = _typed(manifest).serialized_file
     if named:
         path = _inside(model_dir, str(named), "serializedFile")
         if not path.is_file():
@@ -90,9 +93,9 @@ def find_serialized_file(model_dir: Path, manifest: Mapping[str, Any]) -> Path:
     )
 
 
-def _model_section(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    section = manifest.get("model", {})
-    return section if isinstance(section, Mapping) else {}
+def _typed(manifest: Manifest | Mapping[str, Any]) -> Manifest:
+    """A handler may pass ``context.manifest``, the document itself."""
+    return manifest if isinstance(manifest, Manifest) else Manifest.from_raw(manifest)
 
 
 def _inside(root: Path, name: str, what: str) -> Path:
@@ -115,9 +118,7 @@ def _archive_kind(path: Path) -> str:
     return "pickle"
 
 
-def _load(
-    path: Path, model_dir: Path, manifest: Mapping[str, Any], device: str, allow_pickled: bool
-) -> Any:
+def _load(path: Path, model_dir: Path, manifest: Manifest, device: str, allow_pickled: bool) -> Any:
     import torch
 
     kind = _archive_kind(path)
@@ -154,8 +155,8 @@ def _load_pickled(path: Path, model_file: Path | None, device: str, allow_pickle
     return loaded
 
 
-def _find_model_file(model_dir: Path, manifest: Mapping[str, Any]) -> Path | None:
-    named = _model_section(manifest).get("modelFile")
+def _find_model_file(model_dir: Path, manifest: Manifest) -> Path | None:
+    named = manifest.model_file
     if named:
         path = _inside(model_dir, str(named), "modelFile")
         if not path.is_file():

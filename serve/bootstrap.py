@@ -11,19 +11,18 @@ import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
 from handlers.builtins import builtin_handlers
 from handlers.loader import load_handler, model_namespace
 from serve.codecs import default_codecs
-from serve.config import ServingConfig
+from serve.config import ConfigError, ServingConfig
 from serve.contract import HandlerLoadError
-from serve.dialect.modelconfig import startup_settings
 from serve.errors import ServingError
 from serve.http.app import create_app
 from serve.model.directory import ModelDirError, activate_code_paths, prepare_model_dir
+from serve.model.settings import ModelOverrides, ModelsJson, Registration, SettingError
 from serve.model.store import ModelStore, parse_models
 from serve.observe.observer import Observer
 from serve.process.engine import body_rules
@@ -60,9 +59,7 @@ def open_model(
         path, unpack_dir=config.unpack_dir, install_requirements=install_requirements
     )
     if handler:  # a registration's handler (TorchServe's register parameter) over the manifest's
-        section = directory.manifest.get("model")
-        model = {**(section if isinstance(section, dict) else {}), "handler": handler}
-        directory = replace(directory, manifest={**directory.manifest, "model": model})
+        directory = replace(directory, manifest=directory.manifest.with_handler(handler))
     if exclusive:  # the one model of the process: its directories on sys.path, as always
         activate_code_paths(directory)
     namespace = model_namespace(directory, name, exclusive=exclusive)
@@ -74,13 +71,12 @@ def open_model(
 
 def _open_registered(config: ServingConfig, spec: ModelSpec) -> OpenedModel:
     """In a worker: a model registered after start (its requirements are installed already)."""
-    handler = spec.registered.get("handler")
     return open_model(
         config,
         Path(spec.url),
         spec.name,
         install_requirements=False,
-        handler=handler if isinstance(handler, str) else None,
+        handler=spec.registered.handler or None,
     )
 
 
@@ -142,6 +138,7 @@ def _add_startup_models(
         models = parse_models(config.models, store)
     except ValueError as exc:
         raise StartupError(str(exc)) from exc
+    models_json = _models_json(config)
     failures = []
     for model in models:
         try:
@@ -149,7 +146,7 @@ def _add_startup_models(
                 config, model.path, model.name, install_requirements=config.install_requirements
             )
             aliases = (model.alias,) if model.alias and model.alias != model.name else ()
-            registered = _startup_settings(config, model.name, opened)
+            registered = _startup_settings(models_json, model.name, opened)
             registry.add_startup(model.name, model.path, opened, aliases, registered)
             logger.info("model %s: handler %s", model.name, opened.handler.source)
         except (ModelDirError, HandlerLoadError, ServingError) as exc:
@@ -158,25 +155,34 @@ def _add_startup_models(
         raise StartupError("; ".join(failures))
 
 
-def _startup_settings(config: ServingConfig, name: str, opened: OpenedModel) -> dict[str, Any]:
-    """The settings TorchServe's ``models`` JSON (``model_config``) gives this start-up model, by
-    its name and its archive's ``modelVersion``."""
+def _models_json(config: ServingConfig) -> ModelsJson | None:
+    """TorchServe's ``models`` JSON (``model_config``), checked.
+
+    Raises:
+        ConfigError: naming BYOSERVE_MODEL_CONFIG (config.properties' ``models`` was checked as
+            the file was read).
+    """
     if config.model_config is None:
-        return {}
-    section = opened.directory.manifest.get("model")
-    version = section.get("modelVersion") if isinstance(section, dict) else None
-    registered = startup_settings(
-        config.model_config,
-        name,
-        str(version) if version is not None else None,
-        opened.handler.options,
-    )
-    if registered:
-        logger.info("model %s: settings from models: %s", name, registered)
-    return registered
+        return None
+    try:
+        return ModelsJson.parse(config.model_config)
+    except SettingError as exc:
+        raise ConfigError(f"BYOSERVE_MODEL_CONFIG: {exc}") from exc
+
+
+def _startup_settings(
+    models_json: ModelsJson | None, name: str, opened: OpenedModel
+) -> Registration | None:
+    """What TorchServe's ``models`` JSON gives this start-up model, by its name and its
+    archive's ``modelVersion``."""
+    if models_json is None:
+        return None
+    entry = models_json.overrides_for(name, opened.directory.manifest.model_version or None)
+    applied = entry.without(ModelOverrides.from_archive_options(opened.handler.options))
+    if applied.given():
+        logger.info("model %s: settings from models: %s", name, applied.given())
+    return Registration(models_json=entry)
 
 
 def _single_name(opened: OpenedModel) -> str:
-    section = opened.directory.manifest.get("model")
-    name = section.get("modelName") if isinstance(section, dict) else None
-    return str(name) if name else SINGLE_MODEL_NAME
+    return opened.directory.manifest.model_name or SINGLE_MODEL_NAME

@@ -92,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def start(config: ServingConfig) -> int:
     """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
     from serve.bootstrap import StartupError, build_server
+    from serve.process.cpus import resolved
     from serve.process.server import check_addresses, run_server
 
+    config = resolved(config)  # workers=0 and torch_threads=0: this machine's CPUs
     try:
         check_addresses(config)
         app, registry = build_server(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -16,15 +17,15 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from serve.dialect.modelconfig import ModelConfig, parse_model_config
-from serve.process.cpus import available_cpus
+from typing import Any, Literal, get_args
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
-DEFAULT_BATCH_DELAY_MS = 5.0
-DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
+
+HttpEngine = Literal["gunicorn", "granian"]
+Dialect = Literal["sagemaker", "torchserve"]
+LogFormat = Literal["text", "json"]
+BatchStrategy = Literal["MULTI_RECORD", "SINGLE_RECORD"]
 
 
 class ConfigError(ValueError):
@@ -72,16 +73,6 @@ def _port(value: str) -> int:
     return number
 
 
-def _port_range(value: str) -> tuple[int, int]:
-    low, sep, high = value.partition("-")
-    if not sep:
-        raise ValueError("must look like LOW-HIGH")
-    first, last = _port(low), _port(high)
-    if first > last:
-        raise ValueError("the first port is above the last")
-    return (first, last)
-
-
 def _log_level(value: str) -> int:
     text = value.strip()
     if text.isdigit():
@@ -99,7 +90,10 @@ def _media_type(value: str) -> str:
     return text
 
 
-def _choice(*options: str) -> Callable[[str], str]:
+def _choice(choices: Any) -> Callable[[str], str]:
+    """A parser for one of the values of the ``Literal`` type ``choices``; its error names them."""
+    options: tuple[str, ...] = get_args(choices)
+
     def parse(value: str) -> str:
         text = value.strip().upper() if options[0].isupper() else value.strip().lower()
         if text not in options:
@@ -167,6 +161,18 @@ def _megabytes(value: str) -> int:
     return int(_positive_float(value) * MIB)
 
 
+def _json_object(value: str) -> Mapping[str, Any]:
+    """A JSON object; what its keys mean is its reader's business (TorchServe's ``models``:
+    serve/model/settings.py)."""
+    try:
+        document = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError('must be a JSON object: {"model": {"version": {"batchSize": 4, ...}}}')
+    return document
+
+
 def _words(value: str) -> tuple[str, ...]:
     return tuple(value.replace(",", " ").split())
 
@@ -224,12 +230,6 @@ class ServingConfig:
         parse=_port,
         flag="--port",
         help="port (default SAGEMAKER_BIND_TO_PORT or 8080)",
-    )
-    safe_port_range: tuple[int, int] | None = setting(
-        None,
-        "SAGEMAKER_SAFE_PORT_RANGE",
-        parse=_port_range,
-        help="LOW-HIGH ports SageMaker leaves to the container; checked, not used yet",
     )
     workers: int = setting(
         0,
@@ -297,10 +297,10 @@ class ServingConfig:
         flag="--log-level",
         help="DEBUG, INFO (default), WARNING, ... or a number",
     )
-    log_format: str = setting(
+    log_format: LogFormat = setting(
         "text",
         "BYOSERVE_LOG_FORMAT",
-        parse=_choice("text", "json"),
+        parse=_choice(LogFormat),
         help="log lines as text or as one JSON object each",
     )
     program: str | None = setting(
@@ -340,10 +340,10 @@ class ServingConfig:
         help="requests waiting per model in a worker before 503 + Retry-After "
         "(default: half the request threads)",
     )
-    batch_strategy: str = setting(
+    batch_strategy: BatchStrategy = setting(
         "MULTI_RECORD",
         "SAGEMAKER_BATCH_STRATEGY",
-        parse=_choice("MULTI_RECORD", "SINGLE_RECORD"),
+        parse=_choice(BatchStrategy),
         help="BatchStrategy reported by /execution-parameters for batch transform",
     )
     max_concurrent_transforms: int | None = setting(
@@ -389,17 +389,17 @@ class ServingConfig:
         flag="--memory-budget-mb",
         help="most memory the models may take, in MiB, summed over workers (as for --max-models)",
     )
-    http_engine: str = setting(
+    http_engine: HttpEngine = setting(
         "gunicorn",
         "BYOSERVE_HTTP_ENGINE",
-        parse=_choice("gunicorn", "granian"),
+        parse=_choice(HttpEngine),
         flag="--http-engine",
         help="gunicorn (default) or granian (a Rust HTTP server; chunked bodies refused)",
     )
-    dialect: str = setting(
+    dialect: Dialect = setting(
         "sagemaker",
         "BYOSERVE_DIALECT",
-        parse=_choice("sagemaker", "torchserve"),
+        parse=_choice(Dialect),
         help="torchserve: answer as TorchServe does where SageMaker differs (/ping 500 when "
         "unhealthy); set by serve --start",
     )
@@ -430,10 +430,10 @@ class ServingConfig:
         help="comma-separated regular expressions: the http(s) model URLs the management API "
         "may fetch (none by default)",
     )
-    model_config: ModelConfig | None = setting(
+    model_config: Mapping[str, Any] | None = setting(
         None,
         "BYOSERVE_MODEL_CONFIG",
-        parse=parse_model_config,
+        parse=_json_object,
         help="settings of start-up models by name and version: TorchServe's `models` JSON "
         "(batchSize, maxBatchDelay, responseTimeout); from config.properties with serve --start",
     )
@@ -458,7 +458,7 @@ class ServingConfig:
         "as before torch 2.6 (trusted models only)",
     )
     max_image_pixels: int = setting(
-        DEFAULT_MAX_IMAGE_PIXELS,
+        25_000_000,  # codecs' default: serve/codecs/images.py DEFAULT_MAX_IMAGE_PIXELS
         "BYOSERVE_MAX_IMAGE_PIXELS",
         parse=_positive_int,
         help="largest image (width x height, read from its header before decoding); "
@@ -492,11 +492,8 @@ class ServingConfig:
     )
 
     def __post_init__(self) -> None:
-        cpus = available_cpus()
-        if self.workers == 0:
-            object.__setattr__(self, "workers", cpus)
-        if self.torch_threads == 0:
-            object.__setattr__(self, "torch_threads", max(1, cpus // self.workers))
+        # workers=0 and torch_threads=0 (the CPUs available) are resolved where the server is
+        # started (serve/process/cpus.py, resolved), not here: the CPU count is the machine's.
         if self.queue_size == 0:
             # Below the request threads, so this bound (503 + Retry-After) is reached before
             # gthread's own unbounded wait for a free thread.
@@ -591,65 +588,3 @@ class ServingConfig:
     def max_payload_in_mb(self) -> int:
         """The request size limit in whole MiB, as /execution-parameters reports it."""
         return max(1, self.max_request_size // MIB)
-
-
-def _option(options: Mapping[str, Any], *names: str) -> float | None:
-    for name in names:
-        value = options.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSettings:
-    """One model's serving settings.
-
-    Attributes:
-        max_batch_size: the most requests passed to one handler call.
-        max_batch_delay: seconds to wait for a batch to fill, counted from its first request's
-            arrival; zero when the batch size is 1, so unbatched serving adds no delay.
-        timeout: seconds a request may wait for its answer.
-        queue_size: requests that may wait for the model in one worker before 503.
-    """
-
-    max_batch_size: int = 1
-    max_batch_delay: float = 0.0
-    timeout: float = 60.0
-    queue_size: int = 32
-
-    @classmethod
-    def choose(
-        cls,
-        config: ServingConfig,
-        options: Mapping[str, Any],
-        registered: Mapping[str, Any] | None = None,
-        capacity: int = 1,
-    ) -> ModelSettings:
-        """The model's registration first (``batch_size``, ``max_batch_delay`` in ms,
-        ``response_timeout`` in s, ``queue_size``), then the environment's batch settings, then
-        the archive's own (``options``: ``batch_size``/``batchSize``, ``max_batch_delay``/
-        ``maxBatchDelay``, ``response_timeout``/``responseTimeout``), then the server's defaults.
-        The batch size never exceeds what the handler can take (``capacity``)."""
-        given = registered or {}
-        size = (
-            _option(given, "batch_size")
-            or config.max_batch_size
-            or _option(options, "batch_size", "batchSize")
-            or 1
-        )
-        size = max(1, min(int(size), capacity))
-        delay_ms = _option(given, "max_batch_delay")
-        if delay_ms is None:
-            delay_ms = config.max_batch_delay_ms
-        if delay_ms is None:
-            delay_ms = _option(options, "max_batch_delay", "maxBatchDelay")
-        if delay_ms is None:
-            delay_ms = DEFAULT_BATCH_DELAY_MS
-        timeout = (
-            _option(given, "response_timeout")
-            or _option(options, "response_timeout", "responseTimeout")
-            or config.timeout
-        )
-        queue = _option(given, "queue_size") or config.queue_size
-        return cls(size, delay_ms / 1000.0 if size > 1 else 0.0, timeout, int(queue))

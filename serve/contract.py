@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from serve.model.manifest import Manifest
+
 if TYPE_CHECKING:
     from serve.codecs import CodecRegistry
 
@@ -137,9 +139,8 @@ class LoadContext:
 
     @property
     def model_name(self) -> str:
-        model = self.manifest.get("model", {})
-        name = model.get("modelName") if isinstance(model, Mapping) else None
-        return str(name or self.model_dir.name or "model")
+        name = Manifest.from_raw(self.manifest).model_name
+        return name or self.model_dir.name or "model"
 
 
 Result = InferenceResponse | BaseException

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from serve.codecs.arrays import NpyCodec, NpzCodec
-from serve.codecs.images import ImageCodec, JPEGCodec, PNGCodec
+from serve.codecs.images import DEFAULT_MAX_IMAGE_PIXELS, ImageCodec, JPEGCodec, PNGCodec
 from serve.codecs.registry import CodecRegistry
 from serve.codecs.values import is_tensor, malformed, no_objects, to_numpy
-from serve.config import DEFAULT_MAX_IMAGE_PIXELS
 from serve.errors import BadRequestError, NotAcceptableError, brief
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 
 from serve.codecs.values import is_tensor, to_numpy
-from serve.config import DEFAULT_MAX_IMAGE_PIXELS
 from serve.errors import BadRequestError, NotAcceptableError, PayloadTooLargeError, brief
 
 
@@ -47,6 +46,7 @@ def _encode_image(value: Any, image_format: str, media_type: str) -> bytes:
     return out.getvalue()
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The PNG colour types libspng decodes here, 8 bits a sample: grayscale, RGB, RGBA (which Pillow
 # reads as L, RGB, RGBA). Palettes, gray with alpha and other depths go through Pillow.

@@ -23,6 +23,7 @@ from typing import Any
 
 from serve.config import ConfigError, ServingConfig
 from serve.dialect.javaprops import PropertiesError, read_properties
+from serve.model.settings import ModelsJson, SettingError
 
 Apply = Callable[[str, str], dict[str, Any]]  # (source, raw value) -> parsed values by setting
 
@@ -34,6 +35,17 @@ def _to(setting: str) -> Apply:
 def _inference_address(source: str, raw: str) -> dict[str, Any]:
     host, port = ServingConfig.parse_setting("management_address", source, raw)
     return {"host": host, "port": port}
+
+
+def _models(source: str, raw: str) -> dict[str, Any]:
+    """TorchServe's per-model settings, checked here so that an error names the file and key;
+    the setting keeps the JSON object (serve/model/settings.py reads it again at start)."""
+    document = ServingConfig.parse_setting("model_config", source, raw)
+    try:
+        ModelsJson.parse(document)
+    except SettingError as exc:
+        raise ConfigError(f"{source}={raw!r}: {exc}") from exc
+    return {"model_config": document}
 
 
 def _load_models(source: str, raw: str) -> dict[str, Any]:
@@ -51,7 +63,7 @@ APPLIED: Mapping[str, Apply] = {
     "metrics_address": _to("metrics_address"),
     "model_store": _to("model_store"),
     "load_models": _load_models,
-    "models": _to("model_config"),
+    "models": _models,
     "default_workers_per_model": _to("workers"),
     "job_queue_size": _to("queue_size"),
     "max_request_size": _to("max_request_size"),
@@ -142,8 +154,9 @@ def load_properties(
             values.update(APPLIED[key](f"{label}: {key}", raw))
     environment = _from_environment(properties, environ, prefix)
     ignored = sorted(key for key in properties if key in NOT_APPLYING)
-    for config in (values.get("model_config"), environment.get("model_config")):
-        ignored.extend(f"models.{key}" for key in (config.ignored if config else ()))
+    for document in (values.get("model_config"), environment.get("model_config")):
+        checked = ModelsJson.parse(document) if document is not None else None
+        ignored.extend(f"models.{key}" for key in (checked.ignored if checked else ()))
     return FileSettings(values, environment, tuple(dict.fromkeys(ignored)))
 
 

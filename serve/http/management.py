@@ -37,7 +37,8 @@ from serve.http.context import config, registry
 from serve.http.invocation import BodyRules
 from serve.http.management_params import check_scale, register_params
 from serve.http.torchserve import add_description_routes
-from serve.model.sources import locate, manifest_model, peek_manifest
+from serve.model.settings import Registration
+from serve.model.sources import locate, peek_manifest
 from serve.model.store import ModelStore, model_name
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -148,19 +149,18 @@ def _description(spec: ModelSpec) -> dict[str, Any]:
         "isDefault": spec.default,
         "workers": workers,
     }
-    for key, field in (
-        ("min_workers", "requestedMinWorkers"),
-        ("max_workers", "requestedMaxWorkers"),
+    for value, field in (
+        (spec.registered.min_workers, "requestedMinWorkers"),
+        (spec.registered.max_workers, "requestedMaxWorkers"),
     ):
-        if key in spec.registered:
-            described[field] = spec.registered[key]
+        if value is not None:
+            described[field] = value
     return described
 
 
 def _url(spec: ModelSpec) -> str:
     """The url as it was given: a registration's, or the model store path it was started from."""
-    given = spec.registered.get("url") or (spec.aliases[0] if spec.aliases else spec.url)
-    return str(given)
+    return spec.registered.url or (spec.aliases[0] if spec.aliases else spec.url)
 
 
 def _register() -> Response:
@@ -170,7 +170,8 @@ def _register() -> Response:
     params = register_params(request)
     store = ModelStore(settings.model_store) if settings.model_store else None
     path = locate(params.url, store, settings.allowed_urls)
-    named, versioned, handler = manifest_model(peek_manifest(path))
+    manifest = peek_manifest(path)
+    named, versioned, handler = manifest.model_name, manifest.model_version, manifest.handler
     name = params.model_name or named or model_name(path.name)
     version = versioned or DEFAULT_VERSION
     if params.handler and handler and params.handler != handler:
@@ -179,9 +180,7 @@ def _register() -> Response:
             "archive the handler with the model instead of overriding it"
         )
     log_model(name)
-    registered = {**params.settings, "url": params.url}
-    if params.handler:
-        registered["handler"] = params.handler
+    registered = Registration(overrides=params.overrides, url=params.url, handler=params.handler)
     if not params.synchronous:
         _register_later(name, str(path), registered, version)
         return _status(f'Model "{name}" Version: {version} registration is in progress', 202)
@@ -190,7 +189,7 @@ def _register() -> Response:
     return _status(f'Model "{name}" Version: {version} registered with {workers} initial workers')
 
 
-def _register_later(name: str, url: str, registered: dict[str, Any], version: str) -> None:
+def _register_later(name: str, url: str, registered: Registration, version: str) -> None:
     manager = registry().manager
 
     def run() -> None:
@@ -206,7 +205,7 @@ def _scale(model: str, version: str | None = None) -> Response:
     spec = _pick(model, version)
     low, high = check_scale(request.args)
     workers = len(registry().manager.describe(spec.name)[1])
-    registry().manager.record(spec.name, {"min_workers": low, "max_workers": high})
+    registry().manager.record_scale(spec.name, low, high)
     return _status(
         f"Workers scaled to {workers} for model: {model}, version: {_version(spec)} "
         f"(every one of the server's {workers} workers serves every model; "

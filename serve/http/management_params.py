@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
 
 from serve.errors import BadRequestError
+from serve.model.settings import ModelOverrides, SettingError, spellings
 
 MAX_BODY = 64 * 1024
-# TorchServe's name: (our registered setting or "", what the value must be)
-NUMBERS: Mapping[str, tuple[str, int]] = {
-    "batch_size": ("batch_size", 1),
-    "max_batch_delay": ("max_batch_delay", 0),
-    "response_timeout": ("response_timeout", 1),
-    "initial_workers": ("initial_workers", 0),
-    "startup_timeout": ("startup_timeout", 1),
-}
+# TorchServe's register parameters that are not model settings (serve/model/settings.py has
+# those), checked and not kept: every worker serves every model, within the server's start-up time.
+COUNTS: Mapping[str, int] = {"initial_workers": 0, "startup_timeout": 1}
 TEXT = ("url", "model_name", "handler", "runtime", "synchronous")
+ACCEPTED = (*TEXT, *spellings("register"), *COUNTS)
 RUNTIMES = ("python", "python3")
 
 
@@ -33,7 +30,7 @@ class RegisterParams:
     model_name: str = ""
     handler: str = ""
     synchronous: bool = False
-    settings: dict[str, Any] = field(default_factory=dict)
+    overrides: ModelOverrides = ModelOverrides()
 
 
 def register_params(request: Request) -> RegisterParams:
@@ -45,9 +42,9 @@ def register_params(request: Request) -> RegisterParams:
     given: dict[str, Any] = dict(request.args.items())
     if request.content_length or request.headers.get("Transfer-Encoding"):
         given.update(_json_body(request))
-    unknown = sorted(set(given) - set(TEXT) - set(NUMBERS))
+    unknown = sorted(set(given) - set(ACCEPTED))
     if unknown:
-        accepted = ", ".join([*TEXT, *NUMBERS])
+        accepted = ", ".join(ACCEPTED)
         raise BadRequestError(f"unknown parameters {', '.join(unknown)}; accepted: {accepted}")
     url = given.get("url")
     if not isinstance(url, str) or not url:
@@ -55,17 +52,19 @@ def register_params(request: Request) -> RegisterParams:
     runtime = str(given.get("runtime") or "python")
     if runtime not in RUNTIMES:
         raise BadRequestError(f"runtime {runtime!r}: only python is served here")
-    settings = {
-        target: _number(name, given[name], minimum)
-        for name, (target, minimum) in NUMBERS.items()
-        if name in given
-    }
+    for name, minimum in COUNTS.items():
+        if name in given:
+            _number(name, given[name], minimum)
+    try:
+        overrides = ModelOverrides.from_register_params(given)
+    except SettingError as exc:
+        raise BadRequestError(str(exc)) from exc
     return RegisterParams(
         url=url,
         model_name=str(given.get("model_name") or ""),
         handler=str(given.get("handler") or ""),
         synchronous=_flag("synchronous", given.get("synchronous", False)),
-        settings=settings,
+        overrides=overrides,
     )
 
 

@@ -13,13 +13,14 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
 from serve.errors import BadRequestError
 from serve.http.context import registry, request_body
+from serve.model.settings import ModelOverrides, Registration, SettingError, spellings
 from serve.observe.logs import log_model
 from serve.runtime.shared import ModelSpec
 
@@ -28,28 +29,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_BODY = 64 * 1024
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _number(minimum: float, inclusive: bool) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return False
-        return value >= minimum if inclusive else value > minimum
-
-    return check
-
-
-# What a load request may set for its model, and what each value must be.
-SETTINGS: Mapping[str, tuple[Callable[[Any], bool], str]] = {
-    "batch_size": (_positive_int, "an integer of at least 1"),
-    "max_batch_delay": (_number(0, True), "a number of milliseconds, 0 or more"),
-    "response_timeout": (_number(0, False), "a number of seconds above 0"),
-    "queue_size": (_positive_int, "an integer of at least 1"),
-}
 
 
 def add_routes(app: Flask, manage: bool) -> None:
@@ -117,18 +96,17 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
-def _settings(body: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(body) - {"model_name", "url", *SETTINGS})
+def _settings(body: Mapping[str, Any]) -> Registration:
+    accepted = ("model_name", "url", *spellings("sagemaker"))
+    unknown = sorted(set(body) - set(accepted))
     if unknown:
-        accepted = ", ".join(["model_name", "url", *SETTINGS])
-        raise BadRequestError(f"unknown fields {', '.join(unknown)}; accepted: {accepted}")
-    settings = {}
-    for key, (valid, wanted) in SETTINGS.items():
-        if key in body:
-            if not valid(body[key]):
-                raise BadRequestError(f"{key} must be {wanted}, not {body[key]!r}")
-            settings[key] = body[key]
-    return settings
+        raise BadRequestError(
+            f"unknown fields {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    try:
+        return Registration(overrides=ModelOverrides.from_fields(body, "sagemaker"))
+    except SettingError as exc:
+        raise BadRequestError(str(exc)) from exc
 
 
 def _limit(value: str | None) -> int:

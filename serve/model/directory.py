@@ -28,6 +28,7 @@ from serve.model.extraction import (
     mounted_root,
     unpacked_root,
 )
+from serve.model.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,14 @@ class ModelDirectory:
     Attributes:
         root: The extracted model tree (TorchServe's ``model_dir``).
         code_dir: ``root / "code"`` when that directory exists, else None.
-        manifest: Parsed ``MAR-INF/MANIFEST.json``, else ``root/MANIFEST.json``, else empty.
+        manifest: ``MAR-INF/MANIFEST.json``, else ``root/MANIFEST.json``, else empty: read here
+            once (its ``raw`` document is what handlers get as ``context.manifest``).
         manifest_path: The file the manifest was read from, or None.
     """
 
     root: Path
     code_dir: Path | None
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     manifest_path: Path | None
 
 
@@ -250,7 +252,7 @@ def _extract_safely(archive: Path, dest: Path) -> None:
         raise ModelDirError(str(exc)) from exc
 
 
-def _read_manifest(root: Path) -> tuple[Mapping[str, Any], Path | None]:
+def _read_manifest(root: Path) -> tuple[Manifest, Path | None]:
     for candidate in (root / "MAR-INF" / "MANIFEST.json", root / "MANIFEST.json"):
         if candidate.is_file():
             try:
@@ -259,16 +261,15 @@ def _read_manifest(root: Path) -> tuple[Mapping[str, Any], Path | None]:
                 raise ModelDirError(f"model manifest {candidate}: invalid JSON: {exc}") from exc
             if not isinstance(data, dict):
                 raise ModelDirError(f"model manifest {candidate}: must be a JSON object")
-            return MappingProxyType(data), candidate
-    return MappingProxyType({}), None
+            return Manifest.from_raw(MappingProxyType(data)), candidate
+    return Manifest(), None
 
 
 def _requirements_files(model: ModelDirectory) -> list[Path]:
     found: list[Path] = []
     if model.code_dir is not None and (model.code_dir / "requirements.txt").is_file():
         found.append(model.code_dir / "requirements.txt")
-    section = model.manifest.get("model")
-    named = section.get("requirementsFile") if isinstance(section, dict) else None
+    named = model.manifest.requirements_file
     if named:
         path = model.root / str(named)
         if not path.resolve().is_relative_to(model.root.resolve()) or not path.is_file():

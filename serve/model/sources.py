@@ -18,13 +18,13 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlsplit
 
 from serve.errors import BadRequestError, ConflictError, ForbiddenError, ModelNotFoundError
+from serve.model.manifest import Manifest
 from serve.model.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -82,21 +82,21 @@ def _fetch(url: str, store: ModelStore) -> Path:
     return target
 
 
-def peek_manifest(path: Path) -> Mapping[str, Any]:
+def peek_manifest(path: Path) -> Manifest:
     """The ``MAR-INF/MANIFEST.json`` of a model directory, ``.mar``/zip or tar archive (at the
     top or one directory down, as archivers' tgz write it); empty when there is none or it is
     not readable JSON. Reads only that member."""
     try:
         raw = _manifest_bytes(path)
     except (OSError, zipfile.BadZipFile, tarfile.TarError):
-        return {}
+        return Manifest()
     if raw is None:
-        return {}
+        return Manifest()
     try:
         manifest = json.loads(raw)
     except ValueError:
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
+        return Manifest()
+    return Manifest.from_raw(manifest) if isinstance(manifest, dict) else Manifest()
 
 
 def _manifest_bytes(path: Path) -> bytes | None:
@@ -122,11 +122,3 @@ def _manifest_bytes(path: Path) -> bytes | None:
 def _is_manifest(name: str) -> bool:
     parts = PurePosixPath(name.removeprefix("./")).parts
     return len(parts) in (2, 3) and "/".join(parts[-2:]) == MANIFEST
-
-
-def manifest_model(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The manifest's model name, version and handler (empty where it has none)."""
-    section = manifest.get("model")
-    if not isinstance(section, dict):
-        return "", "", ""
-    return tuple(str(section.get(key) or "") for key in ("modelName", "modelVersion", "handler"))  # type: ignore[return-value]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
+
+from serve.config import ServingConfig
 
 CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
@@ -38,3 +41,20 @@ def available_cpus(root: Path = Path("/")) -> int:
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
+
+
+def resolved(config: ServingConfig, cpus: int | None = None) -> ServingConfig:
+    """``config`` with ``workers=0`` (one per available CPU) and ``torch_threads=0`` (the CPUs
+    shared out among the workers) made real; called once, where a server is started.
+
+    Args:
+        config: the configuration as given.
+        cpus: the CPUs to share out; :func:`available_cpus` when None.
+    """
+    if config.workers and config.torch_threads:
+        return config
+    cpus = available_cpus() if cpus is None else cpus
+    workers = config.workers or cpus
+    return dataclasses.replace(
+        config, workers=workers, torch_threads=config.torch_threads or max(1, cpus // workers)
+    )

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from serve.codecs import CodecRegistry
-from serve.config import ModelSettings, ServingConfig
+from serve.config import ServingConfig
 from serve.contract import Handler, InferenceRequest, InferenceResponse, LoadContext, Result
 from serve.errors import (
     InferenceTimeoutError,
@@ -31,6 +30,7 @@ from serve.errors import (
 )
 from serve.model.directory import ModelDirectory
 from serve.model.namespace import ModelNamespace
+from serve.model.settings import Registration
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
@@ -77,7 +77,7 @@ class ModelRuntime:
         config: the serving configuration.
         codecs: the app's codec registry, handed to the handler at load.
         observer: receives load, batch and queue events (metrics, logs).
-        registered: per-model settings given when it was registered (see ModelSettings.choose).
+        registered: what it was given when it was added (see serve/model/settings.py).
         generation: which registration of ``name`` this is (see serve/runtime/shared.py).
         on_loaded: called on the inference thread once the model serves.
         on_failed: called when the model fails to load (or does not load in time); it logs the
@@ -92,7 +92,7 @@ class ModelRuntime:
         codecs: CodecRegistry,
         observer: Observer | None = None,
         *,
-        registered: Mapping[str, Any] | None = None,
+        registered: Registration | None = None,
         generation: int = 0,
         on_loaded: Callable[[ModelRuntime], None] | None = None,
         on_failed: Callable[[ModelRuntime, BaseException], None] | None = None,
@@ -102,8 +102,8 @@ class ModelRuntime:
         self.config = config
         self.codecs = codecs
         self.observer = observer or Observer()
-        self.registered: Mapping[str, Any] = dict(registered or {})
-        self.settings = ModelSettings.choose(config, {}, self.registered)  # until loaded
+        self.registered = registered or Registration()
+        self.settings = self.registered.settings(config, {})  # until loaded
         self.handler: Handler | None = None
         self.source = name  # the handler's file once it is known, for messages
         self.namespace: ModelNamespace | None = None
@@ -275,13 +275,13 @@ class ModelRuntime:
             self.source, self.namespace = opened.handler.source, opened.namespace
             opened.namespace.bind_thread()
             handler = opened.handler
-            self.settings = ModelSettings.choose(
-                self.config, handler.options, self.registered, handler.max_batch_size
+            self.settings = self.registered.settings(
+                self.config, handler.options, handler.max_batch_size
             )
             handler.load(
                 LoadContext(
                     model_dir=opened.directory.root,
-                    manifest=opened.directory.manifest,
+                    manifest=opened.directory.manifest.raw,
                     gpu_id=gpu_id,
                     batch_size=self.settings.max_batch_size,
                     codecs=self.codecs,

@@ -8,10 +8,8 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from serve.config import ServingConfig
 from serve.errors import (
@@ -23,6 +21,7 @@ from serve.errors import (
     brief,
 )
 from serve.model.directory import ModelDirectory, ModelDirError, prepare_model_dir
+from serve.model.settings import Registration
 from serve.model.store import check_name
 from serve.runtime.budget import Budget, least_recently_used
 from serve.runtime.memory import tree_bytes
@@ -70,7 +69,7 @@ class ModelManager:
         url: Path,
         estimate: int,
         aliases: tuple[str, ...] = (),
-        registered: Mapping[str, Any] | None = None,
+        registered: Registration | None = None,
         version: str = "",
     ) -> ModelSpec:
         """Add a model the server starts with (in the master, before any worker runs), with its
@@ -100,7 +99,7 @@ class ModelManager:
         self,
         name: str,
         url: str,
-        registered: Mapping[str, Any] | None = None,
+        registered: Registration | None = None,
         *,
         aliases: tuple[str, ...] = (),
         evict: bool = False,
@@ -111,8 +110,7 @@ class ModelManager:
         Args:
             name: the model's name.
             url: its directory or archive.
-            registered: per-model settings (``batch_size``, ``max_batch_delay``,
-                ``response_timeout``, ``queue_size``).
+            registered: what the registration gave: settings, the url as given, a handler.
             aliases: other names a TargetModel may use for it.
             evict: unload the least recently used models when a budget would be exceeded,
                 instead of refusing with 507.
@@ -180,9 +178,8 @@ class ModelManager:
         self.shared.wake_all()
         return spec
 
-    def record(self, name: str, values: Mapping[str, Any]) -> None:
-        """Add ``values`` to a model's registered settings (what a scale call asked for); no
-        worker reloads it.
+    def record_scale(self, name: str, min_workers: int, max_workers: int) -> None:
+        """Keep what a scale call asked for with the model's registration; no worker reloads it.
 
         Raises:
             ModelNotFoundError: it is not loaded.
@@ -191,7 +188,8 @@ class ModelManager:
             spec = desired.models.get(name)
             if spec is None:
                 raise ModelNotFoundError(f"model {name!r} is not loaded")
-            desired.models[name] = replace(spec, registered={**spec.registered, **values})
+            registered = replace(spec.registered, min_workers=min_workers, max_workers=max_workers)
+            desired.models[name] = replace(spec, registered=registered)
 
     def unregister(self, name: str) -> ModelSpec:
         """Unload a model from every worker; returns once none holds it (queued requests for it

@@ -18,10 +18,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
@@ -37,6 +36,7 @@ from serve.errors import (
     brief,
 )
 from serve.model.directory import ModelDirError
+from serve.model.settings import Registration
 from serve.model.store import ModelStore
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -132,16 +132,19 @@ class ModelRegistry:
         url: Path,
         opened: OpenedModel,
         aliases: tuple[str, ...] = (),
-        registered: Mapping[str, Any] | None = None,
+        registered: Registration | None = None,
     ) -> ModelSpec:
         """Add a model the server starts with, opened (and its handler imported) in the master,
-        with its per-model settings ``registered`` (``batch_size``, ``max_batch_delay``,
-        ``response_timeout``, ``queue_size``); raises as :meth:`ModelManager.admit_startup` does."""
+        with what it was given (``registered``: TorchServe's ``models`` entry for it); raises as
+        :meth:`ModelManager.admit_startup` does."""
         estimate = tree_bytes(opened.directory.root)
-        section = opened.directory.manifest.get("model")
-        version = section.get("modelVersion") if isinstance(section, dict) else None
         spec = self.manager.admit_startup(
-            name, url, estimate, aliases, registered, version=str(version or "")
+            name,
+            url,
+            estimate,
+            aliases,
+            registered,
+            version=opened.directory.manifest.model_version,
         )
         self._prepared[(spec.name, spec.generation)] = opened
         return spec

@@ -61,6 +61,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from serve.model.settings import Registration
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "models.json"
@@ -82,7 +84,8 @@ class ModelSpec:
         url: where it was loaded from (a directory or archive).
         generation: which registration of the name this is.
         aliases: other names a TargetModel may use for it (its path in the model store).
-        registered: per-model settings given at registration (batch size, delay, timeout).
+        registered: what it was given when added: its settings (batch size, delay, timeout), the
+            url and handler a register call named.
         startup: one the server was started with: failing to load it in a worker stops the server.
         estimate: bytes its files take, the memory one worker is expected to need for it.
         added: when it was added (wall clock), for listings.
@@ -96,7 +99,7 @@ class ModelSpec:
     url: str
     generation: int
     aliases: tuple[str, ...] = ()
-    registered: Mapping[str, Any] = field(default_factory=dict)
+    registered: Registration = Registration()
     startup: bool = False
     estimate: int = 0
     added: float = 0.0
@@ -111,7 +114,14 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
-        return cls(**{**data, "aliases": tuple(data.get("aliases", ()))})
+        """A spec as ``models.json`` holds it (``dataclasses.asdict`` of the set)."""
+        return cls(
+            **{
+                **data,
+                "aliases": tuple(data.get("aliases", ())),
+                "registered": Registration.from_json(data.get("registered", {})),
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,7 @@ class DesiredSet:
         url: str,
         *,
         aliases: tuple[str, ...] = (),
-        registered: Mapping[str, Any] | None = None,
+        registered: Registration | None = None,
         startup: bool = False,
         estimate: int = 0,
         version: str = "",
@@ -156,7 +166,7 @@ class DesiredSet:
             url,
             self.next_generation,
             aliases,
-            dict(registered or {}),
+            registered or Registration(),
             startup,
             estimate,
             time.time(),

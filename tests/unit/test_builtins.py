@@ -63,7 +63,7 @@ def make_handler(
     prepared = prepare_model_dir(directory, install_requirements=False)
     handler = builtin_handlers()[name](prepared, name)
     codecs = default_codecs() if codecs is None else codecs
-    handler.load(LoadContext(directory, prepared.manifest, None, 16, codecs))
+    handler.load(LoadContext(directory, prepared.manifest.raw, None, 16, codecs))
     return handler
 
 

@@ -7,12 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from serve.config import MIB, ConfigError, ModelSettings, ServingConfig
-from serve.process.cpus import available_cpus
+from serve.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
+from serve.config import MIB, ConfigError, ServingConfig
+from serve.model.settings import (
+    ModelOverrides,
+    ModelSettings,
+    ModelsJson,
+    Registration,
+    choose_settings,
+)
+from serve.process.cpus import available_cpus, resolved
 
 
 def test_defaults_follow_the_sagemaker_contract() -> None:
-    config = ServingConfig.from_env({})
+    config = resolved(ServingConfig.from_env({}))
     assert config.model_dir == Path("/opt/ml/model")
     assert config.port == 8080
     assert config.timeout == 60
@@ -29,7 +37,6 @@ def test_sagemaker_variables_are_read() -> None:
     config = ServingConfig.from_env(
         {
             "SAGEMAKER_BIND_TO_PORT": "9090",
-            "SAGEMAKER_SAFE_PORT_RANGE": "20000-20999",
             "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
             "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120",
             "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
@@ -39,7 +46,7 @@ def test_sagemaker_variables_are_read() -> None:
             "SAGEMAKER_TS_MAX_BATCH_DELAY": "20",
         }
     )
-    assert (config.port, config.safe_port_range, config.workers) == (9090, (20000, 20999), 3)
+    assert (config.port, config.workers) == (9090, 3)
     assert (config.timeout, config.default_accept, config.log_level) == (120, "text/csv", 10)
     assert (config.program, config.max_batch_size, config.max_batch_delay_ms) == (
         "serve_me.py",
@@ -72,7 +79,6 @@ def test_our_names_win_over_the_toolkit_names_and_flags_win_over_both() -> None:
         ("SAGEMAKER_MAX_REQUEST_SIZE", "big"),
         ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "json"),
         ("SAGEMAKER_CONTAINER_LOG_LEVEL", "LOUD"),
-        ("SAGEMAKER_SAFE_PORT_RANGE", "9000"),
         ("BYOSERVE_INSTALL_REQUIREMENTS", "True-ish"),
         ("BYOSERVE_LOG_FORMAT", "xml"),
         ("SAGEMAKER_BATCH_STRATEGY", "SOMETIMES"),
@@ -81,6 +87,20 @@ def test_our_names_win_over_the_toolkit_names_and_flags_win_over_both() -> None:
 def test_a_bad_value_names_the_variable_and_the_value(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}={value!r}"):
         ServingConfig.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("BYOSERVE_HTTP_ENGINE", "gunicorn, granian"),
+        ("BYOSERVE_DIALECT", "sagemaker, torchserve"),
+        ("BYOSERVE_LOG_FORMAT", "text, json"),
+        ("SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD, SINGLE_RECORD"),
+    ],
+)
+def test_a_choice_names_the_values_it_allows(name: str, allowed: str) -> None:
+    with pytest.raises(ConfigError, match=f"must be one of {allowed}$"):
+        ServingConfig.from_env({name: "other"})
 
 
 def test_booleans_are_strict() -> None:
@@ -116,14 +136,38 @@ def test_multi_model_settings() -> None:
 def test_model_settings_registration_then_environment_then_archive() -> None:
     config = ServingConfig.from_env({"BYOSERVE_MAX_BATCH_SIZE": "4"}, timeout=30.0, threads=8)
     archive = {"batchSize": 16, "maxBatchDelay": 50, "responseTimeout": 90}
-    assert ModelSettings.choose(config, archive, capacity=64) == ModelSettings(4, 0.05, 90.0, 4)
-    registered = {"batch_size": 2, "max_batch_delay": 0, "response_timeout": 5, "queue_size": 7}
-    assert ModelSettings.choose(config, archive, registered, capacity=64) == ModelSettings(
-        2, 0.0, 5.0, 7
-    )
+    assert Registration().settings(config, archive, 64) == ModelSettings(4, 0.05, 90.0, 4)
+    registered = ModelOverrides(2, 0, 5, 7)
+    assert Registration(registered).settings(config, archive, 64) == ModelSettings(2, 0.0, 5.0, 7)
     plain = ServingConfig.from_env({}, timeout=30.0)
-    assert ModelSettings.choose(plain, {}, capacity=64) == ModelSettings(1, 0.0, 30.0, 32)
-    assert ModelSettings.choose(plain, archive, capacity=8).max_batch_size == 8
+    assert Registration().settings(plain, {}, 64) == ModelSettings(1, 0.0, 30.0, 32)
+    assert Registration().settings(plain, archive, 8).max_batch_size == 8
+    snake = {"batch_size": 16, "max_batch_delay": 50, "response_timeout": 90}
+    assert choose_settings(
+        plain, archive=ModelOverrides.from_archive_options(snake), capacity=64
+    ) == ModelSettings(16, 0.05, 90.0, 32)
+
+
+def test_an_archive_setting_of_the_wrong_kind_does_not_apply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        options = ModelOverrides.from_archive_options({"batchSize": "4", "maxBatchDelay": 10})
+    assert options == ModelOverrides(max_batch_delay_ms=10)
+    assert "batchSize must be a whole number of at least 1, not '4'" in caplog.text
+
+
+def test_workers_and_torch_threads_are_the_cpus_once_resolved() -> None:
+    given = ServingConfig.from_env({})
+    assert (given.workers, given.torch_threads) == (0, 0)  # resolved where the server starts
+    assert (resolved(given, cpus=8).workers, resolved(given, cpus=8).torch_threads) == (8, 1)
+    two = resolved(ServingConfig.from_env({}, workers=2), cpus=8)
+    assert (two.workers, two.torch_threads) == (2, 4)
+    assert resolved(two, cpus=1) is two
+
+
+def test_the_image_pixel_limit_defaults_to_the_codecs_own() -> None:
+    assert ServingConfig.from_env({}).max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
 
 
 def _cgroup(root: Path, cpu_max: str) -> Path:
@@ -151,8 +195,9 @@ def test_torchserves_models_json_is_a_setting_named_in_its_errors() -> None:
     text = '{"m": {"1.0": {"batchSize": 4, "maxBatchDelay": 50, "minWorkers": 2}}}'
     config = ServingConfig.from_env({"BYOSERVE_MODEL_CONFIG": text})
     assert config.model_config is not None
-    assert config.model_config.models == {"m": {"1.0": {"batch_size": 4, "max_batch_delay": 50}}}
-    assert config.model_config.ignored == ("minWorkers",)
+    models = ModelsJson.parse(config.model_config)
+    assert models.models == {"m": {"1.0": ModelOverrides(batch_size=4, max_batch_delay_ms=50)}}
+    assert models.ignored == ("minWorkers",)
     with pytest.raises(ConfigError, match=r"^BYOSERVE_MODEL_CONFIG='\{': not JSON"):
         ServingConfig.from_env({"BYOSERVE_MODEL_CONFIG": "{"})
 

@@ -32,6 +32,7 @@ from serve.contract import (
 )
 from serve.errors import BadRequestError, ModelError, NotAcceptableError, ServingError
 from serve.model.directory import ModelDirectory
+from serve.model.manifest import Manifest
 
 ATTRS = "X-Amzn-SageMaker-Custom-Attributes"
 
@@ -58,7 +59,8 @@ class ModelDir:
 
     def model(self) -> ModelDirectory:
         code = self.root / "code"
-        return ModelDirectory(self.root, code if code.is_dir() else None, self.manifest, None)
+        manifest = Manifest.from_raw(self.manifest)
+        return ModelDirectory(self.root, code if code.is_dir() else None, manifest, None)
 
     def handler(self, **kwargs: Any) -> Handler:
         return load_handler(self.model(), **kwargs)

@@ -31,6 +31,7 @@ from serve.model.directory import (
     prepare_model_dir,
     unpack_archive,
 )
+from serve.model.manifest import Manifest
 
 FILES = {"model.bin": b"weights", "code/inference.py": b"def model_fn(d):\n    return d\n"}
 
@@ -98,7 +99,7 @@ def test_extracted_tree_is_used_in_place(model_dir: Path) -> None:
 
     model = prepare_model_dir(model_dir)
 
-    assert model == ModelDirectory(model_dir, model_dir / "code", {}, None)
+    assert model == ModelDirectory(model_dir, model_dir / "code", Manifest(), None)
     assert find_archive(model_dir) is None
 
 
@@ -157,7 +158,7 @@ def test_plain_tar_with_root_manifest(model_dir: Path) -> None:
 
     model = prepare_model_dir(model_dir)
 
-    assert model.manifest == manifest
+    assert model.manifest.raw == manifest
     assert model.manifest_path == model.root / "MANIFEST.json"
 
 
@@ -170,7 +171,7 @@ def test_mar_zip_with_mar_inf_manifest(model_dir: Path) -> None:
 
     model = prepare_model_dir(model_dir)
 
-    assert model.manifest == manifest
+    assert model.manifest.raw == manifest
     assert model.manifest_path == model.root / "MAR-INF" / "MANIFEST.json"
     assert (model.root / "handler.py").read_text() == "x = 1\n"
     assert model.code_dir is None
@@ -400,7 +401,7 @@ def test_archivers_tgz_extracted_in_place_is_served_one_level_down(
         model = prepare_model_dir(model_dir)
 
     assert model.root == model_dir / "digits"
-    assert model.manifest == manifest
+    assert model.manifest.raw == manifest
     assert model.manifest_path == model_dir / "digits" / "MAR-INF" / "MANIFEST.json"
     lines = [r.getMessage() for r in caplog.records if "holds only" in r.getMessage()]
     assert lines == [
@@ -529,3 +530,35 @@ def test_activate_code_paths_without_code_dir(
     activate_code_paths(prepare_model_dir(model_dir))
 
     assert sys.path[0] == str(model_dir)
+
+
+def test_the_manifest_is_read_once_into_typed_fields_and_kept_whole(model_dir: Path) -> None:
+    manifest = {
+        "archiverVersion": "0.12.0",
+        "options": {"topk": 3},
+        "model": {
+            "modelName": "m",
+            "modelVersion": 2.0,
+            "handler": " handler.py ",
+            "serializedFile": "model.pt",
+            "modelFile": "model.py",
+            "configFile": "model-config.yaml",
+            "requirementsFile": "requirements.txt",
+        },
+    }
+    (model_dir / "MANIFEST.json").write_text(json.dumps(manifest))
+    (model_dir / "requirements.txt").write_text("")
+
+    read = prepare_model_dir(model_dir, install_requirements=False).manifest
+
+    assert (read.model_name, read.model_version, read.handler) == ("m", "2.0", "handler.py")
+    assert (read.serialized_file, read.model_file) == ("model.pt", "model.py")
+    assert (read.config_file, read.requirements_file) == ("model-config.yaml", "requirements.txt")
+    assert (read.archiver_version, dict(read.options)) == ("0.12.0", {"topk": 3})
+    assert read.raw == manifest  # what handlers get as context.manifest
+    named = read.with_handler("other.py")
+    assert named.handler == "other.py" and named.raw["model"]["handler"] == "other.py"
+    assert named.raw["model"]["modelName"] == "m" and read.raw["model"]["handler"] == " handler.py "
+    assert Manifest.from_raw({"model": ["not", "an", "object"]}) == Manifest(
+        raw={"model": ["not", "an", "object"]}
+    )

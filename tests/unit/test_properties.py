@@ -4,6 +4,7 @@ order in which ``serve --start`` lays the command line, the file and the environ
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ import pytest
 from serve.config import MIB, ConfigError, ServingConfig
 from serve.dialect.cli import build_torchserve_parser, is_torchserve_command, torchserve_config
 from serve.dialect.javaprops import PropertiesError, parse_properties, read_properties
-from serve.dialect.modelconfig import parse_model_config, startup_settings
 from serve.dialect.properties import load_properties
+from serve.model.settings import ModelOverrides, ModelsJson, Registration
 
 MODELS_JSON = """models={\\
   "noop": {\\
@@ -233,40 +234,45 @@ def test_ts_variables_override_the_file_only_with_enable_envvars_config(tmp_path
 
 
 def test_models_json_becomes_registered_settings_by_name_and_version(tmp_path: Path) -> None:
-    config = load(tmp_path, MODELS_JSON).values["model_config"]
-    assert config.models == {
-        "noop": {"1.0": {"batch_size": 4, "max_batch_delay": 100, "response_timeout": 120}}
-    }
-    assert config.defaults == {"noop": "1.0"}
-    settings = startup_settings(config, "noop", "1.0", {})
-    assert settings == {"batch_size": 4, "max_batch_delay": 100, "response_timeout": 120}
-    assert startup_settings(config, "other", "1.0", {}) == {}
-    assert startup_settings(None, "noop", "1.0", {}) == {}
+    models = ModelsJson.parse(load(tmp_path, MODELS_JSON).values["model_config"])
+    noop = ModelOverrides(batch_size=4, max_batch_delay_ms=100, response_timeout_s=120)
+    assert models.models == {"noop": {"1.0": noop}}
+    assert models.defaults == {"noop": "1.0"}
+    assert models.overrides_for("noop", "1.0") == noop
+    assert models.overrides_for("other", "1.0") == ModelOverrides()
 
 
 def test_an_archive_without_a_version_takes_the_default_or_only_version() -> None:
-    config = parse_model_config(
-        '{"m": {"1.0": {"batchSize": 2}, "2.0": {"batchSize": 8, "defaultVersion": true}},'
-        ' "n": {"3.0": {"batchSize": 3}}}'
+    models = ModelsJson.parse(
+        json.loads(
+            '{"m": {"1.0": {"batchSize": 2}, "2.0": {"batchSize": 8, "defaultVersion": true}},'
+            ' "n": {"3.0": {"batchSize": 3}}}'
+        )
     )
-    assert startup_settings(config, "m", None, {}) == {"batch_size": 8}
-    assert startup_settings(config, "m", "1.0", {}) == {"batch_size": 2}
-    assert startup_settings(config, "n", None, {}) == {"batch_size": 3}
+    assert models.overrides_for("m", None) == ModelOverrides(batch_size=8)
+    assert models.overrides_for("m", "1.0") == ModelOverrides(batch_size=2)
+    assert models.overrides_for("n", None) == ModelOverrides(batch_size=3)
 
 
 def test_a_version_the_json_does_not_have_applies_nothing_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = parse_model_config('{"m": {"1.0": {"batchSize": 2}}}')
+    models = ModelsJson.parse({"m": {"1.0": {"batchSize": 2}}})
     with caplog.at_level(logging.WARNING):
-        assert startup_settings(config, "m", "2.0", {}) == {}
+        assert models.overrides_for("m", "2.0") == ModelOverrides()
     assert "models: m has no entry for version 2.0 (it has 1.0)" in caplog.text
 
 
 def test_the_archives_own_settings_win_over_the_json_as_in_torchserve() -> None:
-    config = parse_model_config('{"m": {"1.0": {"batchSize": 2, "maxBatchDelay": 50}}}')
-    assert startup_settings(config, "m", "1.0", {"batchSize": 16}) == {"max_batch_delay": 50}
-    assert startup_settings(config, "m", "1.0", {"max_batch_delay": 5}) == {"batch_size": 2}
+    config = ServingConfig.from_env({"BYOSERVE_MAX_BATCH_SIZE": "3"}, timeout=30.0)
+    entry = ModelsJson.parse({"m": {"1.0": {"batchSize": 2, "maxBatchDelay": 50}}})
+    registration = Registration(models_json=entry.overrides_for("m", "1.0"))
+    # the archive's batchSize beats the JSON's, and the environment's beats the archive's
+    chosen = registration.settings(config, {"batchSize": 16}, capacity=64)
+    assert (chosen.max_batch_size, chosen.max_batch_delay) == (3, 0.05)
+    # where the archive says nothing, the JSON's beats the environment's
+    chosen = registration.settings(config, {"max_batch_delay": 5}, capacity=64)
+    assert (chosen.max_batch_size, chosen.max_batch_delay) == (2, 0.005)
 
 
 # serve --start: defaults, file, command line, environment
