@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.dialect.modelconfig import ModelConfig, parse_model_config
+from serve.errors import StartupError
 from serve.process.cpus import available_cpus
 
 MIB = 1024 * 1024
@@ -27,8 +28,11 @@ DEFAULT_BATCH_DELAY_MS = 5.0
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; Pillow only warns at 89 M
 
 
-class ConfigError(ValueError):
-    """A setting has a value the server cannot start with."""
+class ConfigError(StartupError, ValueError):
+    """A setting has a value the server cannot start with (a usage error: status 2)."""
+
+    exit_code = 2
+    reason = "configuration error"
 
 
 def _int(value: str) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from serve.errors import StartupError
+
 if TYPE_CHECKING:
     from serve.codecs import CodecRegistry
 
@@ -20,7 +22,7 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 
 
-class HandlerLoadError(Exception):
+class HandlerLoadError(StartupError):
     """A handler could not be found, imported or loaded; the message says which file and why."""
 
 

@@ -26,13 +26,14 @@ from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 
-from serve.config import ServingConfig
+from serve.config import ConfigError, ServingConfig
+from serve.errors import StartupError
 
 PID_NAME = ".byoserve.pid"
 STOP_TIMEOUT_S = 60.0  # torchserve --stop --foreground waits as long
 START_MARGIN_S = 30.0  # beyond the start-up timeout, for gunicorn and the first /ping
 POLL_S = 0.1
-REASONS = ("cannot start:", "configuration error:")
+REASONS = tuple(f"{error.reason}:" for error in (StartupError, ConfigError))  # in its log
 
 
 def pid_path() -> Path:

@@ -25,7 +25,6 @@ from typing import Any
 
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
-from serve.contract import HandlerLoadError
 from serve.errors import (
     BadRequestError,
     ConflictError,
@@ -34,9 +33,9 @@ from serve.errors import (
     ModelNotFoundError,
     ModelVersionNotFoundError,
     ServingError,
+    StartupError,
     brief,
 )
-from serve.model.directory import ModelDirError
 from serve.model.store import ModelStore
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -65,7 +64,7 @@ Opener = Callable[[ModelSpec], OpenedModel]
 
 def _why(exc: BaseException) -> str:
     """Why a load failed, briefly: our own errors name the file and the cause already."""
-    if isinstance(exc, HandlerLoadError | ModelDirError | ServingError):
+    if isinstance(exc, StartupError | ServingError):
         return brief(exc)
     return f"{type(exc).__name__}: {brief(exc)}"
 
