@@ -20,7 +20,8 @@ from deploy.definitions import (
     load_definition,
 )
 from deploy.dryrun import Plan
-from deploy.engines import BuildRequest, open_engine
+from deploy.engine import BuildRequest
+from deploy.engines import open_engine
 from deploy.errors import DeployError
 from deploy.invoke import Invocation, invoke, runtime_client
 from deploy.release import Release, check_role

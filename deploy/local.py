@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from deploy.definitions import TargetArchive
-from deploy.engines import Engine, RunRequest
+from deploy.engine import Engine, RunRequest
 from deploy.errors import DeployError
 
 CONTAINER_ARCHIVE = "/opt/ml/model/model.tar.gz"
