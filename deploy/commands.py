@@ -28,6 +28,7 @@ from deploy.release import Release, check_role
 from deploy.repack import target_name
 from deploy.report import endpoint_report, format_report
 from deploy.settings import DeploySettings
+from serve.process.probe import free_port
 
 
 def _aws(settings: DeploySettings, definition: EndpointDefinition | None) -> Aws:
@@ -287,7 +288,7 @@ def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
     every archive of a multi-model endpoint, each loaded when a request first names it."""
     definition = _definition(args, settings)
     shown, serving = _local_source(args, definition)
-    port = args.port or local.free_port()
+    port = args.port or free_port()
     if settings.dry_run:
         Plan().record("local", "run", {**shown, "port": port})
         return 0
