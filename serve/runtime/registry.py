@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.codecs import CodecRegistry
-from serve.config import ServingConfig
+from serve.config import MIB, ServingConfig
 from serve.errors import (
     BadRequestError,
     ConflictError,
@@ -57,7 +57,6 @@ from serve.runtime.shared import (
 logger = logging.getLogger(__name__)
 
 WATCH_S = 1.0  # the watcher reads the set at least this often, and reports usage for the LRU
-MIB = 2**20
 
 Opener = Callable[[ModelSpec], OpenedModel]
 
