@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from serve.contract import HandlerLoadError
 from serve.model.namespace import import_file
+from serve.model.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _model_section(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _inside(root: Path, name: str, what: str) -> Path:
     path = root / name
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not inside(root, path):
         raise HandlerLoadError(f"manifest model.{what} {name!r} is outside {root}")
     return path
 
