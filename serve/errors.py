@@ -20,13 +20,14 @@ def brief(exc: BaseException) -> str:
 
 class StartupError(Exception):
     """Base of every error that stops a start: a setting, the model directory or archive, the
-    handler, an archive being built. The message is one line naming the file, flag or variable at
-    fault and why, so the command says it without a traceback.
+    handler, an archive being built. The message names the file, flag or variable at fault and
+    why, so that the command says it without a traceback.
 
-    ``exit_code`` and ``reason`` live on the class so that each command has a single handler,
-    which prints ``<prog>: <reason>: <message>`` (see :meth:`line`) and exits ``exit_code``.
-    Once its settings are read, ``serve`` reports whatever stops it with this class's own reason
-    and status: an address in use is a setting's error, found at start.
+    ``exit_code`` and ``reason`` live on the class, so that each command has a single handler: it
+    prints ``<prog>: <reason>: <message>`` (:meth:`line`) and exits ``exit_code``. Subclasses
+    change them (ConfigError: ``configuration error``, 2). Once ``serve`` has read its settings,
+    whatever stops it is said with this class's reason and status, a ConfigError too: an address
+    in use is found only then.
     """
 
     exit_code: ClassVar[int] = 1
