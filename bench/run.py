@@ -28,15 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 from bench.chart import draw_chart
 from bench.limit import cpu_limit, gpu_forward_limit
 from bench.peers import torchserve_loads
-from bench.servers import (
-    byoserve_command,
-    free_port,
-    plain_command,
-    running,
-)
+from bench.servers import byoserve_command, plain_command, running
 from bench.workloads import Workload, build_noop, build_workloads
 from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
 from serve.process.cpus import available_cpus
+from serve.process.probe import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The served settings the table reports: (batch size, delay ms) per model.

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from serve.process.probe import wait_for_ping
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ping(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 @contextmanager
@@ -55,13 +39,11 @@ def running(
             start_new_session=True,
         )
     try:
-        deadline = started + ready_timeout
-        while not ping(url):
+        # a fine poll: the seconds to the first 200 are what cold starts report
+        if not wait_for_ping(url, started + ready_timeout, lambda: proc.poll() is None, 0.01):
             if proc.poll() is not None:
                 raise RuntimeError(f"{command[:4]} exited with {proc.returncode}; see {log}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{command[:4]} not ready in {ready_timeout} s; see {log}")
-            time.sleep(0.01)
+            raise TimeoutError(f"{command[:4]} not ready in {ready_timeout} s; see {log}")
         yield url, time.monotonic() - started, proc.pid
     finally:
         stop(proc)

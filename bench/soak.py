@@ -17,8 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/soak.py`
 
 from bench.models import digit_png
-from bench.servers import byoserve_command, free_port, running
+from bench.servers import byoserve_command, running
 from bench.wrk import run_wrk, write_script
+from serve.process.probe import free_port
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "build" / "digits.tar.gz"
 WARMUP_S = 5

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import free_port
+from serve.process.probe import free_port
 
 START_TIMEOUT = 180.0
 LOG_FILES = ("console.log", "logs/ts_log.log", "logs/model_log.log")

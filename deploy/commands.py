@@ -20,13 +20,15 @@ from deploy.definitions import (
     load_definition,
 )
 from deploy.dryrun import Plan
-from deploy.engines import BuildRequest, open_engine
+from deploy.engine import BuildRequest
+from deploy.engines import open_engine
 from deploy.errors import DeployError
 from deploy.invoke import Invocation, invoke, runtime_client
 from deploy.release import Release, check_role
 from deploy.repack import target_name
 from deploy.report import endpoint_report, format_report
 from deploy.settings import DeploySettings
+from serve.process.probe import free_port
 
 
 def _aws(settings: DeploySettings, definition: EndpointDefinition | None) -> Aws:
@@ -286,7 +288,7 @@ def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
     every archive of a multi-model endpoint, each loaded when a request first names it."""
     definition = _definition(args, settings)
     shown, serving = _local_source(args, definition)
-    port = args.port or local.free_port()
+    port = args.port or free_port()
     if settings.dry_run:
         Plan().record("local", "run", {**shown, "port": port})
         return 0

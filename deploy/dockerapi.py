@@ -10,7 +10,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from deploy.engines import DIGEST, BuildRequest, EngineError, RunRequest
+from deploy.engine import DIGEST, BuildRequest, EngineError, RunRequest
 
 
 def _raise_on_error(chunk: dict[str, Any], what: str) -> None:

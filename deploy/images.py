@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from deploy.aws import Aws, error_code
 from deploy.dryrun import Plan
-from deploy.engines import BuildRequest, Engine, describe
+from deploy.engine import BuildRequest, Engine
+from deploy.engines import describe
 from deploy.errors import DeployError, SettingMissingError
 
 logger = logging.getLogger(__name__)

@@ -16,21 +16,19 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from deploy.definitions import TargetArchive
-from deploy.engines import Engine, RunRequest
+from deploy.engine import Engine, RunRequest
 from deploy.errors import DeployError
+from serve.process.probe import wait_for_ping
 
 CONTAINER_ARCHIVE = "/opt/ml/model/model.tar.gz"
 CONTAINER_STORE = "/opt/ml/model-store"
@@ -86,27 +84,16 @@ def model_store(targets: Iterable[TargetArchive]) -> Iterator[ModelSource]:
         yield ModelSource(store, store=True)
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def await_ping(url: str, timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait for ``url/ping`` to answer 200 (serve/process/probe.py), in deploy's words.
 
-
-def wait_for_ping(url: str, timeout: float, alive: Callable[[], bool]) -> None:
-    """Poll ``url/ping`` until 200 against a monotonic deadline; give up if the server died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise LocalServerError(f"the local server exited before {url}/ping answered")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
+    Raises:
+        LocalServerError: the server died first, or did not answer within ``timeout`` seconds.
+    """
+    if wait_for_ping(url, time.monotonic() + timeout, alive, interval=0.1):
+        return
+    if not alive():
+        raise LocalServerError(f"the local server exited before {url}/ping answered")
     raise LocalServerError(f"{url}/ping did not answer 200 within {timeout:.0f} s")
 
 
@@ -118,7 +105,7 @@ def serve_until_stopped(url: str, alive: Callable[[], bool], ready_timeout: floa
     """Wait for /ping, print the endpoint URL, then block until a signal or the server's exit."""
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        wait_for_ping(url, ready_timeout, alive)
+        await_ping(url, ready_timeout, alive)
         print(f"endpoint_url={url}", flush=True)
         while alive():
             time.sleep(0.5)

@@ -23,6 +23,7 @@ from handlers.torchserve import FunctionHandler, TorchServeHandler
 from serve.contract import Handler, HandlerLoadError
 from serve.model.directory import ModelDirectory
 from serve.model.namespace import ModelNamespace
+from serve.model.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _find_file(model: ModelDirectory, name: str) -> Path | None:
         if base is None:
             continue
         path = base / name
-        if path.is_file() and path.resolve().is_relative_to(model.root.resolve()):
+        if path.is_file() and inside(model.root, path):
             return path
     return None
 

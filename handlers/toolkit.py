@@ -22,7 +22,7 @@ import numpy as np
 
 from handlers.context import Context, build_response, user_error
 from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry, parse_accept, parse_media_type
+from serve.codecs import CodecRegistry, decode_text, parse_accept, parse_media_type
 from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
@@ -31,7 +31,7 @@ from serve.contract import (
     Result,
     load_failed,
 )
-from serve.errors import BadRequestError, NotAcceptableError, UnprocessableError
+from serve.errors import NotAcceptableError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +51,6 @@ HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transfo
 UTF8_TYPES = ("application/json", "text/csv")  # given to input_fn as str, as the toolkit does
 DEFAULT_SOURCE = "default handler"
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
-def decode_text(body: bytes, params: Mapping[str, str], media_type: str) -> str:
-    """A text payload in its declared charset (UTF-8 when none); 400 when it does not decode."""
-    charset = params.get("charset") or "utf-8"
-    try:
-        return body.decode(charset)
-    except LookupError as exc:
-        raise BadRequestError(f"unsupported charset {charset[:40]!r} for {media_type}") from exc
-    except UnicodeDecodeError as exc:
-        raise BadRequestError(
-            f"malformed {media_type} payload: not valid {charset} at byte {exc.start}"
-        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any, cast
 from serve.contract import HandlerLoadError
 from serve.model.manifest import Manifest
 from serve.model.namespace import import_file
+from serve.model.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _typed(manifest: Manifest | Mapping[str, Any]) -> Manifest:
 
 def _inside(root: Path, name: str, what: str) -> Path:
     path = root / name
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not inside(root, path):
         raise HandlerLoadError(f"manifest model.{what} {name!r} is outside {root}")
     return path
 

@@ -15,8 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from handlers.toolkit import decode_text
-from serve.codecs import parse_media_type, to_numpy
+from serve.codecs import decode_text, json_default, parse_media_type
 from serve.codecs.forms import form_fields, is_form
 from serve.contract import (
     HandlerLoadError,
@@ -81,14 +80,8 @@ def request_input(request: InferenceRequest) -> dict[str, Any]:
     return row
 
 
-def _json_default(value: Any) -> Any:
-    if callable(getattr(value, "tolist", None)):  # numpy arrays and scalars, torch tensors
-        return to_numpy(value).tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
+    return json.dumps(value, default=json_default)
 
 
 def serialize(value: Any, content_type: str | None) -> tuple[bytes | str, str]:

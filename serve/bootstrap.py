@@ -18,10 +18,9 @@ from handlers.builtins import builtin_handlers
 from handlers.loader import load_handler, model_namespace
 from serve.codecs import default_codecs
 from serve.config import ConfigError, ServingConfig
-from serve.contract import HandlerLoadError
-from serve.errors import ServingError
+from serve.errors import ServingError, StartupError
 from serve.http.app import create_app
-from serve.model.directory import ModelDirError, activate_code_paths, prepare_model_dir
+from serve.model.directory import activate_code_paths, prepare_model_dir
 from serve.model.settings import ModelOverrides, ModelsJson, Registration, SettingError
 from serve.model.store import ModelStore, parse_models
 from serve.observe.observer import Observer
@@ -33,10 +32,6 @@ from serve.runtime.shared import ModelSpec, SharedModels
 logger = logging.getLogger(__name__)
 
 SINGLE_MODEL_NAME = "model"
-
-
-class StartupError(Exception):
-    """The server cannot start: the message names each model that failed and why."""
 
 
 def open_model(
@@ -149,7 +144,7 @@ def _add_startup_models(
             registered = _startup_settings(models_json, model.name, opened)
             registry.add_startup(model.name, model.path, opened, aliases, registered)
             logger.info("model %s: handler %s", model.name, opened.handler.source)
-        except (ModelDirError, HandlerLoadError, ServingError) as exc:
+        except (StartupError, ServingError) as exc:
             failures.append(f"model {model.name} ({model.path}): {exc}")
     if failures:
         raise StartupError("; ".join(failures))

@@ -6,61 +6,18 @@ command lines (``serve --start ...``, ``serve --stop``) are read by serve/dialec
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 
 from serve.config import ConfigError, ServingConfig
-from serve.contract import HandlerLoadError
-from serve.model.directory import ModelDirError
+from serve.dialect.cli import is_torchserve_command
+from serve.dialect.cli import main as torchserve_main
+from serve.errors import StartupError
+from serve.flags import build_parser, config_from_args
 from serve.observe.logs import configure_logging
 
 logger = logging.getLogger(__name__)
-
-USAGE_ERROR = 2
-START_ERROR = 1
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The flags, one per setting that has one (serve/config.py declares them), read as text and
-    parsed by the setting's own parser."""
-    parser = argparse.ArgumentParser(
-        prog="serve",
-        description="Serve a model directory or model.tar.gz with the SageMaker container API. "
-        "Flags override the environment variables (see docs/reference/configuration.md).",
-    )
-    for spec in ServingConfig.flags():
-        many = spec.name == "models"
-        parser.add_argument(
-            spec.metadata["flag"],
-            dest=spec.name,
-            nargs="+" if many else None,
-            metavar="NAME=PATH" if many else None,
-            help=spec.metadata["help"],
-        )
-    parser.add_argument(
-        "--no-install-requirements", action="store_true", help="skip code/requirements.txt"
-    )
-    return parser
-
-
-def flag_values(args: argparse.Namespace) -> dict[str, str]:
-    """The settings given on the command line, as raw text by setting name."""
-    flags = {}
-    for spec in ServingConfig.flags():
-        value = getattr(args, spec.name)
-        if value is not None:
-            flags[spec.name] = " ".join(value) if isinstance(value, list) else value
-    if args.no_install_requirements:
-        flags["install_requirements"] = "false"
-    return flags
-
-
-def config_from_args(args: argparse.Namespace) -> ServingConfig:
-    """The environment's configuration with the given flags laid over it, each parsed as its
-    variable is."""
-    return ServingConfig.from_env(flags=flag_values(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,25 +30,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     if argv[:1] == ["serve"]:
         argv = argv[1:]
-    from serve.dialect.cli import is_torchserve_command
-
     if is_torchserve_command(argv):
-        from serve.dialect.cli import main as torchserve_main
-
-        return torchserve_main(argv)
+        return torchserve_main(argv, start)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"serve: configuration error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        print(f"serve: {exc.line()}", file=sys.stderr)
+        return exc.exit_code
     configure_logging(config.log_level, config.log_format)
     return start(config)
 
 
 def start(config: ServingConfig) -> int:
-    """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
-    from serve.bootstrap import StartupError, build_server
+    """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero.
+
+    The settings are read by now, so whatever stops the start (an address in use too) is said
+    as :class:`StartupError` says it, with its status.
+    """
+    from serve.bootstrap import build_server
     from serve.process.cpus import resolved
     from serve.process.server import check_addresses, run_server
 
@@ -99,13 +56,13 @@ def start(config: ServingConfig) -> int:
     try:
         check_addresses(config)
         app, registry = build_server(config)
-    except (ModelDirError, HandlerLoadError, ConfigError, StartupError) as exc:
-        logger.error("cannot start: %s", exc)
-        return START_ERROR
+    except StartupError as exc:
+        logger.error("%s: %s", StartupError.reason, exc)
+        return StartupError.exit_code
     failure = run_server(app, registry, config)
     if failure:
-        logger.error("cannot start: %s", failure)
-        return START_ERROR
+        logger.error("%s: %s", StartupError.reason, failure)
+        return StartupError.exit_code
     logger.info("stopped")
     return 0
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from serve.errors import StartupError
+
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
 
@@ -28,8 +30,11 @@ LogFormat = Literal["text", "json"]
 BatchStrategy = Literal["MULTI_RECORD", "SINGLE_RECORD"]
 
 
-class ConfigError(ValueError):
-    """A setting has a value the server cannot start with."""
+class ConfigError(StartupError, ValueError):
+    """A setting has a value the server cannot start with (a usage error: status 2)."""
+
+    exit_code = 2
+    reason = "configuration error"
 
 
 def _int(value: str) -> int:

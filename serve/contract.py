@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from serve.errors import StartupError
 from serve.model.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 
 
-class HandlerLoadError(Exception):
+class HandlerLoadError(StartupError):
     """A handler could not be found, imported or loaded; the message says which file and why."""
 
 

@@ -1,4 +1,9 @@
-"""The error hierarchy: each class carries the HTTP status it is answered with."""
+"""The error hierarchy: each class carries what it is answered with.
+
+Two roots: :class:`ServingError` for a request (its HTTP status and code), :class:`StartupError`
+for what stops the server, or a command, before it serves (its exit status and the words its
+one line starts with).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,26 @@ def brief(exc: BaseException) -> str:
     """The first line of an exception's text, cut to a length that is safe to send to a client."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+
+
+class StartupError(Exception):
+    """Base of every error that stops a start: a setting, the model directory or archive, the
+    handler, an archive being built. The message names the file, flag or variable at fault and
+    why, so that the command says it without a traceback.
+
+    ``exit_code`` and ``reason`` live on the class, so that each command has a single handler: it
+    prints ``<prog>: <reason>: <message>`` (:meth:`line`) and exits ``exit_code``. Subclasses
+    change them (ConfigError: ``configuration error``, 2). Once ``serve`` has read its settings,
+    whatever stops it is said with this class's reason and status, a ConfigError too: an address
+    in use is found only then.
+    """
+
+    exit_code: ClassVar[int] = 1
+    reason: ClassVar[str] = "cannot start"
+
+    def line(self) -> str:
+        """``<reason>: <message>``, the words a command prints after its name."""
+        return f"{self.reason}: {self}"
 
 
 class ServingError(Exception):

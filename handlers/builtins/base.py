@@ -36,6 +36,7 @@ from serve.errors import (
     brief,
 )
 from serve.model.directory import ModelDirectory
+from serve.model.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def find_file(model_dir: Path, name: str) -> Path | None:
     """``name`` in ``model_dir/code`` or ``model_dir``; never outside ``model_dir``."""
     for base in (model_dir / "code", model_dir):
         path = base / name
-        if path.is_file() and path.resolve().is_relative_to(model_dir.resolve()):
+        if path.is_file() and inside(model_dir, path):
             return path
     return None
 

@@ -45,8 +45,7 @@ from handlers.builtins.tokenizers import (
     module_tokenizer,
     read_vocab,
 )
-from handlers.toolkit import decode_text
-from serve.codecs import CodecRegistry, parse_media_type
+from serve.codecs import CodecRegistry, decode_text, parse_media_type
 from serve.contract import HandlerLoadError, InferenceRequest
 from serve.errors import UnprocessableError
 

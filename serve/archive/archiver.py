@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from serve.archive.flags import parse_command, usage_error
+from serve.archive.flags import PROG, parse_command
 from serve.archive.layout import CODE_DIR, FLAT_FORMATS, plan_archive, read_config
 from serve.archive.spec import FORMATS, SUFFIXES, ArchiveError, ArchiveSpec
 from serve.archive.writer import write_directory, write_mar, write_tgz
@@ -123,6 +123,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
             command.spec, command.export_path, force=command.force, environ=environ
         )
     except ArchiveError as exc:
-        return usage_error(str(exc))
+        print(f"{PROG}: {exc.line()}", file=sys.stderr)
+        return exc.exit_code
     print(target)
     return 0

@@ -10,7 +10,6 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,9 +158,3 @@ def _mms_spec(args: argparse.Namespace) -> ArchiveSpec:
         model_path=args.model_path,
         convert=args.convert,
     )
-
-
-def usage_error(message: str) -> int:
-    """Print ``message`` as the archiver's one-line error; returns the exit status."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR

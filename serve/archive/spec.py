@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.errors import StartupError
+
 # archive formats: torch-model-archiver's four ("mar" is this archiver's earlier name of
 # "default"), and the path suffix each writes
 SUFFIXES = {
@@ -20,8 +22,11 @@ DEFAULT_FORMAT = "default"
 RUNTIMES = ("python", "python2", "python3", "LSP")
 
 
-class ArchiveError(Exception):
+class ArchiveError(StartupError):
     """The archive cannot be built; the message is one line naming the flag or file at fault."""
+
+    exit_code = 2
+    reason = "error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,14 @@ they need from here."""
 from serve.codecs.formats import default_codecs
 from serve.codecs.media import parse_accept, parse_media_type
 from serve.codecs.registry import Codec, CodecRegistry
-from serve.codecs.values import to_numpy
+from serve.codecs.values import decode_text, json_default, to_numpy
 
 __all__ = [
     "Codec",
     "CodecRegistry",
+    "decode_text",
     "default_codecs",
+    "json_default",
     "parse_accept",
     "parse_media_type",
     "to_numpy",

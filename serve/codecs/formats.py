@@ -19,31 +19,21 @@ import numpy as np
 from serve.codecs.arrays import NpyCodec, NpzCodec
 from serve.codecs.images import DEFAULT_MAX_IMAGE_PIXELS, ImageCodec, JPEGCodec, PNGCodec
 from serve.codecs.registry import CodecRegistry
-from serve.codecs.values import is_tensor, malformed, no_objects, to_numpy
-from serve.errors import BadRequestError, NotAcceptableError, brief
+from serve.codecs.values import (
+    decode_text,
+    is_tensor,
+    json_default,
+    malformed,
+    no_objects,
+    to_numpy,
+)
+from serve.errors import NotAcceptableError, brief
 
 logger = logging.getLogger(__name__)
 
 
-def _text(body: bytes, params: Mapping[str, str], media_type: str) -> str:
-    charset = params.get("charset", "utf-8") or "utf-8"
-    try:
-        return body.decode(charset)
-    except LookupError as exc:
-        raise BadRequestError(f"unsupported charset {charset[:40]!r} for {media_type}") from exc
-    except UnicodeDecodeError as exc:
-        reason = f"not valid {charset} at byte {exc.start}"
-        raise malformed(media_type, reason) from exc
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic) or is_tensor(value):
-        return to_numpy(value).tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def _loads(text: str, media_type: str, line: int = 0) -> Any:
@@ -65,7 +55,7 @@ class JSONCodec:
     can_encode: bool = True
 
     def decode(self, body: bytes, params: Mapping[str, str]) -> Any:
-        return _loads(_text(body, params, self.media_types[0]), self.media_types[0])
+        return _loads(decode_text(body, params, self.media_types[0]), self.media_types[0])
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         return _dumps(value).encode("utf-8")
@@ -85,7 +75,7 @@ class JSONLinesCodec:
     def decode(self, body: bytes, params: Mapping[str, str]) -> list[Any]:
         kind = self.media_types[0]
         # split on "\n" only: str.splitlines would also split on U+2028 inside JSON strings
-        lines = _text(body, params, kind).split("\n")
+        lines = decode_text(body, params, kind).split("\n")
         return [_loads(line, kind, number) for number, line in enumerate(lines, 1) if line.strip()]
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
@@ -106,7 +96,7 @@ class CSVCodec:
     def decode(self, body: bytes, params: Mapping[str, str]) -> np.ndarray[Any, Any]:
         kind = self.media_types[0]
         try:
-            rows = [row for row in csv.reader(io.StringIO(_text(body, params, kind))) if row]
+            rows = [row for row in csv.reader(io.StringIO(decode_text(body, params, kind))) if row]
         except csv.Error as exc:
             raise malformed(kind, brief(exc)) from exc
         if not rows:
@@ -139,7 +129,7 @@ class TextCodec:
     can_encode: bool = True
 
     def decode(self, body: bytes, params: Mapping[str, str]) -> str:
-        return _text(body, params, self.media_types[0])
+        return decode_text(body, params, self.media_types[0])
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         return (value if isinstance(value, str) else _dumps(value)).encode("utf-8")

@@ -1,8 +1,10 @@
-"""What the codecs share: values as numpy arrays (torch tensors too, without importing torch),
-and the error a malformed payload gets."""
+"""What the codecs, and the handler styles that decode for themselves, share: values as numpy
+arrays (torch tensors too, without importing torch), text in its charset, arrays and tensors in
+JSON, and the error a malformed payload gets."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -44,3 +46,28 @@ def no_objects(array: np.ndarray[Any, Any], media_type: str) -> np.ndarray[Any, 
     if array.dtype.hasobject:
         raise NotAcceptableError(f"cannot encode an array of Python objects as {media_type}")
     return array
+
+
+def decode_text(body: bytes, params: Mapping[str, str], media_type: str) -> str:
+    """A text payload in its declared charset (UTF-8 when none); 400 when it does not decode.
+
+    Args:
+        body: the payload.
+        params: the Content-Type's parameters (``charset``).
+        media_type: the Content-Type without them, for the message.
+    """
+    charset = params.get("charset") or "utf-8"
+    try:
+        return body.decode(charset)
+    except LookupError as exc:
+        raise BadRequestError(f"unsupported charset {charset[:40]!r} for {media_type}") from exc
+    except UnicodeDecodeError as exc:
+        raise malformed(media_type, f"not valid {charset} at byte {exc.start}") from exc
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default``: numpy arrays and scalars, torch tensors (anything with a
+    ``tolist``) as lists or numbers."""
+    if callable(getattr(value, "tolist", None)):
+        return to_numpy(value).tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

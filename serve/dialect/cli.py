@@ -38,15 +38,16 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from serve.cli import START_ERROR, USAGE_ERROR, build_parser, flag_values, start
 from serve.config import ConfigError, ServingConfig
 from serve.dialect import daemon
 from serve.dialect.properties import load_properties
+from serve.errors import StartupError
+from serve.flags import build_parser, flag_values
 from serve.observe.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ def build_torchserve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str]) -> int:
-    """``serve`` with TorchServe's or MMS's flags."""
+def main(argv: Sequence[str], start: Callable[[ServingConfig], int]) -> int:
+    """``serve`` with TorchServe's or MMS's flags; ``start`` serves a configuration (serve/cli.py's,
+    handed in by it: the command line above this one)."""
     args = build_torchserve_parser().parse_args(list(argv))
     if args.version:
         print(f"byoserve version {_version()} (TorchServe and MMS command lines)")
@@ -121,12 +123,12 @@ def main(argv: Sequence[str]) -> int:
             f"serve: byoserve is already running (pid {running}); stop it with serve --stop",
             file=sys.stderr,
         )
-        return START_ERROR
+        return StartupError.exit_code
     try:
         config, notes = torchserve_config(args, os.environ)
     except ConfigError as exc:
-        print(f"serve: configuration error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        print(f"serve: {exc.line()}", file=sys.stderr)
+        return exc.exit_code
     configure_logging(config.log_level, config.log_format)
     for note in notes:
         logger.warning("%s", note)

@@ -13,7 +13,6 @@ does them (``ts/model_server.py``): a pid file in the temp directory, one server
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -26,36 +25,20 @@ from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 
-from serve.config import ServingConfig
+from serve.config import ConfigError, ServingConfig
+from serve.errors import StartupError
+from serve.process.probe import pid_alive, wait_for_ping
 
 PID_NAME = ".byoserve.pid"
 STOP_TIMEOUT_S = 60.0  # torchserve --stop --foreground waits as long
 START_MARGIN_S = 30.0  # beyond the start-up timeout, for gunicorn and the first /ping
 POLL_S = 0.1
-REASONS = ("cannot start:", "configuration error:")
+REASONS = tuple(f"{error.reason}:" for error in (StartupError, ConfigError))  # in its log
 
 
 def pid_path() -> Path:
     """Where the running server's pid is kept (the temp directory: TMPDIR)."""
     return Path(tempfile.gettempdir()) / PID_NAME
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, waiting for a parent that does not reap it, does
-    not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def _is_serve(pid: int) -> bool:
@@ -77,7 +60,7 @@ def holder(pid_file: Path) -> int | None:
         return None
     except (OSError, ValueError, IndexError):
         pid = 0
-    if pid > 0 and alive(pid) and _is_serve(pid):
+    if pid_alive(pid) and _is_serve(pid):
         return pid
     pid_file.unlink(missing_ok=True)
     return None
@@ -167,13 +150,7 @@ def start_background(
 def _await_up(server: subprocess.Popen[bytes], config: ServingConfig) -> bool:
     """Whether the server's /ping answers 200 before it exits or the start-up time is over."""
     deadline = time.monotonic() + config.startup_timeout + START_MARGIN_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            return False
-        if _ping(config):
-            return True
-        time.sleep(POLL_S)
-    return False
+    return wait_for_ping(_url(config), deadline, lambda: server.poll() is None, POLL_S)
 
 
 def stop(pid_file: Path) -> int:
@@ -190,7 +167,7 @@ def stop(pid_file: Path) -> int:
         print(f"serve: cannot stop byoserve (pid {pid}): {exc.strerror}", file=sys.stderr)
         return 1
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             print(
                 f"serve: byoserve (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s",
@@ -203,16 +180,11 @@ def stop(pid_file: Path) -> int:
     return 0
 
 
-def _ping(config: ServingConfig) -> bool:
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(config.host, config.host)
-    connection = http.client.HTTPConnection(host.strip("[]"), config.port, timeout=2)
-    try:
-        connection.request("GET", "/ping")
-        return connection.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
+def _url(config: ServingConfig) -> str:
+    """Where this machine reaches the server: a wildcard address means its loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host.strip("[]"), config.host)
+    host = host.strip("[]")
+    return f"http://[{host}]:{config.port}" if ":" in host else f"http://{host}:{config.port}"
 
 
 def _addresses(config: ServingConfig) -> str:

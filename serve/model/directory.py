@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from serve.errors import StartupError
 from serve.model.extraction import (
     UnsafeArchiveError,
     extract_archive,
@@ -39,7 +40,7 @@ MARKER_NAME = ".byoserve-unpacked"
 _PIP_TAIL_LINES = 20
 
 
-class ModelDirError(Exception):
+class ModelDirError(StartupError):
     """Start-up error: the message names the file and what is wrong with it."""
 
 

@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from serve.errors import StartupError
+
 logger = logging.getLogger(__name__)
 
 # A lone top-level directory with one of these names is content, not a packaging layer.
@@ -29,7 +31,7 @@ _NEVER_DESCEND = frozenset({"code", "MAR-INF"})
 _MODEL_MARKERS = ("MAR-INF/MANIFEST.json", "MANIFEST.json", "code")
 
 
-class UnsafeArchiveError(Exception):
+class UnsafeArchiveError(StartupError):
     """The archive is unsafe or unreadable; the message names the archive, the member and why."""
 
 

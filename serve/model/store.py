@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from serve.errors import BadRequestError, ModelNotFoundError
 from serve.model.directory import ARCHIVE_SUFFIXES
+from serve.model.paths import inside
 
 MODEL_SUFFIXES = (*ARCHIVE_SUFFIXES, ".zip")
 MAX_NAME = 512
@@ -77,7 +78,7 @@ class ModelStore:
                 "with no leading / and no .."
             )
         path = self.root.joinpath(*parts)
-        if not path.resolve().is_relative_to(self.root.resolve()):
+        if not inside(self.root, path):
             raise BadRequestError(f"model {relative[:80]!r} leads out of the model store")
         if not path.exists():
             raise ModelNotFoundError(f"model {relative[:80]!r}: no such file in the model store")

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from serve.config import MIB
 from serve.errors import InsufficientStorageError
 from serve.runtime.memory import available_bytes
 from serve.runtime.shared import LOADED, DesiredSet, ModelSpec, WorkerReport
-
-MIB = 2**20
 
 
 class Budget:

@@ -23,8 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from serve.codecs import CodecRegistry
-from serve.config import ServingConfig
-from serve.contract import HandlerLoadError
+from serve.config import MIB, ServingConfig
 from serve.errors import (
     BadRequestError,
     ConflictError,
@@ -33,9 +32,9 @@ from serve.errors import (
     ModelNotFoundError,
     ModelVersionNotFoundError,
     ServingError,
+    StartupError,
     brief,
 )
-from serve.model.directory import ModelDirError
 from serve.model.settings import Registration
 from serve.model.store import ModelStore
 from serve.observe.logs import log_model
@@ -58,14 +57,13 @@ from serve.runtime.shared import (
 logger = logging.getLogger(__name__)
 
 WATCH_S = 1.0  # the watcher reads the set at least this often, and reports usage for the LRU
-MIB = 2**20
 
 Opener = Callable[[ModelSpec], OpenedModel]
 
 
 def _why(exc: BaseException) -> str:
     """Why a load failed, briefly: our own errors name the file and the cause already."""
-    if isinstance(exc, HandlerLoadError | ModelDirError | ServingError):
+    if isinstance(exc, StartupError | ServingError):
         return brief(exc)
     return f"{type(exc).__name__}: {brief(exc)}"
 

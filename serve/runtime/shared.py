@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.model.settings import Registration
+from serve.process.probe import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -249,17 +250,6 @@ def died_while_loading(pid: int) -> str:
     return f"a worker (pid {pid}) died while loading it (most likely out of memory)"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, PermissionError, FileNotFoundError):
-        return False
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]  # a zombie is dead, only not reaped
-
-
 class SharedModels:
     """The shared directory of one server: the desired set and the workers' reports.
 
@@ -359,7 +349,7 @@ class SharedModels:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):  # removed meanwhile
                 continue
-            if _alive(data["pid"]):
+            if pid_alive(data["pid"]):
                 held = tuple(HeldModel(**model) for model in data["models"])
                 reports[data["pid"]] = WorkerReport(data["pid"], data["ready"], held)
         return reports

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.handler_styles import MMS_SERVICE
+from tests.fixtures.handler_styles import MMS_SERVICE, copy_handler
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import REPO, ServerProcess, start_server
 
@@ -42,26 +42,6 @@ TORCH_FORMATS = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-a
 MMS_FORMATS = {"default": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 BUILT = [("torch", fmt) for fmt in TORCH_FORMATS] + [("mms", fmt) for fmt in MMS_FORMATS]
 READY_S = 240.0
-
-BASE_HANDLER = '''
-import json
-
-import torch
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class DigitsHandler(BaseHandler):
-    """BaseHandler loads model.py's class and the state_dict; JSON 8x8 images in."""
-
-    def preprocess(self, data):
-        rows = [row.get("data") or row.get("body") for row in data]
-        rows = [json.loads(r) if isinstance(r, (bytes, bytearray)) else r for r in rows]
-        return torch.tensor(rows, dtype=torch.float32).to(self.device)
-
-    def postprocess(self, data):
-        probabilities = torch.softmax(data, 1)
-        return [{"digit": int(p.argmax()), "probability": float(p.max())} for p in probabilities]
-'''
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +90,7 @@ def work(
     """The tools' inputs, and in ``model_store/`` what both wrote, in each of their formats."""
     work = tmp_path_factory.mktemp("real-archivers")
     (work / "model_store").mkdir()
-    (work / "digits_handler.py").write_text(BASE_HANDLER)
+    copy_handler("archivers_digits.py", work / "digits_handler.py")
     torch_archiver = Path(sys.executable).parent / "torch-model-archiver"
     for fmt in TORCH_FORMATS:
         subprocess.run([str(torch_archiver), *torch_flags(fmt, digits)], check=True, cwd=work)

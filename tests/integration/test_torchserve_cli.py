@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from serve.dialect.daemon import PID_NAME, alive
+from serve.dialect.daemon import PID_NAME
+from serve.process.probe import pid_alive, ping
 from tests.fixtures.server import REPO, free_port
 
 ECHO = """
@@ -119,7 +120,7 @@ class TorchServeCli:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if alive(pid) else None
+        return pid if pid_alive(pid) else None
 
 
 @pytest.fixture
@@ -134,9 +135,9 @@ def cli(tmp_path: Path) -> Iterator[TorchServeCli]:
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if alive(pid):
+        if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
 
 
@@ -183,7 +184,7 @@ def test_start_serves_the_mar_in_the_background_until_stop(cli: TorchServeCli) -
     stopped = cli.run("--stop")
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.strip() == "byoserve has stopped."
-    assert not alive(pid)
+    assert not pid_alive(pid)
     assert not cli.pid_file.exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{cli.url}/ping", timeout=5)
@@ -198,7 +199,7 @@ def test_foreground_serves_in_its_own_process_and_stop_ends_it(cli: TorchServeCl
     server = cli.popen(*args, "--ts-config", config, log=cli.work / "foreground.log")
     try:
         deadline = time.monotonic() + 90
-        while cli.running_pid() is None or not _pings(cli.url):
+        while cli.running_pid() is None or not ping(cli.url):
             assert server.poll() is None, (cli.work / "foreground.log").read_text()
             assert time.monotonic() < deadline, "no answer to /ping"
             time.sleep(0.1)
@@ -213,13 +214,6 @@ def test_foreground_serves_in_its_own_process_and_stop_ends_it(cli: TorchServeCl
         if server.poll() is None:
             server.kill()
             server.wait()
-
-
-def _pings(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/ping", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.mark.engines("gunicorn", reason="starts no server")

@@ -25,56 +25,11 @@ import pytest
 import requests
 import ts.torch_handler.base_handler  # noqa: F401 - TorchServe's Python package, no Java
 
+from tests.fixtures.handler_styles import copy_handler
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
-
-BASE_HANDLER = '''
-import json
-
-import torch
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class DigitsHandler(BaseHandler):
-    """A typical user handler: JSON 8x8 images in, digit and probability out."""
-
-    def preprocess(self, data):
-        rows = []
-        for row in data:
-            payload = row.get("data") or row.get("body")
-            if isinstance(payload, (bytes, bytearray)):
-                payload = json.loads(payload)
-            rows.append(torch.tensor(payload, dtype=torch.float32))
-        return torch.stack(rows).to(self.device)
-
-    def postprocess(self, data):
-        probs = torch.softmax(data, 1)
-        return [{"digit": int(p.argmax()), "probability": float(p.max())} for p in probs]
-'''
-
-MMS_HANDLER = '''
-import os
-
-import torch
-
-_model = None
-
-
-def handle(data, context):
-    """Multi Model Server style: initialise on handle(None, context), then serve batches."""
-    global _model
-    if _model is None:
-        properties = context.system_properties
-        path = os.path.join(properties["model_dir"], context.manifest["model"]["serializedFile"])
-        _model = torch.jit.load(path, map_location="cpu").eval()
-    if data is None:
-        return None
-    batch = torch.tensor([row.get("body") or row.get("data") for row in data])
-    with torch.no_grad():
-        return _model(batch).argmax(1).tolist()
-'''
 
 
 def torch_model_archiver(tmp_path: Path, *flags: str) -> Path:
@@ -151,7 +106,7 @@ def post_json(server: ServerProcess, payload: Any) -> requests.Response:
 def test_base_handler_subclass_eager_model(
     digits: DigitsModel, tmp_path: Path, served: list[ServerProcess]
 ) -> None:
-    (tmp_path / "digits_handler.py").write_text(BASE_HANDLER)
+    copy_handler("compat_digits.py", tmp_path / "digits_handler.py")
     mar = torch_model_archiver(
         tmp_path,
         "--model-name=digits",
@@ -173,7 +128,7 @@ def test_base_handler_subclass_eager_model(
 def test_mms_handle_function_torchscript(
     digits: DigitsModel, tmp_path: Path, served: list[ServerProcess]
 ) -> None:
-    (tmp_path / "mms_entry.py").write_text(MMS_HANDLER)
+    copy_handler("compat_mms_torchscript.py", tmp_path / "mms_entry.py")
     scripted = tmp_path / "digits.pt"
     scripted.write_bytes((digits.directory / "model.ts").read_bytes())
     mar = torch_model_archiver(

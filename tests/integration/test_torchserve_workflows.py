@@ -31,7 +31,7 @@ import requests
 import torch
 from PIL import Image
 
-from tests.fixtures.handler_styles import MMS_SERVICE
+from tests.fixtures.handler_styles import MMS_SERVICE, copy_handler
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import runtime_client
 from tests.integration.test_real_archivers import mms_archiver  # noqa: F401 - a fixture
@@ -40,54 +40,6 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 INFERENCE, MANAGEMENT = "http://127.0.0.1:8080", "http://127.0.0.1:8081"
-
-MNIST_HANDLER = '''
-import io
-
-import numpy as np
-import torch
-from PIL import Image
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class MNISTDigitClassifier(BaseHandler):
-    """PNG digits in (any size, resized to the model's 8x8), the digit out."""
-
-    def preprocess(self, data):
-        images = []
-        for row in data:
-            image = row.get("data") or row.get("body")
-            image = Image.open(io.BytesIO(image)).convert("L").resize((8, 8))
-            images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0))
-        return torch.stack(images).to(self.device)
-
-    def postprocess(self, data):
-        return data.argmax(1).tolist()
-'''
-
-B4_HANDLER = '''
-import io
-
-import numpy as np
-import torch
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class B4Handler(BaseHandler):
-    """As the b4 tutorial's handler: numpy images, test-time augmentation by a flip; each answer
-    also says how many requests its batch held."""
-
-    def preprocess(self, data):
-        images = [np.load(io.BytesIO(row.get("data") or row.get("body"))) for row in data]
-        return torch.from_numpy(np.stack(images).astype(np.float32))
-
-    def inference(self, data, *args, **kwargs):
-        with torch.no_grad():
-            return (self.model(data).softmax(1) + self.model(data.flip(2)).softmax(1)) / 2
-
-    def postprocess(self, data):
-        return [{"class": int(row.argmax()), "batch": len(data)} for row in data]
-'''
 
 
 def run(command: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -132,7 +84,7 @@ def _module(path: Path, name: str) -> Any:
 def test_mnist_tutorial(work: Path, digits: DigitsModel) -> None:
     (work / "mnist_model.py").write_text((digits.directory / "model.py").read_text())
     (work / "mnist_sd.pt").write_bytes((digits.directory / "model.pt").read_bytes())
-    (work / "mnist_handler.py").write_text(MNIST_HANDLER)
+    copy_handler("mnist_tutorial.py", work / "mnist_handler.py")
     (work / "model_store").mkdir()
     for index in range(10):
         (work / f"{index}.png").write_bytes(_png(digits.images[index]))
@@ -177,7 +129,7 @@ def test_mnist_tutorial(work: Path, digits: DigitsModel) -> None:
 def test_b4_batch_tutorial(work: Path, digits: DigitsModel) -> None:
     (work / "cache").mkdir()
     (work / "cache" / "b4.pt").write_bytes((digits.directory / "model.ts").read_bytes())
-    (work / "handler.py").write_text(B4_HANDLER)
+    copy_handler("b4_tutorial.py", work / "handler.py")
     (work / "config.properties").write_text(
         "async_logging=true\nvmargs=-Dlog4j.configuration=log4j.properties\n"
     )
