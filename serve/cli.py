@@ -92,15 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def start(config: ServingConfig) -> int:
     """Prepare the model, load the handler's code, and serve; start-up errors exit non-zero."""
     from serve.bootstrap import StartupError, build_server
-    from serve.process.server import check_addresses, run_server
+    from serve.process.engine import engine_for
+    from serve.process.server import run_server
 
+    engine = engine_for(config)
     try:
-        check_addresses(config)
-        app, registry = build_server(config)
+        engine.check(config)
+        app, registry = build_server(config, engine.body_rules)
     except (ModelDirError, HandlerLoadError, ConfigError, StartupError) as exc:
         logger.error("cannot start: %s", exc)
         return START_ERROR
-    failure = run_server(app, registry, config)
+    failure = run_server(engine, app, registry, config)
     if failure:
         logger.error("cannot start: %s", failure)
         return START_ERROR

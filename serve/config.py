@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from serve.dialect.modelconfig import ModelConfig, parse_model_config
 from serve.process.cpus import available_cpus
@@ -190,6 +190,10 @@ def _parse(spec: dataclasses.Field[Any], source: str, raw: str) -> Any:
         raise ConfigError(f"{source}={raw!r}: {exc}") from exc
 
 
+HttpEngine = Literal["gunicorn", "granian"]
+"""The HTTP engines (``BYOSERVE_HTTP_ENGINE``): serve/process/engine.py's registry."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServingConfig:
     """Everything the server needs to know, read once at start and passed down.
@@ -331,7 +335,7 @@ class ServingConfig:
         flag="--memory-budget-mb",
         help="most memory the models may take, in MiB",
     )
-    http_engine: str = setting(
+    http_engine: HttpEngine = setting(
         "gunicorn",
         "BYOSERVE_HTTP_ENGINE",
         parse=_choice("gunicorn", "granian"),
