@@ -20,11 +20,12 @@ from serve.codecs import default_codecs
 from serve.config import ConfigError, ServingConfig
 from serve.errors import ServingError, StartupError
 from serve.http.app import create_app
+from serve.http.invocation import BodyRules
 from serve.model.directory import activate_code_paths, prepare_model_dir
 from serve.model.settings import ModelOverrides, ModelsJson, Registration, SettingError
 from serve.model.store import ModelStore, parse_models
 from serve.observe.observer import Observer
-from serve.process.engine import body_rules
+from serve.process.sockets import recycle_worker, stop_server
 from serve.runtime.inference import OpenedModel
 from serve.runtime.registry import ModelRegistry
 from serve.runtime.shared import ModelSpec, SharedModels
@@ -76,16 +77,15 @@ def _open_registered(config: ServingConfig, spec: ModelSpec) -> OpenedModel:
 
 
 def build_server(
-    config: ServingConfig, observer: Observer | None = None
+    config: ServingConfig, body: BodyRules, observer: Observer | None = None
 ) -> tuple[Flask, ModelRegistry]:
-    """Build the app and its registry, with the models the server starts with (not loaded yet).
+    """Build the app and its registry, with the models the server starts with (not loaded yet);
+    ``body``: how the HTTP engine hands request bodies to the app.
 
     Raises:
         ModelDirError, HandlerLoadError: the single model is unusable.
         StartupError: one or more start-up models are unusable (each named).
     """
-    from serve.process.server import recycle_worker, stop_server
-
     created = observer is None and config.metrics
     if created:
         # Before the user's code is imported: prometheus_client picks its mode at import.
@@ -111,7 +111,7 @@ def build_server(
         if created and observer is not None:
             observer.close()
         raise
-    return create_app(config, registry, observer, body_rules(config.http_engine)), registry
+    return create_app(config, registry, observer, body), registry
 
 
 def _add_startup_models(

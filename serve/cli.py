@@ -50,16 +50,18 @@ def start(config: ServingConfig) -> int:
     """
     from serve.bootstrap import build_server
     from serve.process.cpus import resolved
-    from serve.process.server import check_addresses, run_server
+    from serve.process.engine import engine_for
+    from serve.process.server import run_server
 
     config = resolved(config)  # workers=0 and torch_threads=0: this machine's CPUs
+    engine = engine_for(config)
     try:
-        check_addresses(config)
-        app, registry = build_server(config)
+        engine.check(config)
+        app, registry = build_server(config, engine.body_rules)
     except StartupError as exc:
         logger.error("%s: %s", StartupError.reason, exc)
         return StartupError.exit_code
-    failure = run_server(app, registry, config)
+    failure = run_server(engine, app, registry, config)
     if failure:
         logger.error("%s: %s", StartupError.reason, failure)
         return StartupError.exit_code

@@ -25,6 +25,7 @@ MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
 
 HttpEngine = Literal["gunicorn", "granian"]
+"""The HTTP engines (``BYOSERVE_HTTP_ENGINE``): serve/process/engine.py's registry."""
 Dialect = Literal["sagemaker", "torchserve"]
 LogFormat = Literal["text", "json"]
 BatchStrategy = Literal["MULTI_RECORD", "SINGLE_RECORD"]

@@ -2,8 +2,8 @@
 and the JSON body of an error, in SageMaker's shape or in TorchServe's.
 
 The request pipeline (serve/http/invocation.py), the Flask app's error handlers (serve/http/app.py)
-and gunicorn's refusals of what never reaches the app (serve/process/worker.py) all answer with
-these, so an error reads the same byte for byte wherever it was met.
+and the HTTP engine's own refusals of what never reaches the app (serve/process/worker.py) all
+answer with these, so an error reads the same byte for byte wherever it was met.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def read_body(
     except rules.malformed as exc:
         logger.warning("request %s: malformed request body: %s", rid, brief(exc))
         raise BadRequestError(f"malformed request body: {brief(exc)}") from exc
-    except OSError as exc:  # gunicorn's NoMoreData is an OSError
+    except OSError as exc:  # the client left mid-body: the engine's end of input is an OSError
         raise _cut_short(rid, type(exc).__name__) from exc
     if length is not None and len(body) < length:  # an engine may end a short body silently
         raise _cut_short(rid, f"{len(body)} of {length} bytes")

@@ -1,13 +1,12 @@
-"""One WSGI application for every address the server listens on: the serving port's app, and,
+"""The WSGI applications of the addresses the server listens on: the serving port's app, and,
 when configured, TorchServe's management API (``management_address``) and a metrics-only port
-(``metrics_address``). Every worker serves all of them; a request goes to the app of the port it
-arrived on. With a single address the serving app is used as it is: nothing is added per request.
+(``metrics_address``). Every worker serves all of them; how a request reaches the app of the port
+it arrived on is the HTTP engine's to arrange (serve/process/).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from typing import Any
 
 from flask import Flask
@@ -22,22 +21,6 @@ from serve.observe.observer import Observer
 from serve.runtime.registry import ModelRegistry
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-class PortDispatch:
-    """Sends each request to the app of the local port its connection arrived on."""
-
-    def __init__(self, default: WSGIApp, by_port: dict[int, WSGIApp]) -> None:
-        self.default = default
-        self.by_port = by_port
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        sock = environ.get("gunicorn.socket")
-        app = self.default
-        if sock is not None:
-            with suppress(OSError, IndexError, TypeError):
-                app = self.by_port.get(sock.getsockname()[1], self.default)
-        return app(environ, start_response)
 
 
 def metrics_app(config: ServingConfig, registry: ModelRegistry, observer: Observer | None) -> Flask:
@@ -69,16 +52,3 @@ def serving_app(
     body: BodyRules = serving.extensions["byoserve.body"]
     invocations = Invocations(registry, config, observer or registry.observer, body)
     return Router(serving, invocations, unhealthy=500 if config.dialect == "torchserve" else 503)
-
-
-def listening_app(
-    serving: Flask, config: ServingConfig, registry: ModelRegistry, observer: Observer | None
-) -> WSGIApp:
-    """The WSGI application for all the server's addresses (gunicorn listens on all of them)."""
-    front = serving_app(serving, config, registry, observer)
-    body = serving.extensions["byoserve.body"]
-    sides = side_apps(config, registry, observer, body)
-    by_port = {port: app for (_, port), app in sides.items()}
-    if not by_port:
-        return front
-    return PortDispatch(front, by_port)

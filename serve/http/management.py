@@ -6,7 +6,7 @@ Registrations go through the same manager as SageMaker's ``POST /models`` (serve
 management.py): every worker loads the model before a synchronous registration answers. What does
 not map one to one:
 
-- Workers: every gunicorn worker of the server serves every model, so a model's workers are the
+- Workers: every worker of the server serves every model, so a model's workers are the
   server's (``--workers``). ``initial_workers`` and the scale call's ``min_worker``/``max_worker``
   are recorded and shown (``requestedMinWorkers``, ``requestedMaxWorkers``) but change no process
   count; ``minWorkers``/``maxWorkers`` report the workers that actually hold the model.

@@ -1,25 +1,62 @@
-"""What the HTTP layer needs to know of the engine that serves it, by engine.
+"""The HTTP engine interface: what the server asks of the engine that serves it, whichever it is
+(``BYOSERVE_HTTP_ENGINE``): gunicorn (serve/process/gunicorn_engine.py) or granian
+(serve/process/granian_engine.py). What the two share lives in serve/process/sockets.py.
 
-gunicorn parses a chunked body while the app reads it, so its framing errors (a bad chunk size, a
-missing terminator) surface as its ``ParseException`` during the read: the client's, a 400.
-granian ends such a body without a word (its WSGI input reads a framing error as the end of the
-body), so there a chunked body is refused (411): a truncated input is never predicted on.
+The composition root picks the engine once (:func:`engine_for`), has it check the settings, hands
+its body rules to the app (serve/http/ names no engine) and has it serve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
+from flask import Flask
+
+from serve.config import HttpEngine, ServingConfig
 from serve.http.invocation import BodyRules
-
-GRANIAN_CHUNKED = (
-    "send the body with a Content-Length: BYOSERVE_HTTP_ENGINE=granian cannot tell a complete "
-    "chunked body from one cut short (BYOSERVE_HTTP_ENGINE=gunicorn can)"
-)
+from serve.process.granian_engine import GranianEngine
+from serve.process.gunicorn_engine import GunicornEngine
+from serve.runtime.registry import ModelRegistry
 
 
-def body_rules(http_engine: str) -> BodyRules:
-    """How ``http_engine`` hands request bodies to the app."""
-    if http_engine == "granian":
-        return BodyRules(reads_chunked=False, chunked_refusal=GRANIAN_CHUNKED)
-    from gunicorn.http.errors import ParseException
+class Engine(Protocol):
+    """An HTTP engine serving the app's WSGI application from worker processes."""
 
-    return BodyRules(reads_chunked=True, malformed=(ParseException,))
+    @property
+    def name(self) -> HttpEngine:
+        """The engine's ``BYOSERVE_HTTP_ENGINE`` value."""
+
+    @property
+    def reads_chunked(self) -> bool:
+        """Whether a chunked body reaches the app whole, or an error when cut short (where it
+        cannot be told from a complete one, the app refuses it: 411)."""
+
+    @property
+    def malformed_body(self) -> tuple[type[BaseException], ...]:
+        """The exceptions the engine raises while the app reads a body the client framed wrong
+        (a bad chunk size): the client's mistake, a 400."""
+
+    @property
+    def body_rules(self) -> BodyRules:
+        """:attr:`reads_chunked` and :attr:`malformed_body` as the app applies them, with the
+        message of its 411."""
+
+    def check(self, config: ServingConfig) -> None:
+        """Refuse at start, in the master, what this engine cannot serve.
+
+        Raises:
+            ConfigError: naming the setting and why.
+        """
+
+    def run(self, app: Flask, registry: ModelRegistry, config: ServingConfig) -> str | None:
+        """Serve ``app`` on every address of ``config`` until SIGTERM/SIGINT, starting
+        ``registry`` in each worker; returns why the server could not start, or None."""
+
+
+ENGINES: Mapping[HttpEngine, Engine] = {"gunicorn": GunicornEngine(), "granian": GranianEngine()}
+
+
+def engine_for(config: ServingConfig) -> Engine:
+    """The engine ``config.http_engine`` names."""
+    return ENGINES[config.http_engine]

@@ -21,8 +21,9 @@ What gunicorn does that is done here another way, or not at all:
 - *A worker that dies* is replaced, every time, as gunicorn's master does: granian's own
   crash-loop check (a worker dead within 5.5 s of its start stops the whole server) would let a
   model's code take the server down.
-- *A chunked request body* is refused with 411 (serve/http/sagemaker.py): granian's WSGI input
-  reads a framing error as the end of the body, so a truncated body would be predicted on.
+- *A chunked request body* is refused with 411 (:class:`GranianEngine`'s body rules, applied by
+  serve/http/invocation.py): granian's WSGI input reads a framing error as the end of the body,
+  so a truncated body would be predicted on.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ import socket
 import sys
 import threading
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
+from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from serve.config import ConfigError, ServingConfig
-from serve.process.server import BACKLOG, GIL_SWITCH_INTERVAL, socket_address
+from serve.http.invocation import BodyRules
+from serve.http.listeners import WSGIApp, serving_app, side_apps
+from serve.process.sockets import BACKLOG, GIL_SWITCH_INTERVAL, check_addresses, socket_address
 from serve.runtime.registry import ModelRegistry
-
-if TYPE_CHECKING:
-    from serve.http.listeners import WSGIApp
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +57,49 @@ LOG_CONFIG: dict[str, Any] = {
 }
 
 
-def check_granian(config: ServingConfig) -> None:
-    """Refuse at start what granian cannot serve.
+GRANIAN_CHUNKED = (
+    "send the body with a Content-Length: BYOSERVE_HTTP_ENGINE=granian cannot tell a complete "
+    "chunked body from one cut short (BYOSERVE_HTTP_ENGINE=gunicorn can)"
+)
 
-    Raises:
-        ConfigError: granian is not installed.
-    """
-    try:
-        import granian  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            "BYOSERVE_HTTP_ENGINE=granian: granian is not installed (pip install granian)"
-        ) from exc
+
+class GranianEngine:
+    """The granian :class:`~serve.process.engine.Engine`: its WSGI input reads a chunked body's
+    framing error as the end of the body, so a chunked body is refused (411) rather than a
+    truncated one predicted on."""
+
+    name: Literal["granian"] = "granian"
+    reads_chunked = False
+    malformed_body: tuple[type[BaseException], ...] = ()
+
+    @property
+    def body_rules(self) -> BodyRules:
+        """How granian hands request bodies to the app."""
+        return BodyRules(self.reads_chunked, self.malformed_body, GRANIAN_CHUNKED)
+
+    def check(self, config: ServingConfig) -> None:
+        """Refuse at start what granian cannot serve.
+
+        Raises:
+            ConfigError: granian is not installed; an address is shared, in use, or not this
+                machine's.
+        """
+        try:
+            import granian  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "BYOSERVE_HTTP_ENGINE=granian: granian is not installed (pip install granian)"
+            ) from exc
+        check_addresses(config)
+
+    def run(self, app: Flask, registry: ModelRegistry, config: ServingConfig) -> str | None:
+        """Serve until SIGTERM/SIGINT: the serving port with granian, the side addresses from
+        every worker; a failure to start is what the registry records, so None."""
+        observer = app.extensions.get("byoserve.observer")
+        serving = serving_app(app, config, registry, observer)
+        sides = side_apps(config, registry, observer, app.extensions["byoserve.body"])
+        run_granian(serving, sides, registry, config)
+        return None
 
 
 def claim_slot(directory: str, workers: int, pid: int) -> int:

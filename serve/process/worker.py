@@ -196,8 +196,8 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     only its share of new connections.
 
     The master sets ``shares`` and ``slot`` before fork (see
-    :func:`serve.process.server.gunicorn_settings`) and the worker's ``post_worker_init`` sets
-    ``is_ready``; without them it balances nothing.
+    :func:`serve.process.gunicorn_engine.gunicorn_settings`) and the worker's
+    ``post_worker_init`` sets ``is_ready``; without them it balances nothing.
     """
 
     shares: ConnectionShares | None = None

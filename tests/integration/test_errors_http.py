@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from serve.process.engine import GRANIAN_CHUNKED
+from serve.process.granian_engine import GRANIAN_CHUNKED
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir
 from tests.fixtures.models import DigitsModel

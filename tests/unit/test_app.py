@@ -21,7 +21,8 @@ from serve.contract import (
     Result,
 )
 from serve.errors import BadRequestError, ModelError
-from serve.process.engine import GRANIAN_CHUNKED, body_rules
+from serve.process.engine import ENGINES
+from serve.process.granian_engine import GRANIAN_CHUNKED
 from tests.fixtures.apps import AppModel, make_app
 
 
@@ -315,7 +316,7 @@ def test_a_chunked_body_is_refused_with_411_on_granian_only(tmp_path: Path) -> N
     chunked = {"Transfer-Encoding": "chunked"}
     dechunked = {"wsgi.input_terminated": True}  # as both servers say of the body they decode
     for engine, status in (("granian", 411), ("gunicorn", 200)):
-        rules = body_rules(engine)
+        rules = ENGINES[engine].body_rules
         (tmp_path / engine).mkdir()
         test_client, model = make_app(EchoHandler(), tmp_path / engine, body=rules)
         answer = test_client.post(

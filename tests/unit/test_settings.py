@@ -3,14 +3,13 @@ registration's round trip through the shared models.json."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-import serve.config
 from serve.bootstrap import build_server
 from serve.config import ConfigError, ServingConfig
+from serve.http.invocation import BodyRules
 from serve.model.settings import (
     ModelOverrides,
     ModelsJson,
@@ -78,13 +77,4 @@ def test_a_bad_model_config_variable_stops_the_start_naming_it(tmp_path: Path) -
         metrics=False,
     )
     with pytest.raises(ConfigError, match=r"^BYOSERVE_MODEL_CONFIG: model 'm' version '1.0'"):
-        build_server(config)
-
-
-def test_the_configuration_imports_nothing_of_the_server_but_its_errors() -> None:
-    tree = ast.parse(Path(serve.config.__file__).read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {name for name in imported if name and name.split(".")[0] in ("serve", "handlers")} <= {
-        "serve.errors"
-    }
+        build_server(config, BodyRules())
