@@ -4,7 +4,7 @@
 #   docker run -p 8080:8080 -v $PWD/model:/opt/ml/model:ro byoserve serve
 #
 # Where download.pytorch.org cannot be reached but a CPU wheel of torch is on disk (this is how the
-# project's own machines build it; see container/README.md):
+# project's own machines build it; see docs/container.md):
 #
 #   podman build -v /opt/wheels:/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels -t byoserve .
 #

@@ -1,7 +1,7 @@
 """``python -m deploy VERB``: build, push, upload, create/update/delete endpoints, invoke, local.
 
 Errors print one line on stderr (``deploy: ...``) and exit non-zero; no traceback unless
-``--verbose``. See deploy/README.md for the verbs and the endpoint definition format.
+``--verbose``. See docs/deploy.md for the verbs and the endpoint definition format.
 """
 
 from __future__ import annotations

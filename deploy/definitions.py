@@ -3,7 +3,7 @@
 A definition says what to deploy (one model archive, or for a multi-model endpoint several, and
 the image repository), on what (instance type and count, timeouts), with which container
 environment and autoscaling bounds. Relative paths are relative to the project root, the directory
-that holds ``endpoints/``. See deploy/README.md.
+that holds ``endpoints/``. See docs/deploy.md.
 """
 
 from __future__ import annotations

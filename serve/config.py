@@ -206,7 +206,8 @@ def _parse(spec: dataclasses.Field[Any], source: str, raw: str) -> Any:
 class ServingConfig:
     """Everything the server needs to know, read once at start and passed down.
 
-    Attributes documented by their environment variables; see the README for the table.
+    Each field is declared with its environment variables, parser, flag and help;
+    docs/reference/configuration.md is generated from these declarations.
     """
 
     model_dir: Path = setting(

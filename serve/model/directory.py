@@ -30,6 +30,7 @@ from serve.model.extraction import (
     unpacked_root,
 )
 from serve.model.manifest import Manifest
+from serve.model.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def _requirements_files(model: ModelDirectory) -> list[Path]:
     named = model.manifest.requirements_file
     if named:
         path = model.root / str(named)
-        if not path.resolve().is_relative_to(model.root.resolve()) or not path.is_file():
+        if not inside(model.root, path) or not path.is_file():
             raise ModelDirError(
                 f"model manifest {model.manifest_path}: requirementsFile {named!r} "
                 f"is not a file inside {model.root}"

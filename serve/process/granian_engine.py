@@ -43,6 +43,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from serve.config import ConfigError, ServingConfig
 from serve.http.invocation import BodyRules
 from serve.http.listeners import WSGIApp, serving_app, side_apps
+from serve.process.probe import pid_alive
 from serve.process.sockets import BACKLOG, GIL_SWITCH_INTERVAL, check_addresses, socket_address
 from serve.runtime.registry import ModelRegistry
 
@@ -126,10 +127,9 @@ def _holder_alive(path: str) -> bool:
     try:
         with open(path) as held:
             holder = int(held.read() or "0")
-        os.kill(holder, 0)
     except (OSError, ValueError):
         return False
-    return holder > 0
+    return pid_alive(holder)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -7,7 +7,7 @@
   a ``sagemaker-runtime`` client whose ``endpoint_url`` is the local server.
 
 What moto cannot show: SageMaker pulling the image from ECR, unpacking the archive into
-/opt/ml/model and passing /ping on a real instance (see deploy/README.md).
+/opt/ml/model and passing /ping on a real instance (see docs/deploy.md).
 """
 
 from __future__ import annotations
