@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
+from serve.process.probe import wait_for_ping
 from tests.fixtures.server import REPO, free_port
 
 PODMAN = "podman"
@@ -388,21 +388,15 @@ class Container:
         return done.stdout + done.stderr
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        """Poll /ping until 200 against a monotonic deadline; fail early if the container ended."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with requests.get(f"{self.url}/ping", timeout=2) as response:
-                    if response.status_code == 200:
-                        return
-            except requests.RequestException:
-                pass
-            # Each check costs a podman call (~0.1 s), which also paces the loop.
-            if not self.running():
-                raise RuntimeError(
-                    f"container {self.name} ended ({self.state()}) before /ping answered:\n"
-                    f"{self.logs()}"
-                )
+        """Poll /ping until 200 against a monotonic deadline; fail early if the container ended
+        (each check of that costs a podman call, ~0.1 s)."""
+        if wait_for_ping(self.url, time.monotonic() + timeout, self.running):
+            return
+        if not self.running():
+            raise RuntimeError(
+                f"container {self.name} ended ({self.state()}) before /ping answered:\n"
+                f"{self.logs()}"
+            )
         raise TimeoutError(f"{self.name}: /ping not 200 within {timeout} s:\n{self.logs()}")
 
     def host_pid(self) -> int:

@@ -21,6 +21,7 @@ import requests
 from docker.errors import BuildError
 from docker.models.containers import Container as ApiContainer
 
+from serve.process.probe import wait_for_ping
 from tests.container.conftest import BuiltImage
 from tests.container.dockerapi import PodmanService
 from tests.container.podman import (
@@ -71,17 +72,15 @@ def api_build(client: docker.DockerClient, tag: str) -> str:
 
 def wait_ready(container: ApiContainer, url: str, timeout: float = 120.0) -> None:
     """Poll /ping against a monotonic deadline; fail early if the container ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with requests.get(f"{url}/ping", timeout=2) as response:
-                if response.status_code == 200:
-                    return
-        except requests.RequestException:
-            pass
-        container.reload()  # an API round trip, which also paces the loop
-        if container.status != "running":
-            raise RuntimeError(f"container {container.status}:\n{container.logs().decode()}")
+
+    def running() -> bool:
+        container.reload()  # an API round trip
+        return bool(container.status == "running")
+
+    if wait_for_ping(url, time.monotonic() + timeout, running):
+        return
+    if container.status != "running":
+        raise RuntimeError(f"container {container.status}:\n{container.logs().decode()}")
     raise TimeoutError(f"/ping not 200 within {timeout} s:\n{container.logs().decode()}")
 
 
