@@ -6,6 +6,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from serve.http.management_params import ACCEPTED
+
 JSON = {"application/json": {"schema": {"type": "object"}}}
 ANY_BODY = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -49,17 +51,7 @@ def _inference_paths() -> dict[str, Any]:
 
 
 def _management_paths() -> dict[str, Any]:
-    register = _query(
-        "url",
-        "model_name",
-        "handler",
-        "runtime",
-        "batch_size",
-        "max_batch_delay",
-        "initial_workers",
-        "synchronous",
-        "response_timeout",
-    )
+    register = _query(*ACCEPTED)  # the parameters the register call checks
     scale = _query("min_worker", "max_worker", "synchronous")
     return {
         "/models": {
