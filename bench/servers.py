@@ -23,16 +23,17 @@ def running(
     log: Path,
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 120.0,
+    cwd: Path = REPO,
 ) -> Iterator[tuple[str, float, int]]:
-    """Run ``command``; yields its URL, the seconds from process start to the first 200, and its
-    process id."""
+    """Run ``command`` in ``cwd`` (a ``python -m`` command serves that checkout's code); yields
+    its URL, the seconds from process start to the first 200, and its process id."""
     url = f"http://127.0.0.1:{port}"
     environ = {**os.environ, **(env or {})}
     with log.open("wb") as out:
         started = time.monotonic()
         proc = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=cwd,  # ``python -m serve`` serves the checkout it runs in
             env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,
