@@ -35,6 +35,7 @@ from moto.server import ThreadedMotoServer
 
 from deploy.cli import main
 from tests.container.podman import images_removed_afterwards
+from tests.deploy.engines import require_container_tools
 from tests.fixtures.server import free_port
 
 REGION = "us-east-1"
@@ -264,3 +265,15 @@ def record_pushed_image(aws: AwsWorld, repository: str) -> str:
 def pushed(aws: AwsWorld) -> str:
     """An image record as ``push`` writes it (for endpoint tests that need no registry)."""
     return record_pushed_image(aws, "byoserve-test")
+
+
+@pytest.fixture
+def container_tools() -> None:
+    """podman and the local registry are here; otherwise the test FAILS (CI must never skip)."""
+    require_container_tools()
+
+
+@pytest.fixture
+def podman_tool() -> None:
+    """podman is here; otherwise the test FAILS."""
+    require_container_tools(registry=False)

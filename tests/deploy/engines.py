@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.fixtures.server import free_port
@@ -114,8 +115,19 @@ def podman_service(workdir: Path, insecure_registry: str) -> Iterator[str]:
         _stop(proc)
 
 
-def have_container_tools() -> bool:
-    return shutil.which("podman") is not None and Path(REGISTRY_BINARY).exists()
+def require_container_tools(registry: bool = True) -> None:
+    """Fail (never skip: CI must run these) unless podman and, with ``registry``, the local
+    registry are installed; ``make containers`` installs both, and ``make test`` runs it."""
+    missing = [
+        name
+        for name, present in (
+            ("podman", shutil.which("podman") is not None),
+            (REGISTRY_BINARY, not registry or Path(REGISTRY_BINARY).exists()),
+        )
+        if not present
+    ]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not installed: run `make containers` first")
 
 
 def remove_images(*refs: str) -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from deploy.definitions import TargetArchive
 from deploy.local import model_store
 from tests.deploy.conftest import AwsWorld, Result, make_archive
 from tests.deploy.engines import (
-    have_container_tools,
     local_registry,
     podman_service,
     remove_images,
@@ -189,7 +187,7 @@ def deploy_image() -> Iterator[str]:
 
 
 @pytest.mark.container
-@pytest.mark.skipif(not have_container_tools(), reason="needs podman + docker-registry")
+@pytest.mark.usefixtures("container_tools")
 def test_real_image_build_push_create_and_local_run(
     aws: AwsWorld,
     cli: Callable[..., Result],
@@ -318,7 +316,7 @@ def engine_flags(
 
 
 @pytest.mark.container
-@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+@pytest.mark.usefixtures("podman_tool")
 def test_local_runs_a_multi_model_endpoint_in_the_real_image(
     local_server: Callable[..., LocalServer],
     deploy_image: str,

@@ -18,15 +18,12 @@ import pytest
 
 from tests.deploy.conftest import AwsWorld, Result
 from tests.deploy.engines import (
-    have_container_tools,
     local_registry,
     podman_service,
     remove_images,
 )
 
-needs_tools = pytest.mark.skipif(
-    not have_container_tools(), reason="needs podman + docker-registry"
-)
+needs_tools = pytest.mark.usefixtures("container_tools")
 
 
 def test_ecr_repository_is_created_once_with_scan_on_push(aws: AwsWorld) -> None:

@@ -148,15 +148,17 @@ def test_timeout_is_504_and_503_before_the_model_loads(
     (directory / "load_delay").write_text("3")
     server = serve_model(directory, args=["--timeout", "0.5"], wait=False)
     server_url = server.url
-    seen_503 = False
-    while not seen_503:
+    deadline = time.monotonic() + 30  # the first answer; the model takes 3 s to load after it
+    while True:
+        assert server.alive(), f"the server exited:\n{server.log()}"
+        assert time.monotonic() < deadline, f"no answer within 30 s:\n{server.log()}"
         try:
             response = requests.post(f"{server_url}/invocations", json={}, timeout=5)
-        except requests.ConnectionError:
-            continue
-        _check_error(response, 503, "not_ready")
-        assert requests.get(f"{server_url}/ping", timeout=2).status_code == 503
-        seen_503 = True
+            break
+        except requests.ConnectionError:  # not listening yet
+            time.sleep(0.02)
+    _check_error(response, 503, "not_ready")
+    assert requests.get(f"{server_url}/ping", timeout=2).status_code == 503
     server.wait_ready(30)
     crashed = requests.post(f"{server_url}/invocations", json={"crash": True}, timeout=10)
     message = _check_error(crashed, 500, "model_error")["message"]
