@@ -86,12 +86,21 @@ class ModelStore:
 
     def discover(self) -> list[StoredModel]:
         """Every model in the store (``--models all``): archives and directories at its top
-        level, hidden entries skipped, named by :func:`model_name`."""
+        level, hidden entries skipped, named by :func:`model_name`.
+
+        Raises:
+            ValueError: an entry is a link that leads out of the store (as :meth:`resolve`
+                refuses it for a request, so the start refuses it, naming it).
+        """
         found = []
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith("."):
                 continue
             if entry.is_dir() or entry.name.endswith(MODEL_SUFFIXES):
+                if not inside(self.root, entry):
+                    raise ValueError(
+                        f"--models all: {entry.name!r} in the model store leads out of it"
+                    )
                 found.append(StoredModel(model_name(entry.name), entry, entry.name))
         return found
 

@@ -158,11 +158,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: 
     )
     request.start()
     time.sleep(1.0)
-    started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     request.join(30)
-    assert server.wait_exit(30) == 0
-    assert time.monotonic() - started < 30
+    assert server.wait_exit(30) == 0  # raises when it has not exited by then
     assert answers and answers[0].status_code == 200 and answers[0].json() == {"slept": 3}
 
 

@@ -248,7 +248,6 @@ class _ShoutCodec:
 
 def test_later_registration_overrides_only_the_roles_it_has() -> None:
     registry = default_codecs()
-    assert isinstance(_ShoutCodec(), Codec)
     registry.register(_ShoutCodec())
     assert registry.decode(b"hi", "application/json") == "HI"
     assert registry.encode({"a": 1}, "application/json") == (b'{"a":1}', "application/json")

@@ -57,7 +57,8 @@ def test_requests_are_counted_by_route_and_status(client: Client) -> None:
         assert client.post("/invocations", json=[1]).status_code == 200
     assert client.post("/endpoints/x/invocations", json=[2]).status_code == 200
     assert client.get("/ping").status_code == 200
-    assert client.post("/invocations", data=b"{bad", content_type="application/json").status_code
+    bad = client.post("/invocations", data=b"{bad", content_type="application/json")
+    assert bad.status_code == 400
     text = metrics(client)
     assert sample(text, "byoserve_requests_total", route="invocations", status="200") == 3
     assert sample(text, "byoserve_requests_total", route="endpoint_invocations", status="200") == 1

@@ -40,9 +40,13 @@ def test_store_paths_resolve_and_all_lists_the_models(store: ModelStore) -> None
     assert store.resolve("team/scorer") == store.root / "team" / "scorer"
     with pytest.raises(ModelNotFoundError):
         store.resolve("missing.tar.gz")
+    with pytest.raises(ValueError, match="'escape' in the model store leads out of it"):
+        store.discover()  # a link out of the store: refused, as resolve() refuses it
+    (store.root / "escape").unlink()
+    (store.root / "inside").symlink_to(store.root / "team")  # a link within the store is fine
     assert store.discover() == [
         StoredModel("digits", store.root / "digits.tar.gz", "digits.tar.gz"),
-        StoredModel("escape", store.root / "escape", "escape"),
+        StoredModel("inside", store.root / "inside", "inside"),
         StoredModel("legacy", store.root / "legacy.mar", "legacy.mar"),
         StoredModel("team", store.root / "team", "team"),
     ]
@@ -55,7 +59,10 @@ def test_models_flag_names_paths_and_all(store: ModelStore, tmp_path: Path) -> N
         StoredModel("legacy", store.root / "legacy.mar", "legacy.mar"),
         StoredModel("x", tmp_path / "x.tgz", str(tmp_path / "x.tgz")),
     ]
-    assert [m.name for m in parse_models(["all"], store)] == ["digits", "escape", "legacy", "team"]
+    with pytest.raises(ValueError, match="leads out of it"):
+        parse_models(["all"], store)
+    (store.root / "escape").unlink()
+    assert [m.name for m in parse_models(["all"], store)] == ["digits", "legacy", "team"]
     with pytest.raises(ValueError, match="more than once"):
         parse_models(["digits.tar.gz", "digits=legacy.mar"], store)
     with pytest.raises(ValueError, match="needs --model-store"):
