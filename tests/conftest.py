@@ -1,4 +1,7 @@
-"""Shared fixtures: a trained digits model and a way to run the real server."""
+"""Shared fixtures: a trained digits model and a way to run the real server; and the rule that a
+skipped test fails the run (a test that cannot run here says what it needs and fails instead,
+so a green run never hides one that did not run). A skip is allowed only for a missing GPU, and
+its reason then says GPU."""
 
 from __future__ import annotations
 
@@ -11,6 +14,27 @@ import pytest
 
 from tests.fixtures.models import DigitsModel, train_digits
 from tests.fixtures.server import REPO, ServerProcess, start_server
+
+SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and "GPU" not in str(report.longrepr):
+        SKIPPED.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIPPED:
+        terminalreporter.write_line(
+            f"{len(SKIPPED)} skipped, and a skip fails the run (only a missing GPU may skip): "
+            + ", ".join(SKIPPED),
+            red=True,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
