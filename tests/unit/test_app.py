@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,54 @@ class EchoHandler:
         if request.custom_attributes:
             headers[CUSTOM_ATTRIBUTES] = "seen=" + request.custom_attributes
         return InferenceResponse(body, content_type, headers=headers)
+
+
+class GatedHandler(EchoHandler):
+    """Holds each batch in the handler until the test releases it: ``entered`` is set once a
+    batch is held, ``done`` once one has been answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+
+    def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the handler"
+        try:
+            return super().handle(requests)
+        finally:
+            self.done.set()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds, against a monotonic deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+        time.sleep(0.005)
+
+
+def overload(test_client: Client, handler: GatedHandler) -> list[Any]:
+    """With a queue of one: one request held in the handler, then two more at once, one of which
+    waits in the queue while the other is refused; the three answers, the refusal first."""
+    results: list[Any] = []
+
+    def call() -> None:
+        results.append(test_client.post("/invocations", json=[1]))
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert handler.entered.wait(30), "the first request never reached the handler"
+    others = [threading.Thread(target=call) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    wait_for(lambda: len(results) == 1, "the refusal")  # the others wait for the handler
+    handler.release.set()
+    for thread in [first, *others]:
+        thread.join(30)
+    return results
 
 
 def make_client(
@@ -193,20 +241,12 @@ def test_timeout_answers_504(tmp_path: Path) -> None:
 
 
 def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
-    handler = EchoHandler()
+    handler = GatedHandler()
     test_client, runtime = make_client(handler, tmp_path, queue_size=1, threads=4)
-    results: list[int] = []
-
-    def call() -> None:
-        results.append(test_client.post("/invocations", json="sleep").status_code)
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.1)
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [200, 200, 503]
+    refused, *served = overload(test_client, handler)
+    assert [response.status_code for response in served] == [200, 200]
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert error_of(refused)["code"] == "overloaded"
     overloaded = Client(test_client.application)
     assert overloaded.post("/invocations", json=[1]).status_code == 200
     runtime.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from werkzeug.test import Client
 
 from serve.observe.metrics import PrometheusObserver
 from tests.fixtures.apps import AppModel, make_app
-from tests.unit.test_app import EchoHandler, make_client
+from tests.unit.test_app import EchoHandler, GatedHandler, make_client, overload
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -91,39 +90,29 @@ def test_batches_load_time_and_errors_are_recorded(client: Client) -> None:
 
 
 def test_a_full_queue_is_counted_as_rejected(tmp_path: Path) -> None:
-    test_client, runtime, _ = observed_client(tmp_path, queue_size=1, threads=4)
-    statuses: list[int] = []
-    started = threading.Barrier(3)
-
-    def call() -> None:
-        started.wait()
-        statuses.append(test_client.post("/invocations", json="sleep").status_code)
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    handler = GatedHandler()
+    test_client, runtime, _ = observed_client(tmp_path, handler, queue_size=1, threads=4)
+    refused, *_ = overload(test_client, handler)
+    assert refused.status_code == 503
     text = metrics(test_client)
-    rejected = statuses.count(503)
-    assert rejected >= 1
-    assert sample(text, "byoserve_rejected_total") == rejected
-    assert sample(text, "byoserve_errors_total", code="overloaded") == rejected
+    assert sample(text, "byoserve_rejected_total") == 1
+    assert sample(text, "byoserve_errors_total", code="overloaded") == 1
     runtime.stop()
 
 
 def test_metrics_answer_while_the_model_is_busy(tmp_path: Path) -> None:
-    test_client, runtime, _ = observed_client(tmp_path)
+    handler = GatedHandler()
+    test_client, runtime, _ = observed_client(tmp_path, handler)
     scraper = Client(test_client.application)
-    busy = threading.Thread(target=lambda: test_client.post("/invocations", json="sleep"))
+    busy = threading.Thread(target=lambda: test_client.post("/invocations", json=[1]))
     busy.start()
     try:
-        time.sleep(0.1)  # the handler now sleeps 1 s on the inference thread
-        started = time.monotonic()
+        assert handler.entered.wait(30), "the request never reached the handler"
         assert scraper.get("/metrics").status_code == 200
-        assert time.monotonic() - started < 0.5
+        assert not handler.done.is_set()  # answered while the handler was still held
     finally:
-        busy.join()
+        handler.release.set()
+        busy.join(30)
         runtime.stop()
 
 
