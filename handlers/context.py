@@ -13,7 +13,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from serve.contract import Headers, InferenceRequest, InferenceResponse, LoadContext
+from serve.contract import Headers, InferenceRequest, InferenceResponse, LoadContext, Sink
 from serve.errors import ModelError, ServingError
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,13 @@ class Context:
         request_processor: one :class:`RequestProcessor` per request in the batch.
         metrics: accepts TorchServe metric calls.
         model_yaml_config: the model's options (TorchServe's ``model-config.yaml``).
+        stopping_criteria: TorchServe's per-request stop checks for continuous batching (None:
+            the handler's final return ends each stream).
+        cl_socket: where TorchServe's own ``send_intermediate_predict_response`` writes a
+            piece (set by the adapter, handlers/intermediate.py); None at load time.
+        sinks: where each request's pieces go (handlers/intermediate.py).
+        accepts: each request's Accept, which picks the pieces' format.
+        codecs: the app's codecs, which encode the pieces.
     """
 
     def __init__(self, load: LoadContext, requests: Sequence[InferenceRequest] = ()) -> None:
@@ -174,6 +181,11 @@ class Context:
         }
         self._request_ids = {idx: request.request_id for idx, request in enumerate(requests)}
         self.request_processor = [RequestProcessor(request.headers) for request in requests]
+        self.stopping_criteria: dict[int, Callable[..., Any]] | None = None
+        self.cl_socket: Any = None
+        self.sinks: list[Sink | None] = [request.sink for request in requests]
+        self.accepts = [request.accept for request in requests]
+        self.codecs = load.codecs
 
     @property
     def system_properties(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from handlers.toolkit import DEFAULT_SOURCE, HANDLER_FUNCTIONS, ToolkitHandler
 from handlers.torchmodel import find_serialized_file
 from handlers.torchserve import FunctionHandler, TorchServeHandler
+from handlers.tsfallback import install as install_ts_fallback
 from serve.contract import Handler, HandlerLoadError
 from serve.model.directory import ModelDirectory
 from serve.model.namespace import ModelNamespace
@@ -53,6 +54,7 @@ def load_handler(
     Raises:
         HandlerLoadError: the named handler is missing, fails to import, or breaks its contract.
     """
+    install_ts_fallback()  # TorchServe's streaming call, where TorchServe is not installed
     namespace = namespace or model_namespace(model)
     with namespace.bound():
         return _discover(model, program, builtins or {}, namespace)

@@ -6,6 +6,10 @@ The module defines ``model_fn(model_dir)``, ``input_fn(input_data, content_type)
 ``pre_model_fn(model_dir)`` and ``model_warmup_fn(model_dir, model)``. Each may take one more,
 trailing ``context`` argument. Whatever is left out has a default: a TorchScript / torch.export /
 state_dict model, payloads decoded and encoded with the app's codecs.
+
+A ``predict_fn`` or ``transform_fn`` that returns a generator (or any other iterator) streams:
+each item goes through ``output_fn`` when the module has one, else is encoded as the type the
+client accepts (serve/codecs/pieces.py), and is sent as soon as it is made.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any
@@ -22,7 +26,13 @@ import numpy as np
 
 from handlers.context import Context, build_response, user_error
 from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry, decode_text, parse_accept, parse_media_type
+from serve.codecs import (
+    CodecRegistry,
+    decode_text,
+    encode_piece,
+    parse_accept,
+    parse_media_type,
+)
 from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
@@ -31,7 +41,7 @@ from serve.contract import (
     Result,
     load_failed,
 )
-from serve.errors import NotAcceptableError, UnprocessableError
+from serve.errors import ModelError, NotAcceptableError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +131,26 @@ def _model_device(model: Any) -> Any:
     for tensor in model.buffers():
         return tensor.device
     return "cpu"
+
+
+def _streams(result: Any) -> bool:
+    """Whether a prediction is to be streamed: a generator or another iterator."""
+    if inspect.isasyncgen(result):
+        raise ModelError("an async generator cannot be streamed; return a generator")
+    return isinstance(result, Iterator)
+
+
+def _text_type(media_type: str) -> str:
+    """A ``text/*`` type with its charset, as whole answers carry it."""
+    if media_type.startswith("text/") and "charset" not in media_type:
+        return f"{media_type}; charset=utf-8"
+    return media_type
+
+
+def _close(items: Iterator[Any]) -> None:
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def _split_result(result: Any, accept: str, codecs: CodecRegistry) -> tuple[bytes | str, str]:
@@ -222,11 +252,52 @@ class ToolkitHandler:
         if transform is not None:
             data = self._input_data(request, media_type, params)
             result = transform(ctx, self._model, data, media_type, accept)
+            if _streams(result):
+                return self._stream(ctx, load.codecs, result, accept, None)
         else:
             prediction = self._predict(ctx, self._input(ctx, load.codecs, request))
+            if _streams(prediction):
+                output_fn = self._functions.get("output_fn")
+                return self._stream(ctx, load.codecs, prediction, accept, output_fn)
             result = self._output(ctx, load.codecs, prediction, accept)
         body, content_type = _split_result(result, accept, load.codecs)
         return build_response(ctx, 0, body, content_type)
+
+    def _stream(
+        self,
+        ctx: Context,
+        codecs: CodecRegistry,
+        items: Iterator[Any],
+        accept: str,
+        output_fn: UserFunction | None,
+    ) -> InferenceResponse:
+        """The answer that streams ``items`` (the server pulls its pieces one at a time)."""
+        response = build_response(ctx, 0, b"", _text_type(accept))
+        response.pieces = self._pieces(ctx, codecs, items, accept, output_fn)
+        return response
+
+    @staticmethod
+    def _pieces(
+        ctx: Context,
+        codecs: CodecRegistry,
+        items: Iterator[Any],
+        accept: str,
+        output_fn: UserFunction | None,
+    ) -> Iterator[bytes]:
+        """Each item, through ``output_fn`` (when given), encoded as ``accept``; the items'
+        iterator is closed when this one is (the client left), so a generator sees
+        GeneratorExit."""
+        media_type = parse_media_type(accept)[0]
+        try:
+            for item in items:
+                value = item if output_fn is None else output_fn(ctx, item, accept)
+                if isinstance(value, tuple) and len(value) == 2:
+                    value = value[0]  # (body, content type): the stream's type is fixed
+                yield encode_piece(value, media_type, codecs)
+        except Exception as exc:
+            raise user_error(exc) from exc
+        finally:
+            _close(items)
 
     def _response_type(self, codecs: CodecRegistry, accept: str) -> str:
         """The concrete type to answer with; negotiated up front so a bad Accept fails fast."""

@@ -15,7 +15,9 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from serve.codecs import decode_text, json_default, parse_media_type
+from handlers.intermediate import PieceSocket
+from handlers.results import JSON_TYPE, serialize
+from serve.codecs import decode_text, encode_piece, parse_media_type
 from serve.codecs.forms import form_fields, is_form
 from serve.contract import (
     HandlerLoadError,
@@ -31,9 +33,6 @@ logger = logging.getLogger(__name__)
 # These handlers take whatever batch they are given; the batch policy (environment, then the
 # archive's batch_size, then 1) decides the size, so the handler does not cap it.
 BATCH_CAPACITY = 1024
-JSON_TYPE = "application/json"
-TEXT_TYPE = "text/plain; charset=utf-8"
-BYTES_TYPE = "application/octet-stream"
 
 Entry = Callable[[Any, Context], Any]
 
@@ -78,32 +77,6 @@ def request_input(request: InferenceRequest) -> dict[str, Any]:
     row["body"] = payload
     row.setdefault("data", payload)
     return row
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default)
-
-
-def serialize(value: Any, content_type: str | None) -> tuple[bytes | str, str]:
-    """One result as TorchServe sends it: ``(body, content_type)``.
-
-    With a content type set by the handler: bytes as they are, str as text, anything else as
-    JSON. Without one: str is JSON when it parses as JSON, else plain text; bytes are
-    octet-stream; anything else is dumped as JSON (arrays and tensors as nested lists).
-    """
-    if content_type:
-        if isinstance(value, bytes | bytearray | memoryview):
-            return bytes(value), content_type
-        return (value if isinstance(value, str) else _dumps(value)), content_type
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return value, TEXT_TYPE
-        return value, JSON_TYPE
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value), BYTES_TYPE
-    return _dumps(value), JSON_TYPE
 
 
 class BatchHandler:
@@ -153,7 +126,9 @@ class BatchHandler:
             data.append(row)
         if accepted:
             batch = [requests[index] for index in accepted]
-            outcomes = self._run(self._entry, Context(self._load, batch), data)
+            context = Context(self._load, batch)
+            context.cl_socket = PieceSocket(context)
+            outcomes = self._run(self._entry, context, data)
             for index, outcome in zip(accepted, outcomes, strict=True):
                 results[index] = outcome
         return [result for result in results if result is not None]
@@ -171,12 +146,17 @@ class BatchHandler:
 
     @staticmethod
     def _respond(context: Context, index: int, value: Any) -> Result:
+        """One request's result; the last piece of its stream when pieces were sent before."""
         try:
             body, content_type = serialize(value, context.get_response_content_type(index))
         except (TypeError, ValueError) as exc:
             error = ModelError(f"result {index} cannot be serialized: {exc}")
             error.__cause__ = exc
             return error
+        sink = context.sinks[index]
+        if sink is not None and sink.started:
+            media_type = parse_media_type(context.accepts[index])[0]
+            body = encode_piece(body, media_type, context.codecs)
         return build_response(context, index, body, content_type)
 
 

@@ -4,11 +4,21 @@ A handler is built in the server's master process (imports user code, checks its
 loaded in each worker after fork (``load``: the model goes into memory there). After that the
 worker calls ``handle`` with a batch of one or more requests from a single inference thread and
 gets back one result per request, in order: a response, or the exception that request failed with.
+
+An answer may stream, two ways (serve/runtime/streams.py carries both to the client):
+
+- *pulled*: the response's ``pieces`` is an iterator; the inference thread takes one piece at a
+  time from it, in turn with the other open streams and new batches, so user code still runs on
+  that one thread;
+- *pushed*: while ``handle`` runs, it sends pieces through the request's ``sink`` (TorchServe's
+  ``send_intermediate_predict_response``); the response it then returns is the last piece.
+
+Either way the first piece fixes the status and the headers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -70,7 +80,20 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
-@dataclass(frozen=True, slots=True)
+class Sink(Protocol):
+    """Where a handler pushes the pieces of a request's answer before it returns the last one."""
+
+    @property
+    def started(self) -> bool:
+        """Whether a piece was sent (the answer then streams: what ``handle`` returns for this
+        request is its last piece)."""
+
+    def send(self, piece: InferenceResponse) -> None:
+        """Send one piece to the client now; the first one's status and headers are the
+        answer's (later ones' are ignored)."""
+
+
+@dataclass(slots=True)
 class InferenceRequest:
     """One invocation as the handler sees it.
 
@@ -82,6 +105,8 @@ class InferenceRequest:
         request_id: the Inference-Id when the caller gave one, else a generated id.
         parameters: the URL's query parameters on TorchServe's routes (its handlers get each as
             a key of their request dict); empty elsewhere.
+        sink: where a handler pushes pieces of a streamed answer; set by the runtime when the
+            request is queued (None until then). Handlers treat the request as read-only.
     """
 
     body: bytes
@@ -90,6 +115,7 @@ class InferenceRequest:
     headers: Headers = field(default_factory=Headers)
     request_id: str = ""
     parameters: tuple[tuple[str, str], ...] = ()
+    sink: Sink | None = None
 
     @property
     def custom_attributes(self) -> str | None:
@@ -105,12 +131,17 @@ class InferenceResponse:
         content_type: the response's Content-Type.
         status: the HTTP status, 200 unless the handler sets another.
         headers: extra response headers, e.g. X-Amzn-SageMaker-Custom-Attributes.
+        pieces: the rest of a streamed answer, after ``body``: None for a whole answer. A
+            handler gives an iterator the inference thread pulls from (its items bytes, pulled
+            only as the client takes them; closed early when the client leaves); the request
+            thread gets one that waits for each piece.
     """
 
     body: bytes | str
     content_type: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    pieces: Iterator[bytes] | None = None
 
     def body_bytes(self) -> bytes:
         return self.body.encode("utf-8") if isinstance(self.body, str) else bytes(self.body)

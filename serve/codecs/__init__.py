@@ -4,6 +4,7 @@ they need from here."""
 
 from serve.codecs.formats import default_codecs
 from serve.codecs.media import parse_accept, parse_media_type
+from serve.codecs.pieces import encode_piece
 from serve.codecs.registry import Codec, CodecRegistry
 from serve.codecs.values import decode_text, json_default, to_numpy
 
@@ -12,6 +13,7 @@ __all__ = [
     "CodecRegistry",
     "decode_text",
     "default_codecs",
+    "encode_piece",
     "json_default",
     "parse_accept",
     "parse_media_type",

@@ -18,6 +18,7 @@ import numpy as np
 
 from serve.codecs.arrays import NpyCodec, NpzCodec
 from serve.codecs.images import DEFAULT_MAX_IMAGE_PIXELS, ImageCodec, JPEGCodec, PNGCodec
+from serve.codecs.pieces import EventStreamCodec
 from serve.codecs.registry import CodecRegistry
 from serve.codecs.values import (
     decode_text,
@@ -174,5 +175,6 @@ def default_codecs(*, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Codec
             PNGCodec(max_image_pixels),
             JPEGCodec(max_image_pixels),
             ImageCodec(max_image_pixels),
+            EventStreamCodec(),
         ]
     )

@@ -11,7 +11,10 @@
 7. the hand-off to the model's runtime (serve/runtime/inference.py), which queues, batches and
    waits for the handler's answer;
 8. the answer's headers, hop-by-hop ones dropped, or an error mapped to its status and JSON body;
-9. the per-request metrics and the debug log line.
+   an answer that streams goes out as a :class:`~serve.http.streaming.StreamBody`, each piece
+   as it is made (serve/http/streaming.py);
+9. the per-request metrics (for a stream: at its first piece; the stream's own when it ends) and
+   the debug log line.
 
 It works on the WSGI environ and returns plain values: the router in front of the Flask app
 (serve/http/router.py) calls it without werkzeug's request machinery, which costs as much per
@@ -36,6 +39,7 @@ from serve.errors import (
     brief,
 )
 from serve.http.errors import REQUEST_ID_HEADER, error_body, public_message, request_id
+from serve.http.streaming import PLAIN, ClientLeft, Framing, StreamBody, StreamInfo
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
 from serve.runtime.inference import ModelRuntime
@@ -53,8 +57,9 @@ INFERENCE_ID_KEY = "HTTP_" + INFERENCE_ID.upper().replace("-", "_")
 ATTRIBUTES_KEY = "HTTP_" + CUSTOM_ATTRIBUTES.upper().replace("-", "_")
 TARGET_MODEL_KEY = "HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL"  # X-Amzn-SageMaker-Target-Model
 
-Answer = tuple[int, bytes, str, list[tuple[str, str]]]
-"""The status, body, Content-Type and the other headers to send (X-Request-Id among them)."""
+Answer = tuple[int, bytes | StreamBody, str, list[tuple[str, str]]]
+"""The status, body (whole, or a stream), Content-Type and the other headers to send
+(X-Request-Id among them)."""
 
 Pick = Callable[[ModelRegistry], ModelRuntime]
 """How a route finds its model in the worker's registry (raises the route's 404)."""
@@ -71,11 +76,18 @@ class BodyRules:
         malformed: the exceptions the engine raises while the body is read when the client's
             framing is wrong (a bad chunk size): the client's mistake, a 400.
         chunked_refusal: the 411's message.
+        client_left: tells from the request's environ that its client closed the connection,
+            before a streamed answer's next piece is written (None: the engine finds out when a
+            write fails).
+        abort_grace: how long a failed stream waits before it ends the body short, for an
+            engine that writes pieces asynchronously and would otherwise drop the last one.
     """
 
     reads_chunked: bool = True
     malformed: tuple[type[BaseException], ...] = ()
     chunked_refusal: str = "send the body with a Content-Length"
+    client_left: ClientLeft | None = None
+    abort_grace: float = 0.0
 
 
 def too_large_message(length: int | None, limit: int) -> str:
@@ -181,10 +193,12 @@ class Invocations:
         parameters: tuple[tuple[str, str], ...] = (),
         extra_headers: tuple[tuple[str, str], ...] = (),
         torchserve: bool = False,
+        framing: Framing = PLAIN,
     ) -> Answer:
         """Answer one invocation (``route``: its name in the metrics; ``parameters`` and
         ``extra_headers``: TorchServe's query parameters and its ``explain`` header;
-        ``torchserve``: errors in TorchServe's shape)."""
+        ``torchserve``: errors in TorchServe's shape; ``framing``: how a stream's pieces are
+        written)."""
         started = time.monotonic()
         rid = request_id(environ.get(INFERENCE_ID_KEY))
         log_model("")
@@ -198,6 +212,8 @@ class Invocations:
             status, body, content_type, headers = self._invoke(
                 environ, runtime, length, rid, parameters, extra_headers
             )
+            if isinstance(body, StreamBody):
+                body.start(StreamInfo(model, rid, started), self.observer, framing)
         except ServingError as exc:
             error = exc.code
             status, content_type, headers = exc.status_code, JSON, list(exc.headers.items())
@@ -239,7 +255,11 @@ class Invocations:
         )
         result = runtime.submit(request)
         kept = [(k, v) for k, v in result.headers.items() if k.lower() not in HOP_BY_HOP]
-        return result.status, result.body_bytes(), result.content_type, kept
+        first = result.body_bytes()
+        if result.pieces is None:
+            return result.status, first, result.content_type, kept
+        stream = StreamBody(first, result.pieces, self.body, environ)
+        return result.status, stream, result.content_type, kept
 
     def done(
         self,

@@ -12,6 +12,9 @@ The routes it takes, and how each picks its model:
 
 - ``/invocations`` and ``/endpoints/{name}/invocations`` (POST, PUT): the
   ``X-Amzn-SageMaker-Target-Model`` header's, else TorchServe's ``?model_name=``, else the only one;
+- ``/endpoints/{name}/invocations-response-stream`` (POST): as ``/invocations``, answered as the
+  SageMaker runtime answers boto3's ``invoke_endpoint_with_response_stream`` (an event stream,
+  serve/http/eventstream.py; errors as its ``ModelError``);
 - ``/models/{name}/invoke`` (POST): ``name``;
 - ``/predictions/{model}[/{version}]`` and ``/explanations/...`` (GET, HEAD, POST, PUT, DELETE,
   PATCH): ``model`` at ``version``, with errors in TorchServe's shape;
@@ -23,6 +26,7 @@ Flask does).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -31,6 +35,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from serve.errors import MethodNotAllowedError
+from serve.http import eventstream
 from serve.http.errors import REQUEST_ID_HEADER, error_body, request_id
 from serve.http.invocation import (
     INFERENCE_ID_KEY,
@@ -40,6 +45,7 @@ from serve.http.invocation import (
     Invocations,
     Pick,
 )
+from serve.http.streaming import StreamBody
 from serve.runtime.inference import ModelRuntime
 from serve.runtime.registry import ModelRegistry
 
@@ -49,6 +55,9 @@ StartResponse = Callable[..., Any]
 HEALTHY = b'{"status": "Healthy"}\n'
 UNHEALTHY = b'{"status": "Unhealthy"}\n'
 INVOKE = ("POST", "PUT")
+STREAM_INVOKE = ("POST",)
+RESPONSE_STREAM = "/invocations-response-stream"
+SAGEMAKER_ACCEPT_KEY = "HTTP_X_AMZN_SAGEMAKER_ACCEPT"  # X-Amzn-SageMaker-Accept
 PREDICT = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 PING = ("GET", "HEAD")
 _STATUS = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
@@ -64,6 +73,7 @@ class Router:
         self.invocations = invocations
         self.registry = invocations.registry
         self.unhealthy = unhealthy
+        self.event_stream = eventstream.EventStreamFraming(invocations.config.error_details)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -77,6 +87,10 @@ class Router:
             name = path[len("/endpoints/") : -len("/invocations")]
             if name and "/" not in name:
                 return self._invoke(environ, start_response, "endpoint_invocations")
+        elif path.startswith("/endpoints/") and path.endswith(RESPONSE_STREAM):
+            name = path[len("/endpoints/") : -len(RESPONSE_STREAM)]
+            if name and "/" not in name:
+                return self._response_stream(environ, start_response)
         elif path.startswith("/models/") and path.endswith("/invoke"):
             name = _decoded(path[len("/models/") : -len("/invoke")])
             if name and environ.get("REQUEST_METHOD") == "POST":
@@ -91,6 +105,28 @@ class Router:
             return self._not_allowed(environ, start_response, INVOKE)
         answer = self.invocations(environ, route, _invocation_model(environ))
         return self._reply(start_response, answer)
+
+    def _response_stream(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """boto3's ``invoke_endpoint_with_response_stream``: its Accept comes as
+        ``X-Amzn-SageMaker-Accept``; each piece is a ``PayloadPart`` event (a whole answer is
+        one), a failure after the first piece a ``ModelStreamError``; an error before it is the
+        runtime's ``ModelError`` (424, with the container's status and message)."""
+        if environ.get("REQUEST_METHOD") not in STREAM_INVOKE:
+            return self._not_allowed(environ, start_response, STREAM_INVOKE)
+        environ["HTTP_ACCEPT"] = environ.get(SAGEMAKER_ACCEPT_KEY, "")
+        status, body, content_type, headers = self.invocations(
+            environ, "invocations_response_stream", _invocation_model(environ),
+            framing=self.event_stream,
+        )  # fmt: skip
+        if status >= 300:
+            assert isinstance(body, bytes)
+            return self._reply(start_response, _model_error(status, body, headers))
+        headers.append(("X-Amzn-SageMaker-Content-Type", content_type))
+        if not isinstance(body, StreamBody):
+            body = eventstream.payload_part(body)
+        return self._reply(start_response, (status, body, eventstream.CONTENT_TYPE, headers))
 
     def _predict(
         self, environ: dict[str, Any], start_response: StartResponse, path: str
@@ -147,9 +183,15 @@ class Router:
 
     @staticmethod
     def _reply(start_response: StartResponse, answer: Answer) -> Iterable[bytes]:
+        """Start the response; a whole body with its length, a stream without one (the engine
+        sends it chunked)."""
         status, body, content_type, headers = answer
+        line = _STATUS.get(status) or f"{status} Unknown"
+        if isinstance(body, StreamBody):
+            start_response(line, [("Content-Type", content_type), *headers])
+            return body
         pairs = [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
-        start_response(_STATUS.get(status) or f"{status} Unknown", pairs)
+        start_response(line, pairs)
         return [body]
 
 
@@ -166,6 +208,21 @@ def _invocation_model(environ: dict[str, Any]) -> Pick:
         return registry.route(target)
 
     return pick
+
+
+def _model_error(status: int, body: bytes, headers: list[tuple[str, str]]) -> Answer:
+    """The SageMaker runtime's ``ModelError`` for a container's error answer: 424, with the
+    container's status and body (boto3 raises ``client.exceptions.ModelError``)."""
+    original = body.decode("utf-8", errors="replace")
+    kind = "client" if status < 500 else "server"
+    document = {
+        "Message": f'Received {kind} error ({status}) from primary with message "{original}"',
+        "OriginalStatusCode": status,
+        "OriginalMessage": original,
+    }
+    kept = [(name, value) for name, value in headers if name.lower() != "retry-after"]
+    kept.append(("x-amzn-ErrorType", "ModelError"))
+    return 424, json.dumps(document).encode(), JSON, kept
 
 
 def _decoded(path: str) -> str:

@@ -28,6 +28,9 @@ LATENCY_BUCKETS = (
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+STREAM_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+PIECE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+BYTE_BUCKETS = tuple(float(4**n) for n in range(3, 14))  # 64 B .. 64 MiB
 
 
 def prepare_multiprocess_dir(configured: Path | None) -> tuple[Path, bool]:
@@ -149,6 +152,47 @@ class PrometheusObserver(Observer):
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.stream_first_piece = Histogram(
+            f"{PREFIX}_stream_first_piece_seconds",
+            "Time from a streamed answer's request to its first piece, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stream_duration = Histogram(
+            f"{PREFIX}_stream_duration_seconds",
+            "Time from a streamed answer's request to its end, by model.",
+            ["model"],
+            buckets=STREAM_BUCKETS,
+            registry=registry,
+        )
+        self.stream_pieces = Histogram(
+            f"{PREFIX}_stream_pieces",
+            "Pieces per streamed answer, by model.",
+            ["model"],
+            buckets=PIECE_BUCKETS,
+            registry=registry,
+        )
+        self.stream_bytes = Histogram(
+            f"{PREFIX}_stream_bytes",
+            "Bytes per streamed answer, by model.",
+            ["model"],
+            buckets=BYTE_BUCKETS,
+            registry=registry,
+        )
+        self.streams_open = Gauge(
+            f"{PREFIX}_streams_open",
+            "Streamed answers being written, summed over live workers.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.streams_ended = Counter(
+            f"{PREFIX}_streams",
+            "Streamed answers ended, by model and outcome (completed, failed, client_gone).",
+            ["model", "outcome"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._per_model: dict[str, tuple[Any, Any, Any]] = {}
 
@@ -212,6 +256,26 @@ class PrometheusObserver(Observer):
         histogram.observe(seconds)
         if error is not None:
             self.errors.labels(error, model).inc()
+
+    def stream_opened(self, model: str) -> None:
+        self.streams_open.labels(model).inc()
+
+    def stream_done(
+        self,
+        model: str,
+        outcome: str,
+        first_piece: float | None,
+        pieces: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        self.streams_open.labels(model).dec()
+        self.streams_ended.labels(model, outcome).inc()
+        if first_piece is not None:
+            self.stream_first_piece.labels(model).observe(first_piece)
+        self.stream_pieces.labels(model).observe(pieces)
+        self.stream_bytes.labels(model).observe(size)
+        self.stream_duration.labels(model).observe(seconds)
 
     def _children_for(self, route: str, status: int, model: str) -> tuple[Any, Any]:
         # labels() costs a lock and a tuple build per call; routes and models are few.

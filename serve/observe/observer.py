@@ -35,6 +35,23 @@ class Observer:
     ) -> None:
         """One HTTP request finished."""
 
+    def stream_opened(self, model: str) -> None:
+        """A streamed answer started (its first piece is about to be written)."""
+
+    def stream_done(
+        self,
+        model: str,
+        outcome: str,
+        first_piece: float | None,
+        pieces: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        """A streamed answer ended (``outcome``: completed, failed or client_gone), after
+        ``pieces`` pieces of ``size`` bytes in all, ``seconds`` after its request arrived;
+        ``first_piece``: when its first piece was written, in seconds after the request
+        arrived."""
+
     def worker_exited(self, pid: int) -> None:
         """A worker process ended (called in the master); its live gauges no longer count."""
 

@@ -43,6 +43,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from serve.config import ConfigError, ServingConfig
 from serve.http.invocation import BodyRules
 from serve.http.listeners import WSGIApp, serving_app, side_apps
+from serve.http.streaming import StreamAbortedError
 from serve.process.probe import pid_alive
 from serve.process.sockets import BACKLOG, GIL_SWITCH_INTERVAL, check_addresses, socket_address
 from serve.runtime.registry import ModelRegistry
@@ -54,14 +55,37 @@ SLOT_PREFIX = "slot-"
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "loggers": {"_granian": {"propagate": True}, "granian.access": {"propagate": False}},
+    "filters": {"aborted_streams": {"()": "serve.process.granian_engine.AbortedStreams"}},
+    "loggers": {
+        "_granian": {"propagate": True},
+        "_granian.utils": {"propagate": True, "filters": ["aborted_streams"]},
+        "granian.access": {"propagate": False},
+    },
 }
+
+
+class AbortedStreams(logging.Filter):
+    """Drops granian's error line for a stream the app ended on purpose
+    (serve/http/streaming.py ``StreamAbortedError``): its failure was logged already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StreamAbortedError):
+            return False
+        # granian's Rust side may hand the traceback over as text
+        return f"{StreamAbortedError.__name__}:" not in str(record.msg)
 
 
 GRANIAN_CHUNKED = (
     "send the body with a Content-Length: BYOSERVE_HTTP_ENGINE=granian cannot tell a complete "
     "chunked body from one cut short (BYOSERVE_HTTP_ENGINE=gunicorn can)"
 )
+
+
+# granian writes a piece after the app hands it over; a stream that fails right after a piece
+# is ended by an exception, which (measured: 5 of 8 times) dropped that piece unwritten. 1 ms
+# was enough in 20 of 20; 10 ms leaves room.
+ABORT_GRACE = 0.01
 
 
 class GranianEngine:
@@ -76,7 +100,9 @@ class GranianEngine:
     @property
     def body_rules(self) -> BodyRules:
         """How granian hands request bodies to the app."""
-        return BodyRules(self.reads_chunked, self.malformed_body, GRANIAN_CHUNKED)
+        return BodyRules(
+            self.reads_chunked, self.malformed_body, GRANIAN_CHUNKED, abort_grace=ABORT_GRACE
+        )
 
     def check(self, config: ServingConfig) -> None:
         """Refuse at start what granian cannot serve.

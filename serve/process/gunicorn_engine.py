@@ -15,6 +15,7 @@ request to the app of the local port it arrived on (:class:`PortDispatch`).
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
@@ -55,7 +56,11 @@ class GunicornEngine:
     @property
     def body_rules(self) -> BodyRules:
         """How gunicorn hands request bodies to the app."""
-        return BodyRules(reads_chunked=self.reads_chunked, malformed=self.malformed_body)
+        return BodyRules(
+            reads_chunked=self.reads_chunked,
+            malformed=self.malformed_body,
+            client_left=client_left,
+        )
 
     def check(self, config: ServingConfig) -> None:
         """Refuse at start an address gunicorn would retry and then fail to listen on.
@@ -176,3 +181,18 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         "limit_request_field_size": 16384,
         "control_socket_disable": True,  # gunicorn 27's shared ~/.gunicorn socket: not needed
     }
+
+
+def client_left(environ: dict[str, Any]) -> bool:
+    """Whether the client of a streamed answer has closed its connection (its end of input
+    reached), looked at without reading or waiting: so the stream stops before its next piece,
+    not one write later when the kernel reports the reset."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: still there
+    except OSError:
+        return True  # reset

@@ -9,14 +9,18 @@ in under a millisecond, their Python-level locking is a visible share of each re
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from serve.contract import InferenceRequest, InferenceResponse
+from serve.runtime.streams import Channel
 
 _STOP = object()
+_WAKE = object()  # a stream's client took a piece: its stream may go on
 
 # States of a pending request; changed only under the queue's state lock.
 _WAITING, _RUNNING, _CANCELLED = 0, 1, 2
@@ -28,9 +32,17 @@ def _held_lock() -> threading.Lock:
     return lock
 
 
+def _no_channel() -> Channel:
+    raise RuntimeError("this request cannot stream")
+
+
 @dataclass(slots=True)
 class Pending:
-    """One queued request; ``done`` is released once ``response`` or ``error`` is set."""
+    """One queued request; ``done`` is released once ``response`` or ``error`` is set.
+
+    It is also the request's :class:`~serve.contract.Sink`: a handler that pushes pieces opens
+    ``channel`` (with ``open_channel``) on the first, and the answer goes out then.
+    """
 
     request: InferenceRequest
     arrived: float
@@ -38,12 +50,31 @@ class Pending:
     response: InferenceResponse | None = None
     error: BaseException | None = None
     done: threading.Lock = field(default_factory=_held_lock)
+    channel: Channel | None = None
+    open_channel: Callable[[], Channel] = _no_channel
 
     def finish(self, response: InferenceResponse | None, error: BaseException | None) -> None:
         """Hand the answer to the waiting request thread (the first answer only)."""
         if self.response is None and self.error is None:
             self.response, self.error = response, error
             self.done.release()
+
+    @property
+    def started(self) -> bool:
+        return self.channel is not None
+
+    def send(self, piece: InferenceResponse) -> None:
+        """A pushed piece: the first is the answer (its status and headers), with the channel
+        as the rest; later ones go down the channel."""
+        self.stream(piece, piece.body_bytes())
+
+    def stream(self, answer: InferenceResponse, piece: bytes) -> None:
+        """Send ``piece``: as the start of ``answer`` when the stream has not started."""
+        if self.channel is not None:
+            self.channel.put(piece)
+            return
+        self.channel = self.open_channel()
+        self.finish(dataclasses.replace(answer, body=piece, pieces=self.channel), None)
 
 
 class QueueFullError(Exception):
@@ -70,19 +101,27 @@ class BatchQueue:
     def qsize(self) -> int:
         return self._queue.qsize()
 
-    def put(self, request: InferenceRequest) -> tuple[Pending, int]:
-        """Queue a request; returns it with the depth it found.
+    def put(
+        self,
+        request: InferenceRequest,
+        open_channel: Callable[[], Channel] = _no_channel,
+        streaming: int = 0,
+    ) -> tuple[Pending, int]:
+        """Queue a request (as its own sink, streams opened with ``open_channel``); returns it
+        with the depth it found.
 
         Raises:
-            QueueFullError: ``capacity`` requests are waiting already.
+            QueueFullError: ``capacity`` requests are waiting or streaming (``streaming``: the
+                streams open) already.
             QueueClosedError: :meth:`close` was called.
         """
-        pending = Pending(request, time.monotonic())
+        pending = Pending(request, time.monotonic(), open_channel=open_channel)
+        request.sink = pending
         with self._state:
             if self._closed:
                 raise QueueClosedError
             depth = self._queue.qsize()
-            if depth >= self.capacity:
+            if depth + streaming >= self.capacity:
                 raise QueueFullError
             self._queue.put(pending)
         return pending, depth
@@ -99,16 +138,30 @@ class BatchQueue:
             self._closed = True
         self._queue.put(_STOP)  # wakes an idle inference thread
 
-    def gather(self, max_size: int, max_delay: float) -> list[Pending] | None:
-        """Wait for a first request, then gather more until ``max_size`` or ``max_delay`` seconds
-        after the first one arrived; None once closed and drained."""
+    def wake(self) -> None:
+        """End a :meth:`gather` that is waiting with a ``wait``, as a request would."""
+        self._queue.put(_WAKE)
+
+    def gather(
+        self, max_size: int, max_delay: float, wait: float | None = None
+    ) -> list[Pending] | None:
+        """Wait for a first request (at most ``wait`` seconds; empty when none came), then
+        gather more until ``max_size`` or ``max_delay`` seconds after the first one arrived (with
+        a ``wait``, only those already queued); None once closed and drained."""
         batch: list[Pending] = []
         while not batch:
             if self._closed and self._queue.empty():
                 return None
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=wait) if wait else self._queue.get(wait is None)
+            except queue.Empty:
+                return batch
+            if item is _WAKE and wait is not None:
+                return batch
             if isinstance(item, Pending) and self._claim(item):
                 batch.append(item)
+        if wait is not None:
+            max_delay = 0.0  # streams are waiting for their next pieces
         deadline = batch[0].arrived + max_delay
         while len(batch) < max_size:
             remaining = deadline - time.monotonic()

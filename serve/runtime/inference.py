@@ -2,9 +2,11 @@
 its queue gathers (serve/runtime/batching.py).
 
 Request threads (gunicorn's gthread pool) call :meth:`ModelRuntime.submit`, which queues the
-request and waits for its answer. The inference thread calls the handler once per batch. User code
-(its import, its load, every batch) therefore runs on this one thread, as in TorchServe, so
-handlers need not be thread-safe; the thread is bound to the model's namespace
+request and waits for its answer. The inference thread calls the handler once per batch, and
+between batches takes the next piece of each open stream a handler returned
+(serve/runtime/streams.py), so that several streams make progress together. User code (its
+import, its load, every batch, every piece) therefore runs on this one thread, as in TorchServe,
+so handlers need not be thread-safe; the thread is bound to the model's namespace
 (serve/model/namespace.py), so bare-name imports made on it find the model's own files.
 """
 
@@ -14,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from serve.codecs import CodecRegistry
 from serve.config import ServingConfig
@@ -36,6 +38,7 @@ from serve.observe.observer import Observer
 from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
 from serve.runtime.devices import configure_torch, gpu_for_worker
 from serve.runtime.memory import release_memory, rss_bytes
+from serve.runtime.streams import Channel, PulledStream
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 # serve/model/namespace.py), and the memory a load adds is that model's own.
 LOAD_LOCK = threading.Lock()
 _OUT_OF_MEMORY = ("out of memory", "cuda error: out of memory", "cublas_status_alloc_failed")
+# How long the inference thread waits for a request (or a stream's client to take a piece: it
+# wakes it) while every open stream waits for its client.
+THROTTLED_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,9 @@ class ModelRuntime:
         self._on_loaded = on_loaded
         self._on_failed = on_failed
         self._queue = BatchQueue(self.settings.queue_size)
+        self._streams: list[PulledStream] = []  # the inference thread's own
+        self._open_streams = 0  # every stream whose client has not finished with it
+        self._streams_lock = threading.Lock()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Timer | None = None
@@ -207,7 +216,7 @@ class ModelRuntime:
         """
         self.last_used = time.monotonic()
         try:
-            pending, depth = self._queue.put(request)
+            pending, depth = self._queue.put(request, self._open_channel, self._open_streams)
         except QueueFullError:
             self.observer.rejected(self.name)
             raise OverloadedError(
@@ -228,6 +237,20 @@ class ModelRuntime:
         assert pending.response is not None
         return pending.response
 
+    @property
+    def open_streams(self) -> int:
+        """Streams in this worker whose clients are still taking pieces."""
+        return self._open_streams
+
+    def _open_channel(self) -> Channel:
+        with self._streams_lock:
+            self._open_streams += 1
+        return Channel(self.settings.timeout, self._stream_closed, self._queue.wake)
+
+    def _stream_closed(self) -> None:
+        with self._streams_lock:
+            self._open_streams -= 1
+
     def ensure_ready(self) -> None:
         """Raise NotReadyError (503) unless the model is loaded in this worker."""
         if self._ready.is_set():
@@ -243,18 +266,88 @@ class ModelRuntime:
         handler, namespace = self.handler, self.namespace
         assert handler is not None and namespace is not None
         settings = self.settings
-        while True:
-            batch = self._queue.gather(settings.max_batch_size, settings.max_batch_delay)
-            if batch is None:
-                return
-            self.observer.queue_depth(self.name, self._queue.qsize())
-            try:
-                self._execute(handler, batch)
-            except BaseException as exc:  # the thread must outlive anything a batch does
-                logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
-                for pending in batch:
-                    pending.finish(None, ModelError("the batch failed"))
+        closed = False
+        while not closed or self._streams:
+            wait = None if not self._streams else 0.0 if self._advanceable() else THROTTLED_POLL
+            batch = (
+                self._queue.gather(settings.max_batch_size, settings.max_batch_delay, wait)
+                if not closed
+                else []
+            )
+            if batch is None:  # closed: the streams open finish first
+                closed = True
+                continue
+            if batch:
+                self.observer.queue_depth(self.name, self._queue.qsize())
+                self._run_batch(handler, batch)
+            if self._streams:
+                self._advance()
+                if closed and not self._advanceable():
+                    time.sleep(THROTTLED_POLL)
             namespace.settle()
+
+    def _run_batch(self, handler: Handler, batch: list[Pending]) -> None:
+        try:
+            self._execute(handler, batch)
+        except BaseException as exc:  # the thread must outlive anything a batch does
+            logger.error("batch of %d failed: %s", len(batch), exc, exc_info=exc)
+            for pending in batch:
+                if pending.channel is not None:
+                    pending.channel.fail(ModelError("the batch failed"))
+                else:
+                    pending.finish(None, ModelError("the batch failed"))
+
+    def _advanceable(self) -> bool:
+        """Whether an open stream can take a piece now (its client is not too far behind)."""
+        return any(
+            stream.channel is None or stream.channel.left or not stream.channel.full()
+            for stream in self._streams
+        )
+
+    def _advance(self) -> None:
+        """One piece from each open stream whose client keeps up; streams whose client left
+        are closed (GeneratorExit in a generator)."""
+        for stream in list(self._streams):
+            channel = stream.channel
+            if channel is not None and channel.left:
+                self._streams.remove(stream)
+                self._close_stream(stream)
+            elif (channel is None or not channel.full()) and not self._next_piece(stream):
+                self._streams.remove(stream)
+
+    def _next_piece(self, stream: PulledStream) -> bool:
+        """Take one piece from ``stream``; False when it ended (or failed)."""
+        self.busy_since = time.monotonic()
+        try:
+            piece = next(stream.pieces)
+        except StopIteration:
+            if stream.channel is None:  # no piece at all: an empty answer
+                stream.pending.finish(replace(stream.answer, body=b"", pieces=None), None)
+            else:
+                stream.channel.end()
+            return False
+        except Exception as exc:
+            self._log_failure(stream.pending.request, exc)
+            if stream.channel is None:
+                stream.pending.finish(None, exc)  # before the first piece: an error answer
+            else:
+                stream.channel.fail(exc)
+            return False
+        finally:
+            self.busy_since = None
+        stream.pending.stream(stream.answer, piece)
+        stream.channel = stream.pending.channel
+        return True
+
+    def _close_stream(self, stream: PulledStream) -> None:
+        self.busy_since = time.monotonic()
+        try:
+            stream.close()
+        except Exception as exc:
+            logger.warning("request %s: closing its stream failed: %s",
+                           stream.pending.request.request_id, exc, exc_info=exc)  # fmt: skip
+        finally:
+            self.busy_since = None
 
     def _load(self, worker_index: int) -> bool:
         if not LOAD_LOCK.acquire(timeout=self.config.startup_timeout):
@@ -343,7 +436,18 @@ class ModelRuntime:
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._log_failure(pending.request, result)
-                pending.finish(None, result)
+                if pending.channel is not None:  # its pushed stream fails
+                    pending.channel.fail(result)
+                else:
+                    pending.finish(None, result)
+            elif pending.channel is not None:  # the last piece of a pushed stream
+                if result.body:
+                    pending.channel.put(result.body_bytes())
+                pending.channel.end()
+            elif result.pieces is not None:
+                if result.body:  # the stream's first piece
+                    pending.stream(result, result.body_bytes())
+                self._streams.append(PulledStream(pending, result, result.pieces, pending.channel))
             else:
                 pending.finish(result, None)
 
@@ -363,9 +467,13 @@ class ModelRuntime:
         except Exception as exc:
             if len(batch) == 1:
                 return [exc]
-            # One bad input must fail only its own request: retry each alone.
+            # One bad input must fail only its own request: retry each alone (not those whose
+            # stream has started: their clients have pieces already).
             logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
-            return [self._call_handler(handler, [pending])[0] for pending in batch]
+            return [
+                exc if pending.channel is not None else self._call_handler(handler, [pending])[0]
+                for pending in batch
+            ]
 
     def _log_failure(self, request: InferenceRequest, exc: BaseException) -> None:
         cause = exc.__cause__ or exc
