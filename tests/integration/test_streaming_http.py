@@ -69,8 +69,8 @@ def test_pieces_are_written_as_they_are_made(server: ServerProcess, tmp_path: Pa
     [
         ("text/plain", False, [b"piece0 ", b"piece1 ", b"piece2 "]),
         ("application/jsonlines", True, [b'{"i":0}\n', b'{"i":1}\n', b'{"i":2}\n']),
-        ("text/event-stream", False, [b"data: piece0 \n\n", b"data: piece1 \n\n", b"data: piece2 \n\n"]),
-        ("text/event-stream", True, [b'data: {"i":0}\n\n', b'data: {"i":1}\n\n', b'data: {"i":2}\n\n']),
+        ("text/event-stream", False, [b"data: piece%d \n\n" % i for i in range(3)]),
+        ("text/event-stream", True, [b'data: {"i":%d}\n\n' % i for i in range(3)]),
     ],
 )  # fmt: skip
 def test_piece_format_follows_accept(
@@ -135,9 +135,10 @@ def test_boto3_response_stream_decodes_every_piece(server: ServerProcess) -> Non
 
 def test_boto3_response_stream_raises_the_error_mid_stream(server: ServerProcess) -> None:
     client = runtime_client(server.url, retries={"max_attempts": 0})
+    body = json.dumps({"n": 5, "fail_after": 2})
     answer = client.invoke_endpoint_with_response_stream(
-        EndpointName="local", Body=json.dumps({"n": 5, "fail_after": 2}), ContentType="application/json"
-    )  # fmt: skip
+        EndpointName="local", Body=body, ContentType="application/json"
+    )
     received = []
     with pytest.raises(EventStreamError) as raised:
         for event in answer["Body"]:
