@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from handlers.results import BYTES_TYPE, JSON_TYPE, TEXT_TYPE, serialize
-from serve.codecs import encode_piece, parse_media_type
+from serve.codecs import encode_piece
 from serve.contract import InferenceResponse
-from serve.errors import ModelError
+from serve.errors import ModelError, NotAcceptableError
 
 if TYPE_CHECKING:
     from handlers.context import Context
@@ -51,12 +51,21 @@ def push(context: Context, idx: int, body: bytes | str, content_type: str) -> No
         for name, value in processor.get_response_headers().items()
         if name.lower() not in ("content-type", STREAM_NEXT)
     }
-    piece = encode_piece(body, parse_media_type(context.accepts[idx])[0], context.codecs)
+    piece = encode_piece(body, piece_type(context, idx), context.codecs)
     sink.send(
         InferenceResponse(
             piece, chosen, status=processor.get_response_status_code(), headers=headers
         )
     )
+
+
+def piece_type(context: Context, idx: int) -> str:
+    """The type request ``idx``'s pieces are framed as: the one its Accept negotiates, or none
+    (raw) when no codec answers it (the handler serializes its own results)."""
+    try:
+        return context.codecs.negotiate(context.accepts[idx])
+    except NotAcceptableError:
+        return ""
 
 
 class PieceSocket:

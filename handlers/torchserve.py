@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from handlers.intermediate import PieceSocket
+from handlers.intermediate import PieceSocket, piece_type
 from handlers.results import JSON_TYPE, serialize
 from serve.codecs import decode_text, encode_piece, parse_media_type
 from serve.codecs.forms import form_fields, is_form
@@ -155,8 +155,7 @@ class BatchHandler:
             return error
         sink = context.sinks[index]
         if sink is not None and sink.started:
-            media_type = parse_media_type(context.accepts[index])[0]
-            body = encode_piece(body, media_type, context.codecs)
+            body = encode_piece(body, piece_type(context, index), context.codecs)
         return build_response(context, index, body, content_type)
 
 

@@ -188,6 +188,14 @@ class InferenceTimeoutError(ServingError):
     code = "timeout"
 
 
+class ShuttingDownError(ServingError):
+    """The server is stopping: what a stream still open at the end of the graceful timeout
+    ends with."""
+
+    status_code = 503
+    code = "shutting_down"
+
+
 class InsufficientStorageError(ServingError):
     """A model does not fit: memory (or disk) is short, or a configured budget is reached.
     SageMaker answers it by unloading models it has not used lately and loading again."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from serve.errors import InferenceTimeoutError
+from serve.errors import InferenceTimeoutError, ShuttingDownError
 from serve.observe.observer import Observer
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class StreamBody:
     def _log_failure(self, exc: Exception) -> None:
         """A late piece is logged here; a handler's failure was logged by the runtime, with its
         traceback, where it happened."""
-        if isinstance(exc, InferenceTimeoutError):
+        if isinstance(exc, InferenceTimeoutError | ShuttingDownError):
             logger.warning("request %s: stream failed after %d pieces: %s",
                            self._info.request_id, self._pieces, exc)  # fmt: skip
 

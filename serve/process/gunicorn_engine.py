@@ -137,10 +137,16 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
         return listening_app(self.application, self.serving, self.registry, observer)
 
 
+# Streams still open this long before the graceful timeout ends are ended as failures, so that
+# their request threads log and count them before the worker is killed.
+STREAM_END_MARGIN = 1.0
+
+
 def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:
     """The gunicorn settings for this configuration, one per line."""
 
     shares = ConnectionShares(config.workers)
+    graceful = max(1, int(config.graceful_timeout))
 
     def pre_fork(server: Any, worker: Any) -> None:
         # A slot of its own: its share of connections, and its GPU (slot mod GPUs), which a
@@ -153,6 +159,7 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         # default 5 ms GIL switch interval every hand-off can cost milliseconds of p99.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         worker.is_ready = lambda: registry.ready
+        worker.on_exit = lambda: registry.end_streams_after(graceful - STREAM_END_MARGIN)
         index = worker.slot if worker.slot is not None else worker.age - 1
         registry.start(worker_index=index)
 
@@ -168,7 +175,7 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         "worker_class": KeepAliveThreadWorker,
         "threads": config.threads,
         "timeout": max(120, int(config.timeout) + 30),
-        "graceful_timeout": max(1, int(config.graceful_timeout)),
+        "graceful_timeout": graceful,
         "keepalive": KEEPALIVE_SECONDS,
         "backlog": BACKLOG,
         "accesslog": None,

@@ -203,8 +203,15 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     shares: ConnectionShares | None = None
     slot: int | None = None
     is_ready: Callable[[], bool] = staticmethod(lambda: True)
+    on_exit: Callable[[], None] = staticmethod(lambda: None)
     wsgi: WsgiApp
     _fair = True
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: stop taking requests (gunicorn), and ``on_exit`` (streams in flight get
+        the graceful timeout, then end as failures)."""
+        super().handle_exit(sig, frame)
+        self.on_exit()
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         if self._overloaded():

@@ -32,6 +32,11 @@ def _held_lock() -> threading.Lock:
     return lock
 
 
+# finish() and abandon() decide together whether an answer is taken: a lock shared by every
+# pending request (held for a few instructions)
+_ANSWERED = threading.Lock()
+
+
 def _no_channel() -> Channel:
     raise RuntimeError("this request cannot stream")
 
@@ -52,12 +57,26 @@ class Pending:
     done: threading.Lock = field(default_factory=_held_lock)
     channel: Channel | None = None
     open_channel: Callable[[], Channel] = _no_channel
+    abandoned: bool = False
 
-    def finish(self, response: InferenceResponse | None, error: BaseException | None) -> None:
-        """Hand the answer to the waiting request thread (the first answer only)."""
-        if self.response is None and self.error is None:
+    def finish(self, response: InferenceResponse | None, error: BaseException | None) -> bool:
+        """Hand the answer to the waiting request thread (the first answer only); False when
+        none is waiting any more (:meth:`abandon`)."""
+        with _ANSWERED:
+            if self.abandoned or self.response is not None or self.error is not None:
+                return False
             self.response, self.error = response, error
-            self.done.release()
+        self.done.release()
+        return True
+
+    def abandon(self) -> bool:
+        """The request thread stops waiting (its timeout passed); False when the answer came
+        first (it is there to take)."""
+        with _ANSWERED:
+            if self.response is not None or self.error is not None:
+                return False
+            self.abandoned = True
+            return True
 
     @property
     def started(self) -> bool:
@@ -68,13 +87,21 @@ class Pending:
         as the rest; later ones go down the channel."""
         self.stream(piece, piece.body_bytes())
 
-    def stream(self, answer: InferenceResponse, piece: bytes) -> None:
-        """Send ``piece``: as the start of ``answer`` when the stream has not started."""
+    def stream(self, answer: InferenceResponse, piece: bytes) -> bool:
+        """Send ``piece``: as the start of ``answer`` when the stream has not started. False
+        when nobody takes it (the request gave up before the first piece, or its client left):
+        the producer stops."""
         if self.channel is not None:
             self.channel.put(piece)
-            return
-        self.channel = self.open_channel()
-        self.finish(dataclasses.replace(answer, body=piece, pieces=self.channel), None)
+            return not self.channel.left
+        if self.abandoned:
+            return False
+        channel = self.open_channel()
+        if not self.finish(dataclasses.replace(answer, body=piece, pieces=channel), None):
+            channel.leave()  # given up on meanwhile
+            return False
+        self.channel = channel
+        return True
 
 
 class QueueFullError(Exception):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -29,6 +30,7 @@ from serve.errors import (
     NotReadyError,
     OverloadedError,
     ServingError,
+    ShuttingDownError,
 )
 from serve.model.directory import ModelDirectory
 from serve.model.namespace import ModelNamespace
@@ -123,6 +125,7 @@ class ModelRuntime:
         self._queue = BatchQueue(self.settings.queue_size)
         self._streams: list[PulledStream] = []  # the inference thread's own
         self._open_streams = 0  # every stream whose client has not finished with it
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self._streams_lock = threading.Lock()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -226,8 +229,8 @@ class ModelRuntime:
             raise ModelNotFoundError(f"model {self.name!r} is being unloaded") from None
         self.observer.queue_depth(self.name, depth + 1)
         timeout = self.settings.timeout
-        if not pending.done.acquire(timeout=timeout):
-            self._queue.cancel(pending)
+        if not pending.done.acquire(timeout=timeout) and pending.abandon():
+            self._queue.cancel(pending)  # not started: skipped; started: its stream is dropped
             raise InferenceTimeoutError(
                 f"no answer within {timeout:g} s "
                 "(raise SAGEMAKER_MODEL_SERVER_TIMEOUT for slower models)"
@@ -243,9 +246,28 @@ class ModelRuntime:
         return self._open_streams
 
     def _open_channel(self) -> Channel:
+        channel = Channel(
+            self.settings.timeout, self._stream_closed, self._queue.wake, self._piece_made
+        )
         with self._streams_lock:
             self._open_streams += 1
-        return Channel(self.settings.timeout, self._stream_closed, self._queue.wake)
+            self._channels.add(channel)
+        return channel
+
+    def end_streams(self) -> int:
+        """End every open stream as a failure (the server is stopping and its graceful time is
+        nearly up); returns how many were ended."""
+        with self._streams_lock:
+            channels = [channel for channel in self._channels if not channel.closed]
+        for channel in channels:
+            channel.leave_with(ShuttingDownError("the server stopped before the stream ended"))
+        return len(channels)
+
+    def _piece_made(self) -> None:
+        """A handler that pushes pieces is not hung while they come: each restarts the clock of
+        the hung-worker check (:meth:`hung_for`)."""
+        if self.busy_since is not None:
+            self.busy_since = time.monotonic()
 
     def _stream_closed(self) -> None:
         with self._streams_lock:
@@ -309,7 +331,7 @@ class ModelRuntime:
         are closed (GeneratorExit in a generator)."""
         for stream in list(self._streams):
             channel = stream.channel
-            if channel is not None and channel.left:
+            if (channel is not None and channel.left) or stream.pending.abandoned:
                 self._streams.remove(stream)
                 self._close_stream(stream)
             elif (channel is None or not channel.full()) and not self._next_piece(stream):
@@ -335,7 +357,9 @@ class ModelRuntime:
             return False
         finally:
             self.busy_since = None
-        stream.pending.stream(stream.answer, piece)
+        if not stream.pending.stream(stream.answer, piece):  # nobody is waiting for it
+            self._close_stream(stream)
+            return False
         stream.channel = stream.pending.channel
         return True
 

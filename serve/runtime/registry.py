@@ -184,6 +184,20 @@ class ModelRegistry:
         for runtime in runtimes:
             runtime.stop(max(0.0, deadline - time.monotonic()))
 
+    def end_streams_after(self, seconds: float) -> None:
+        """The worker was told to stop: streams still open after ``seconds`` (the graceful
+        timeout, less the time to say so) end as failures, logged and counted, rather than
+        being cut off when the worker is killed."""
+
+        def end() -> None:
+            ended = sum(runtime.end_streams() for runtime in self.runtimes())
+            if ended:
+                logger.warning("ending %d open streams: the server is stopping", ended)
+
+        timer = threading.Timer(max(0.0, seconds), end)
+        timer.daemon = True
+        timer.start()
+
     def worker_exited(self, pid: int) -> None:
         """In the master, once a worker has exited: its metrics are kept as a dead process's,
         and a model it was loading is taken out of the set (its replacement does not load it)."""

@@ -39,6 +39,7 @@ class Channel:
         timeout: the longest wait for each piece (SAGEMAKER_MODEL_SERVER_TIMEOUT).
         on_closed: called once when the request thread is done with it (ended, failed, left).
         on_room: called when the request thread takes a piece from a full channel.
+        on_put: called when the inference thread puts a piece.
     """
 
     def __init__(
@@ -46,10 +47,12 @@ class Channel:
         timeout: float,
         on_closed: Callable[[], None] | None = None,
         on_room: Callable[[], None] | None = None,
+        on_put: Callable[[], None] | None = None,
     ) -> None:
         self.timeout = timeout
         self.left = False
         self._on_room = on_room
+        self._on_put = on_put
         self._queue: queue.SimpleQueue[bytes | BaseException | object] = queue.SimpleQueue()
         self._on_closed = on_closed
         self._closed = False
@@ -57,6 +60,8 @@ class Channel:
 
     # the inference thread's side
     def put(self, piece: bytes) -> None:
+        if self._on_put is not None:
+            self._on_put()
         if not self.left:
             self._queue.put(piece)
 
@@ -102,10 +107,21 @@ class Channel:
             self._on_room()
         return item
 
+    def leave_with(self, error: BaseException) -> None:
+        """End the stream with ``error`` from outside its producer (the server is stopping):
+        the request thread takes it next; the producer stops."""
+        self.left = True
+        self._queue.put(error)
+
     def leave(self) -> None:
         """The request thread gives up on the stream (its client left, or a piece was late)."""
         self.left = True
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the request thread is done with it."""
+        return self._closed
 
     def close(self) -> None:
         with self._lock:

@@ -243,6 +243,28 @@ def test_the_timeout_bounds_each_piece_not_the_stream(serve_model: Serve, tmp_pa
     _log_when(server, "no piece within 2 s", "stream failed")
 
 
+def test_a_first_piece_too_late_is_a_timeout_and_leaves_nothing_open(
+    serve_model: Serve, tmp_path: Path
+) -> None:
+    server = serve_model(
+        _toolkit_dir(tmp_path / "model"),
+        env={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1", "BYOSERVE_QUEUE_SIZE": "2"},
+    )
+    marker = tmp_path / "ended.json"
+    late = {"n": 3, "stall_after": 0, "stall": 2, "marker": str(marker)}
+    for _ in range(2):
+        answer = requests.post(f"{server.url}/invocations", json=late, timeout=10)
+        assert answer.status_code == 504, answer.text
+    # the late streams were dropped (their generator closed), not left counting as open
+    assert _wait_for(marker)["how"] == "GeneratorExit"
+    deadline = time.monotonic() + 20
+    while (answer := requests.post(f"{server.url}/invocations", json={"n": 1})).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert 'byoserve_streams_open{model="model"} 0.0' in metrics
+
+
 def test_open_streams_count_against_the_queue_bound(serve_model: Serve, tmp_path: Path) -> None:
     server = serve_model(_toolkit_dir(tmp_path / "model"), env={"BYOSERVE_QUEUE_SIZE": "2"})
     streams = [ChunkedResponse(server.port, {"n": 300, "pause": 0.02}) for _ in range(2)]
@@ -277,15 +299,19 @@ def test_sigterm_lets_a_stream_finish_within_the_graceful_timeout(
 
 
 def test_sigterm_ends_a_stream_longer_than_the_graceful_timeout(
-    serve_model: Serve, tmp_path: Path
+    serve_model: Serve, tmp_path: Path, engine: str
 ) -> None:
-    server = serve_model(_toolkit_dir(tmp_path / "model"), env={"BYOSERVE_GRACEFUL_TIMEOUT": "2"})
-    with ChunkedResponse(server.port, {"n": 200, "pause": 0.1}) as response:
+    server = serve_model(_toolkit_dir(tmp_path / "model"), env={"BYOSERVE_GRACEFUL_TIMEOUT": "3"})
+    with ChunkedResponse(server.port, {"n": 400, "pause": 0.1}) as response:
         assert response.next_chunk() == b"piece0 "
         server.proc.send_signal(signal.SIGTERM)
         with pytest.raises(BodyCutShortError):
             response.chunks()
     server.wait_exit(30)
+    if engine == "gunicorn":  # granian's workers take SIGTERM in Rust: the kill cuts the stream
+        log = server.log()
+        assert "ending 1 open streams: the server is stopping" in log, log
+        assert "stream failed" in log
 
 
 @pytest.mark.parametrize("module", ["ts.handler_utils.utils", "ts.protocol.otf_message_handler"])
