@@ -1,8 +1,7 @@
 """Train the text generator example: a character-level GRU on this project's own docs.
 
-Training text: ``README.md`` and ``docs/*.md`` of this repository, read at train time (so the
-model follows the docs). Every tenth block of 1,000 characters is held out and used only for
-the reported loss.
+Training text: ``README.md`` and ``docs/*.md`` of this repository, read at train time
+(``corpus.py``); every tenth block of 1,000 characters is held out for the reported loss.
 
 Usage::
 
@@ -21,19 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from corpus import read_corpus, split
 from model import VOCAB_SIZE, CharGRU
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-BLOCK = 1000  # characters per block of the train / held-out split
-HELDOUT_EVERY = 10  # every tenth block is held out
 STEPS = 400
 BATCH_SIZE = 64
 SEQ_LEN = 64
 LEARNING_RATE = 0.01
 CLIP_NORM = 1.0
-SAMPLE_PROMPT = "The server "
 
 
 def vocabulary() -> list[str]:
@@ -41,20 +37,6 @@ def vocabulary() -> list[str]:
     chars = ["", "\n", *(chr(code) for code in range(32, 127))]
     assert len(chars) == VOCAB_SIZE
     return chars
-
-
-def read_corpus(repo: Path = REPO) -> str:
-    """README.md then docs/*.md (sorted), joined by blank lines."""
-    paths = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
-    return "\n\n".join(path.read_text(encoding="utf-8") for path in paths)
-
-
-def split(text: str) -> tuple[str, str]:
-    """``(train, heldout)``: every HELDOUT_EVERY-th block of BLOCK characters held out."""
-    blocks = [text[i : i + BLOCK] for i in range(0, len(text), BLOCK)]
-    heldout = blocks[HELDOUT_EVERY - 1 :: HELDOUT_EVERY]
-    train = [b for i, b in enumerate(blocks) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
-    return "".join(train), "".join(heldout)
 
 
 def encode(text: str, vocab: Sequence[str]) -> torch.Tensor:
