@@ -252,3 +252,22 @@ def test_stream_prints_each_piece_as_it_arrives(stub: Stub) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_stream_dry_run_shows_the_streaming_call(cli: Callable[..., Result]) -> None:
+    result = cli(
+        "invoke", "textgen", "--stream", "--endpoints-dir", str(REPO / "endpoints"),
+        "--region", "us-east-1", "--dry-run", "--accept", "text/plain", "--body", "{}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "sagemaker-runtime InvokeEndpointWithResponseStream " in result.out + result.err
+    assert '"Accept": "text/plain"' in result.out + result.err
+
+
+def test_stream_to_a_multi_model_endpoint_is_refused(cli: Callable[..., Result]) -> None:
+    result = cli(
+        "invoke", "catalog", "--stream", "--endpoints-dir", str(REPO / "endpoints"),
+        "--region", "us-east-1", "--dry-run", "--body", "{}",
+    )  # fmt: skip
+    assert result.code != 0
+    assert result.err == "deploy: catalog is a multi-model endpoint: it cannot stream\n"
