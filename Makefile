@@ -31,7 +31,7 @@ help:
 	@echo "make test-quick  lint, type-check, the docs and the unit tests (tests/unit): under 2 minutes"
 	@echo "make lint        ruff, mypy and mkdocs build --strict (docs/, mkdocs.yml)"
 	@echo "make docs-reference  write docs/reference/configuration.md from serve/config.py"
-	@echo "make model       train and archive the examples into build/ (sentiment, digits)"
+	@echo "make model       train and archive the examples into build/ (sentiment, digits, textgen)"
 	@echo "make build push  build the image (DOCKER=$(DOCKER)) and push it to ECR (IMAGE, TAG)"
 	@echo "make build-torchvision  the image with torchvision and TorchServe's ts package, as $(IMAGE):torchvision"
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
@@ -54,12 +54,17 @@ install: $(STAMP)
 # The examples: trained here from data that ships in packages or in examples/, then archived.
 SENTIMENT_SRC := $(wildcard examples/sentiment/*.py examples/sentiment/data/*)
 DIGITS_SRC    := $(wildcard examples/digits/*.py)
+# The text generator learns the project's own docs, so it follows them.
+TEXTGEN_SRC   := $(wildcard examples/textgen/*.py docs/*.md) README.md
 
 build/sentiment-model/model.pt: $(SENTIMENT_SRC) | $(STAMP)
 	$(PY) examples/sentiment/train.py --out build/sentiment-model
 
 build/digits-model/model.pt: $(DIGITS_SRC) | $(STAMP)
 	$(PY) examples/digits/train.py --out build/digits-model
+
+build/textgen-model/model.pt: $(TEXTGEN_SRC) | $(STAMP)
+	$(PY) examples/textgen/train.py --out build/textgen-model
 
 build/sentiment.tar.gz: build/sentiment-model/model.pt
 	$(PY) -m serve archive --model-name sentiment --version 1.0 --handler text_classifier \
@@ -72,11 +77,18 @@ build/digits.tar.gz: build/digits-model/model.pt
 	  --serialized-file build/digits-model/model.pt --model-file build/digits-model/model.py \
 	  --extra-files build/digits-model/index_to_name.json --archive-format tgz --export-path build -f
 
+# A toolkit module (model_fn, input_fn, predict_fn, output_fn) as the handler: its predict_fn streams.
+build/textgen.tar.gz: build/textgen-model/model.pt
+	$(PY) -m serve archive --model-name textgen --version 1.0 --handler build/textgen-model/inference.py \
+	  --serialized-file build/textgen-model/model.pt --model-file build/textgen-model/model.py \
+	  --extra-files build/textgen-model/vocab.json --archive-format tgz --export-path build -f
+
 # build/<model>/model.tar.gz: the layout `docker run -v build/<model>:/opt/ml/model:ro` expects.
 build/%/model.tar.gz: build/%.tar.gz
 	mkdir -p $(@D) && cp $< $@
 
-model: build/sentiment.tar.gz build/digits.tar.gz build/sentiment/model.tar.gz build/digits/model.tar.gz
+model: build/sentiment.tar.gz build/digits.tar.gz build/textgen.tar.gz \
+  build/sentiment/model.tar.gz build/digits/model.tar.gz build/textgen/model.tar.gz
 
 serve: build/$(MODEL).tar.gz
 	$(PY) -m serve --model-dir build/$(MODEL).tar.gz --port $(PORT)

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes")
     inv.add_argument("--target-model", help="multi-model: the archive to invoke, e.g. x.tar.gz")
     inv.add_argument("--endpoint-url", help="a local server, e.g. http://127.0.0.1:8080")
+    inv.add_argument("--stream", action="store_true",
+                     help="InvokeEndpointWithResponseStream: print the pieces as they arrive "
+                     "(not for multi-model endpoints)")  # fmt: skip
     loc = _verb(sub, "local", commands.run_local, common,
                 "serve the archive, or every archive of a multi-model endpoint, here")  # fmt: skip
     loc.add_argument("--no-docker", action="store_true", help="run python -m serve, no image")

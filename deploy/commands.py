@@ -23,7 +23,7 @@ from deploy.dryrun import Plan
 from deploy.engine import BuildRequest
 from deploy.engines import open_engine
 from deploy.errors import DeployError
-from deploy.invoke import Invocation, invoke, runtime_client
+from deploy.invoke import Invocation, invoke, invoke_stream, runtime_client
 from deploy.release import Release, check_role
 from deploy.repack import target_name
 from deploy.report import endpoint_report, format_report
@@ -230,26 +230,60 @@ def logs(args: argparse.Namespace, settings: DeploySettings) -> int:
 
 
 def invoke_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
-    """One request; the response body goes to stdout as is."""
+    """One request; the response body goes to stdout as is (``--stream``: each piece as it
+    arrives)."""
     definition = _definition(args, settings, required=False)
     region = settings.region or definition.region
     if args.endpoint_url is None:
         region = settings.require("region", definition.region, str(definition.source))
+        if args.stream and definition.multi_model:
+            raise DeployError(f"{definition.name} is a multi-model endpoint: it cannot stream")
         _check_target_model(definition, args.target_model)
     body = args.body.encode() if args.body is not None else _read_body(args.body_file)
     request = Invocation(
         body, args.content_type, args.accept, args.custom_attributes, args.target_model
     )
+    operation, params = (
+        ("InvokeEndpointWithResponseStream", request.stream_params(definition.name))
+        if args.stream
+        else ("InvokeEndpoint", request.params(definition.name))
+    )
     if settings.dry_run:
-        Plan().record("sagemaker-runtime", "InvokeEndpoint", request.params(definition.name))
+        Plan().record("sagemaker-runtime", operation, params)
         return 0
-    answer = invoke(runtime_client(region, args.endpoint_url), definition.name, request)
-    sys.stdout.buffer.write(answer.body)
-    sys.stdout.buffer.write(b"\n" if not answer.body.endswith(b"\n") else b"")
-    sys.stdout.flush()
+    client = runtime_client(region, args.endpoint_url)
+    if args.stream:
+        output = _StreamOutput()
+        try:
+            answer = invoke_stream(client, definition.name, request, output.write)
+        finally:
+            output.end_line()
+    else:
+        answer = invoke(client, definition.name, request)
+        sys.stdout.buffer.write(answer.body)
+        sys.stdout.buffer.write(b"\n" if not answer.body.endswith(b"\n") else b"")
+        sys.stdout.flush()
     if answer.custom_attributes:
         print(f"custom attributes: {answer.custom_attributes}", file=sys.stderr)
     return 0
+
+
+class _StreamOutput:
+    """stdout for a stream: each piece written and flushed at once; the last line ended."""
+
+    def __init__(self) -> None:
+        self.last = b"\n"
+
+    def write(self, piece: bytes) -> None:
+        if piece:
+            sys.stdout.buffer.write(piece)
+            sys.stdout.flush()
+            self.last = piece[-1:]
+
+    def end_line(self) -> None:
+        if self.last != b"\n":
+            sys.stdout.buffer.write(b"\n")
+            sys.stdout.flush()
 
 
 def _check_target_model(definition: EndpointDefinition, target_model: str | None) -> None:

@@ -1,6 +1,6 @@
-"""The two example models: trained for real, then checked against their targets.
+"""The example models: trained for real, then checked against their targets.
 
-Both training scripts run as subprocesses, exactly as the make targets run them,
+The training scripts run as subprocesses, exactly as the make targets run them,
 into session-scoped temporary directories.
 """
 
@@ -12,11 +12,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import GeneratorType, ModuleType
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
+
+from handlers.context import user_error
 
 pytestmark = [
     pytest.mark.slow,
@@ -224,6 +227,145 @@ def test_digits_pngs_classified_after_resizing(
 def test_digits_training_is_deterministic(digits_dir: Path, tmp_path: Path) -> None:
     run_script(EXAMPLES / "digits" / "train.py", "--out", tmp_path)
     first = torch.load(digits_dir / "model.pt", weights_only=True)
+    second = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+# --- textgen -----------------------------------------------------------------------------
+
+TEXTGEN_REQUEST = {"prompt": "The server ", "max_new_tokens": 60, "seed": 7, "chunk": 8}
+
+
+@pytest.fixture(scope="session")
+def textgen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("textgen-model")
+    run_script(EXAMPLES / "textgen" / "train.py", "--out", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def textgen_predict() -> ModuleType:
+    return load_example("textgen/predict.py")
+
+
+@pytest.fixture(scope="session")
+def textgen(textgen_dir: Path, textgen_predict: ModuleType) -> tuple[ModuleType, Any]:
+    """The model directory's own inference.py and the model its model_fn loaded."""
+    inference = textgen_predict.load_inference(textgen_dir)
+    return inference, inference.model_fn(str(textgen_dir))
+
+
+def generate_text(textgen: tuple[ModuleType, Any], request: dict[str, Any]) -> list[str]:
+    inference, model = textgen
+    data = inference.input_fn(json.dumps(request), "application/json")
+    return list(inference.predict_fn(data, model))
+
+
+def test_textgen_writes_model_directory(textgen_dir: Path) -> None:
+    expected = {"model.pt", "model.py", "inference.py", "vocab.json", "metrics.json"}
+    assert expected <= {path.name for path in textgen_dir.iterdir()}
+    vocab = json.loads((textgen_dir / "vocab.json").read_text())
+    assert vocab[:2] == ["", "\n"] and len(vocab) == len(set(vocab)) == 97
+    assert module_classes(EXAMPLES / "textgen" / "model.py") == ["CharGRU"]
+
+
+def test_textgen_is_small_and_learns_the_docs(textgen_dir: Path, textgen: Any) -> None:
+    """Held-out loss in nats per character; a model that learnt nothing scores ln(96) = 4.56,
+    one that learnt only character frequencies 3.47."""
+    corpus = load_example("textgen/corpus.py")
+    _, heldout = corpus.split(corpus.read_corpus())
+    _, model = textgen
+    ids = model.encode(heldout)
+    with torch.inference_mode():
+        logits, _ = model.network(ids[:, :-1])
+    loss = float(torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]))
+    assert loss < 1.75
+    metrics = json.loads((textgen_dir / "metrics.json").read_text())
+    assert metrics["heldout_loss"] == pytest.approx(loss, abs=1e-3)
+    assert sum(p.numel() for p in model.network.parameters()) <= 300_000
+
+
+def test_textgen_predict_fn_streams_pieces_that_join_to_the_text(textgen: Any) -> None:
+    inference, model = textgen
+    data = inference.input_fn(json.dumps(TEXTGEN_REQUEST), "application/json")
+    pieces = inference.predict_fn(data, model)
+    assert isinstance(pieces, GeneratorType)
+    first = next(pieces)
+    rest = list(pieces)
+    assert len(first) == 8 and all(len(piece) == 8 for piece in rest[:-1])
+    assert len(first + "".join(rest)) == 60
+    assert not (first + "".join(rest)).startswith("The server ")  # the prompt is not repeated
+
+
+def test_textgen_output_is_deterministic_for_a_seed(textgen: Any) -> None:
+    text = "".join(generate_text(textgen, TEXTGEN_REQUEST))
+    assert "".join(generate_text(textgen, TEXTGEN_REQUEST)) == text
+    one_piece = generate_text(textgen, {**TEXTGEN_REQUEST, "chunk": 1000})
+    assert one_piece == [text]  # how the text is cut into pieces does not change it
+    assert "".join(generate_text(textgen, {**TEXTGEN_REQUEST, "seed": 8})) != text
+
+
+def test_textgen_output_fn_writes_each_format(textgen: Any) -> None:
+    inference, _ = textgen
+    assert inference.output_fn('a "b"\n', "text/plain") == 'a "b"\n'
+    line = inference.output_fn('a "b"\n', "application/jsonlines")
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line) == {"text": 'a "b"\n'}
+    assert json.loads(inference.output_fn("x", "text/event-stream")) == {"text": "x"}
+    assert json.loads(inference.output_fn("x", "application/json")) == {"text": "x"}
+
+
+def test_textgen_reference_prints_what_the_handler_makes(
+    textgen_dir: Path, textgen_predict: ModuleType, textgen: Any
+) -> None:
+    pieces = list(textgen_predict.generate(textgen_dir, TEXTGEN_REQUEST))
+    assert pieces == generate_text(textgen, TEXTGEN_REQUEST)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("not json", 400),
+        ("[1, 2]", 400),
+        ('{"max_tokens": 5}', 400),
+        ('{"prompt": 5}', 400),
+        (json.dumps({"prompt": "x" * 4001}), 400),
+        ('{"max_new_tokens": 0}', 400),
+        ('{"max_new_tokens": 2001}', 400),
+        ('{"max_new_tokens": 2.5}', 400),
+        ('{"max_new_tokens": true}', 400),
+        ('{"temperature": 0}', 400),
+        ('{"temperature": -1}', 400),
+        ('{"temperature": "hot"}', 400),
+        ('{"top_k": 97}', 400),
+        ('{"top_k": -1}', 400),
+        ('{"seed": -1}', 400),
+        ('{"chunk": 0}', 400),
+    ],
+)
+def test_textgen_bad_request_is_a_client_error(textgen: Any, body: str, status: int) -> None:
+    inference, _ = textgen
+    with pytest.raises(ValueError) as caught:
+        inference.input_fn(body, "application/json")
+    assert caught.value.error_code == status
+    assert user_error(caught.value).status_code == status  # what the server answers
+
+
+def test_textgen_refuses_other_types(textgen: Any) -> None:
+    inference, _ = textgen
+    with pytest.raises(ValueError) as wrong_type:
+        inference.input_fn(b"prompt", "text/csv")
+    assert wrong_type.value.error_code == 415
+    with pytest.raises(ValueError) as wrong_accept:
+        inference.output_fn("x", "image/png")
+    assert wrong_accept.value.error_code == 406
+    assert "text/plain" in str(wrong_accept.value)
+
+
+def test_textgen_training_is_deterministic(textgen_dir: Path, tmp_path: Path) -> None:
+    run_script(EXAMPLES / "textgen" / "train.py", "--out", tmp_path)
+    first = torch.load(textgen_dir / "model.pt", weights_only=True)
     second = torch.load(tmp_path / "model.pt", weights_only=True)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
