@@ -19,7 +19,6 @@ from typing import Any
 import nbclient
 import nbformat
 import pytest
-from nbclient.exceptions import CellExecutionError
 
 from tests.deploy.conftest import AwsWorld, record_pushed_image
 from tests.fixtures.server import REPO
@@ -125,11 +124,6 @@ def textgen_archive() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=CellExecutionError,
-    reason="needs the server's streaming route (issue 20's core); remove this mark once merged",
-)
 def test_textgen_notebook_streams_from_a_local_server(
     monkeypatch: pytest.MonkeyPatch, textgen_archive: Path
 ) -> None:
