@@ -282,3 +282,23 @@ def test_piece_socket_sends_only_to_the_requests_named(tmp_path: Path) -> None:
     send_intermediate_predict_response(["x", "only me", "z"], {1: "r1"}, "", 200, context)
     assert pending[0].response is None and pending[2].response is None
     assert pending[1].response is not None and pending[1].response.body == b"only me"
+
+
+def test_pushed_text_pieces_are_events_under_event_stream(tmp_path: Path) -> None:
+    client, model = make_app(TorchServeHandler(push_class(MODULES[0]), "h.py"), tmp_path)
+    try:
+        response = client.post(
+            "/invocations",
+            json={"name": "a"},
+            headers={"Accept": "text/event-stream"},
+            buffered=False,
+        )
+        assert list(pieces(response)) == [
+            b"data: a-0|\n\n",
+            b"data: a-1|\n\n",
+            b"data: a-2|\n\n",
+            b"data: a-end\n\n",
+        ]
+        response.close()
+    finally:
+        model.stop()
