@@ -131,3 +131,55 @@ def test_a_pushed_stream_whose_first_piece_was_too_late_is_closed(tmp_path: Path
     finally:
         steps.open_all()
         model.stop()
+
+
+class PushedDicts:
+    """A TorchServe handler that sends two dict pieces, then returns a third."""
+
+    def handle(self, data: list[Any], context: Any) -> list[dict[str, int]]:
+        from ts.handler_utils.utils import send_intermediate_predict_response as send
+
+        send([{"t": 0}], context.request_ids, "", 200, context)
+        send([{"t": 1}], context.request_ids, "", 200, context)
+        return [{"t": 2}]
+
+
+def test_pushed_dict_pieces_are_json_lines_under_jsonlines(tmp_path: Path) -> None:
+    """``handlers/intermediate.push`` (and ``BatchHandler._respond``) hand ``encode_piece`` the
+    text TorchServe's serialization made of the value (with the real ``ts``, JSON indented over
+    several lines), and text passes as made: with ``Accept: application/jsonlines`` the pieces
+    come as ``b'{\\n  "t": 0\\n}'`` with no line end, under ``Content-Type:
+    application/json``."""
+    client, model = make_app(TorchServeHandler(PushedDicts, "h.py"), tmp_path)
+    try:
+        response = client.post(
+            "/invocations",
+            json=[1],
+            headers={"Accept": "application/jsonlines"},
+            buffered=False,
+        )
+        got = list(response.response)
+        response.close()
+        for index, piece in enumerate(got):
+            assert piece.count(b"\n") == 1 and piece.endswith(b"\n"), piece
+            assert json.loads(piece) == {"t": index}
+        assert response.mimetype == "application/jsonlines"
+    finally:
+        model.stop()
+
+
+def test_pushed_event_stream_is_labelled_event_stream(tmp_path: Path) -> None:
+    """With ``Accept: text/event-stream`` the pushed pieces are framed as events but the answer's
+    Content-Type is the one TorchServe's serialization chose (``application/json`` for a dict),
+    which an EventSource client refuses."""
+    client, model = make_app(TorchServeHandler(PushedDicts, "h.py"), tmp_path)
+    try:
+        response = client.post(
+            "/invocations", json=[1], headers={"Accept": "text/event-stream"}, buffered=False
+        )
+        got = list(response.response)
+        response.close()
+        assert all(piece.startswith(b"data: ") for piece in got)
+        assert response.mimetype == "text/event-stream"
+    finally:
+        model.stop()
