@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from serve.errors import BadRequestError
+from serve.http.invocation import BodyRules
 from serve.http.streaming import StreamAbortedError
 from serve.runtime.streams import AHEAD
 from tests.fixtures.apps import make_app
@@ -296,5 +297,49 @@ def test_open_streams_count_against_the_queue_bound(tmp_path: Path) -> None:
         served = client.post("/invocations", json={"whole": True})
         assert served.status_code == 200 and served.get_json() == {"whole": True}
         streams[1].close()
+    finally:
+        model.stop()
+
+
+def test_ping_and_whole_answers_go_on_while_a_stream_is_open(tmp_path: Path) -> None:
+    client, model = make_app(toolkit(predict_fn=endless), tmp_path)
+    try:
+        stream = client.post("/invocations", json="a", buffered=False)
+        assert next(pieces(stream)) == b"a0,"
+        assert client.get("/ping").status_code == 200
+        whole = client.post("/invocations", json={"whole": True})
+        assert whole.status_code == 200 and whole.get_json() == {"whole": True}
+        assert next(pieces(stream)) == b"a1,"
+        stream.close()
+    finally:
+        model.stop()
+
+
+def test_the_engines_client_left_check_ends_the_stream(tmp_path: Path) -> None:
+    """An engine that can tell the connection closed (BodyRules.client_left) ends the body before
+    the next piece is written, and the generator is closed."""
+    gone = threading.Event()
+    closed = threading.Event()
+
+    def predict_fn(data: Any, model: Any) -> Iterator[str]:
+        try:
+            yield from (f"{index}," for index in range(10**9))
+        except GeneratorExit:
+            closed.set()
+            raise
+
+    rules = BodyRules(client_left=lambda environ: gone.is_set())
+    client, model = make_app(toolkit(predict_fn=predict_fn), tmp_path, body=rules)
+    try:
+        response = client.post("/invocations", json=[1], buffered=False)
+        stream = pieces(response)
+        assert next(stream) == b"0,"
+        assert next(stream) == b"1,"
+        gone.set()
+        with pytest.raises(StreamAbortedError):
+            next(stream)
+        assert closed.wait(WAIT), "the generator was not closed after its client left"
+        wait_for(lambda: model.runtime.open_streams == 0, "the stream's close")
+        response.close()
     finally:
         model.stop()
