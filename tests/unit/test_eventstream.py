@@ -27,7 +27,7 @@ from werkzeug.test import Client
 from serve.errors import BadRequestError, InferenceTimeoutError, ModelError
 from serve.http import eventstream
 from tests.fixtures.apps import AppModel, make_app
-from tests.fixtures.streams import Steps, toolkit
+from tests.fixtures.streams import Steps, pieces, toolkit
 
 STREAM_OPERATION = "before-send.sagemaker-runtime.InvokeEndpointWithResponseStream"
 
@@ -81,7 +81,7 @@ def test_messages_one_after_another_decode_in_order() -> None:
     stream = b"".join(eventstream.payload_part(part) for part in parts)
     assert [message.payload for message in decode(stream)] == parts
     buffer = EventStreamBuffer()  # as a client reads it: a few bytes at a time
-    found = []
+    found: list[bytes] = []
     for start in range(0, len(stream), 7):
         buffer.add_data(stream[start : start + 7])
         found.extend(message.payload for message in buffer)
@@ -265,7 +265,7 @@ def test_the_route_ends_a_broken_stream_with_one_model_stream_error(
             )
             assert response.status_code == 200
             assert response.mimetype == eventstream.CONTENT_TYPE
-            messages = decode(b"".join(response.response))
+            messages = decode(b"".join(pieces(response)))
             assert [m.headers[":message-type"] for m in messages] == ["event", "exception"]
             assert messages[0].payload == b"made"
             assert messages[1].headers[":exception-type"] == "ModelStreamError"

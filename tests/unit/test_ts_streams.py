@@ -256,9 +256,8 @@ def test_piece_socket_reads_torchserve_predict_responses(tmp_path: Path) -> None
         values, context.request_ids, "Intermediate", 200, context, True
     )
     context.cl_socket.sendall(message)
-    answers = [item.response for item in pending]
-    assert all(answer is not None for answer in answers)
-    text, raw, document = answers  # type: ignore[misc]
+    text, raw, document = (item.response for item in pending)
+    assert text is not None and raw is not None and document is not None
     assert text.body == "text é".encode() and text.content_type.startswith("text/plain")
     assert text.status == 203 and text.headers == {"X-Mine": "yes"}
     assert raw.body == b"\x00\xff raw" and raw.content_type == "application/octet-stream"
