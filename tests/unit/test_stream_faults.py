@@ -18,7 +18,7 @@ from serve.codecs.pieces import as_event, is_event
 from serve.contract import InferenceRequest
 from serve.runtime.batching import BatchQueue
 from tests.fixtures.apps import make_app
-from tests.fixtures.streams import WAIT, Steps, toolkit, wait_for
+from tests.fixtures.streams import WAIT, Steps, pieces, toolkit, wait_for
 
 SSE_LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -158,7 +158,7 @@ def test_pushed_dict_pieces_are_json_lines_under_jsonlines(tmp_path: Path) -> No
             headers={"Accept": "application/jsonlines"},
             buffered=False,
         )
-        got = list(response.response)
+        got: list[bytes] = list(pieces(response))
         response.close()
         for index, piece in enumerate(got):
             assert piece.count(b"\n") == 1 and piece.endswith(b"\n"), piece
@@ -177,7 +177,7 @@ def test_pushed_event_stream_is_labelled_event_stream(tmp_path: Path) -> None:
         response = client.post(
             "/invocations", json=[1], headers={"Accept": "text/event-stream"}, buffered=False
         )
-        got = list(response.response)
+        got: list[bytes] = list(pieces(response))
         response.close()
         assert all(piece.startswith(b"data: ") for piece in got)
         assert response.mimetype == "text/event-stream"
