@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from handlers.results import BYTES_TYPE, JSON_TYPE, TEXT_TYPE, serialize
 from serve.codecs import encode_piece
+from serve.codecs.pieces import EVENT_STREAM, JSON_LINES
 from serve.contract import InferenceResponse
 from serve.errors import ModelError, NotAcceptableError
 
@@ -45,18 +47,34 @@ def push(context: Context, idx: int, body: bytes | str, content_type: str) -> No
     if sink is None:
         raise ModelError("send_intermediate_predict_response: this request cannot stream")
     processor = context.request_processor[idx]
-    chosen = processor.get_response_header("content-type") or content_type
+    piece, framed_as = frame_piece(context, idx, body)
+    chosen = framed_as or processor.get_response_header("content-type") or content_type
     headers = {
         name: value
         for name, value in processor.get_response_headers().items()
         if name.lower() not in ("content-type", STREAM_NEXT)
     }
-    piece = encode_piece(body, piece_type(context, idx), context.codecs)
     sink.send(
         InferenceResponse(
             piece, chosen, status=processor.get_response_status_code(), headers=headers
         )
     )
+
+
+def frame_piece(context: Context, idx: int, body: bytes | str) -> tuple[bytes, str | None]:
+    """A serialized piece as request ``idx``'s Accept frames it, and the stream's type when the
+    framing decides it: one Server-Sent Event, or one JSON line (JSON text, indented or not, is
+    made one line; other text passes as the handler wrote it); otherwise as it is."""
+    media_type = piece_type(context, idx)
+    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if media_type == EVENT_STREAM:
+        return encode_piece(data, media_type, context.codecs), f"{EVENT_STREAM}; charset=utf-8"
+    if media_type in JSON_LINES:
+        if not data.endswith(b"\n"):
+            with suppress(ValueError):  # not JSON: the handler's own text, as it is
+                data = encode_piece(json.loads(data), media_type, context.codecs)
+        return data, media_type
+    return data, None
 
 
 def piece_type(context: Context, idx: int) -> str:

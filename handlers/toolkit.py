@@ -252,8 +252,8 @@ class ToolkitHandler:
         if transform is not None:
             data = self._input_data(request, media_type, params)
             result = transform(ctx, self._model, data, media_type, accept)
-            if _streams(result):
-                return self._stream(ctx, load.codecs, result, accept, None)
+            if _streams(result):  # its items are what transform_fn answers: (body, type) too
+                return self._stream(ctx, load.codecs, result, accept, None, split=True)
         else:
             prediction = self._predict(ctx, self._input(ctx, load.codecs, request))
             if _streams(prediction):
@@ -270,10 +270,13 @@ class ToolkitHandler:
         items: Iterator[Any],
         accept: str,
         output_fn: UserFunction | None,
+        split: bool = False,
     ) -> InferenceResponse:
-        """The answer that streams ``items`` (the server pulls its pieces one at a time)."""
+        """The answer that streams ``items`` (the server pulls its pieces one at a time;
+        ``split``: items may be ``(body, content type)``, as output_fn's results may)."""
         response = build_response(ctx, 0, b"", _text_type(accept))
-        response.pieces = self._pieces(ctx, codecs, items, accept, output_fn)
+        pieces = self._pieces(ctx, codecs, items, accept, output_fn, split or output_fn is not None)
+        response.pieces = pieces
         return response
 
     @staticmethod
@@ -283,6 +286,7 @@ class ToolkitHandler:
         items: Iterator[Any],
         accept: str,
         output_fn: UserFunction | None,
+        split: bool,
     ) -> Iterator[bytes]:
         """Each item, through ``output_fn`` (when given), encoded as ``accept``; the items'
         iterator is closed when this one is (the client left), so a generator sees
@@ -291,7 +295,7 @@ class ToolkitHandler:
         try:
             for item in items:
                 value = item if output_fn is None else output_fn(ctx, item, accept)
-                if isinstance(value, tuple) and len(value) == 2:
+                if split and isinstance(value, tuple) and len(value) == 2:
                     value = value[0]  # (body, content type): the stream's type is fixed
                 yield encode_piece(value, media_type, codecs)
         except Exception as exc:

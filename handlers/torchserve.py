@@ -15,9 +15,9 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.context import Context, build_response, user_error
-from handlers.intermediate import PieceSocket, piece_type
+from handlers.intermediate import PieceSocket, frame_piece
 from handlers.results import JSON_TYPE, serialize
-from serve.codecs import decode_text, encode_piece, parse_media_type
+from serve.codecs import decode_text, parse_media_type
 from serve.codecs.forms import form_fields, is_form
 from serve.contract import (
     HandlerLoadError,
@@ -155,7 +155,7 @@ class BatchHandler:
             return error
         sink = context.sinks[index]
         if sink is not None and sink.started:
-            body = encode_piece(body, piece_type(context, index), context.codecs)
+            body = frame_piece(context, index, body)[0]
         return build_response(context, index, body, content_type)
 
 

@@ -124,6 +124,7 @@ class BatchQueue:
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._state = threading.Lock()  # guards the bound, closing, and each request's state
         self._closed = False
+        self._wake_queued = False  # at most one wake marker waits in the queue
 
     def qsize(self) -> int:
         return self._queue.qsize()
@@ -147,7 +148,7 @@ class BatchQueue:
         with self._state:
             if self._closed:
                 raise QueueClosedError
-            depth = self._queue.qsize()
+            depth = self._queue.qsize() - self._wake_queued  # the marker is no request
             if depth + streaming >= self.capacity:
                 raise QueueFullError
             self._queue.put(pending)
@@ -167,6 +168,10 @@ class BatchQueue:
 
     def wake(self) -> None:
         """End a :meth:`gather` that is waiting with a ``wait``, as a request would."""
+        with self._state:
+            if self._wake_queued:
+                return
+            self._wake_queued = True
         self._queue.put(_WAKE)
 
     def gather(
@@ -183,8 +188,10 @@ class BatchQueue:
                 item = self._queue.get(timeout=wait) if wait else self._queue.get(wait is None)
             except queue.Empty:
                 return batch
-            if item is _WAKE and wait is not None:
-                return batch
+            if item is _WAKE:
+                self._wake_queued = False
+                if wait is not None:
+                    return batch
             if isinstance(item, Pending) and self._claim(item):
                 batch.append(item)
         if wait is not None:
@@ -200,7 +207,9 @@ class BatchQueue:
                 )
             except queue.Empty:
                 break
-            if not isinstance(item, Pending):  # closing
+            if item is _WAKE:
+                self._wake_queued = False
+            if not isinstance(item, Pending):  # closing, or a stream's client took a piece
                 break
             if self._claim(item):
                 batch.append(item)

@@ -1,5 +1,6 @@
-"""Streaming behaviour the issue asks for that the code does not do yet: each test names the rule
-and fails until the code keeps it (see each test's docstring for where it breaks)."""
+"""Streaming defects found while the streaming core was written, one test each: the test's name
+is the rule, its docstring how the code broke it before the fix (so a regression reads as the
+same defect)."""
 
 from __future__ import annotations
 
