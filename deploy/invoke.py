@@ -90,9 +90,8 @@ def _answered(endpoint: str, exc: ClientError) -> InvokeError:
     error = exc.response.get("Error", {})
     metadata = exc.response.get("ResponseMetadata", {})
     status = exc.response.get("OriginalStatusCode") or metadata.get("HTTPStatusCode")
-    return InvokeError(
-        f"{endpoint} answered {status}: {error.get('Code', '')}: {error.get('Message', '')}"
-    )
+    message = " ".join(str(error.get("Message", "")).split())  # one line, as the CLI prints
+    return InvokeError(f"{endpoint} answered {status}: {error.get('Code', '')}: {message}")
 
 
 def invoke(client: Any, endpoint: str, invocation: Invocation) -> Answer:

@@ -117,7 +117,7 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             answer = json.dumps(
                 {
                     "Message": "Received client error (400) from primary with message "
-                    '"prompt must be a string"',
+                    '"prompt must be\na string\n"',  # the container's body, lines and all
                     "OriginalStatusCode": 400,
                     "OriginalMessage": "prompt must be a string",
                 }
@@ -135,10 +135,19 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A client may hang up before the stub has written all (boto3 stops reading at an error
+    event): that is no error of the test, and its traceback must not reach a later test's
+    captured stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 @pytest.fixture
 def stub() -> Iterator[Stub]:
     state = Stub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server = QuietServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -186,8 +195,10 @@ def test_stream_refused_before_the_first_piece_is_a_model_error(
 ) -> None:
     result = cli("invoke", "refused", "--stream", "--endpoint-url", stub.url, "--body", "{}")
     assert result.code != 0 and result.out == ""
-    assert result.err.startswith("deploy: refused answered 400: ModelError: Received client")
-    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert result.err == (
+        "deploy: refused answered 400: ModelError: Received client error (400) from primary "
+        'with message "prompt must be a string "\n'
+    )
 
 
 def test_stream_that_breaks_off_fails(stub: Stub, cli: Callable[..., Result]) -> None:

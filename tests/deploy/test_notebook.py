@@ -132,6 +132,6 @@ def test_textgen_notebook_streams_from_a_local_server(
     assert re.search(r"\b60 pieces, 240 characters; the first after \d+ ms", text), text
     assert "60 JSON lines, first: " in text
     assert "the same text as plain: True" in text
-    assert "refused: 400 " in text and "temperature must be a number > 0" in text
+    assert "refused: 400" in text and "temperature must be a number > 0" in text
     assert "the same text from the CLI: True" in text
     assert "local server exited with 0" in text
