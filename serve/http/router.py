@@ -216,7 +216,7 @@ def _model_error(status: int, body: bytes, headers: list[tuple[str, str]]) -> An
     original = body.decode("utf-8", errors="replace")
     kind = "client" if status < 500 else "server"
     document = {
-        "Message": f'Received {kind} error ({status}) from primary with message "{original}"',
+        "Message": f'Received {kind} error ({status}) from primary with message "{original.strip()}"',
         "OriginalStatusCode": status,
         "OriginalMessage": original,
     }
