@@ -215,8 +215,9 @@ def _model_error(status: int, body: bytes, headers: list[tuple[str, str]]) -> An
     container's status and body (boto3 raises ``client.exceptions.ModelError``)."""
     original = body.decode("utf-8", errors="replace")
     kind = "client" if status < 500 else "server"
+    quoted = original.strip()
     document = {
-        "Message": f'Received {kind} error ({status}) from primary with message "{original.strip()}"',
+        "Message": f'Received {kind} error ({status}) from primary with message "{quoted}"',
         "OriginalStatusCode": status,
         "OriginalMessage": original,
     }
