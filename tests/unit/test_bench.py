@@ -9,7 +9,7 @@ import pytest
 
 from bench.run import cost_analysis, verdicts
 from bench.stream_client import StreamSummary, StreamTimes
-from bench.streaming import stream_row, stream_verdicts
+from bench.streaming import StreamRow, stream_verdicts
 
 
 def _row(model: str, kind: str, system: str, ratio: float, p99: float) -> dict[str, Any]:
@@ -91,13 +91,11 @@ def test_pieces_are_counted_by_their_newline_however_the_bytes_arrive() -> None:
 
 
 def test_a_stream_verdict_needs_both_the_first_piece_and_the_rate() -> None:
-    bare = StreamSummary(20, first_piece_ms=1.0, pieces_per_s=1000.0)
-    rows = [
-        stream_row("python", "bare", bare, bare, 1),
-        stream_row("python", "gunicorn", StreamSummary(20, 2.9, 950.0), bare, 1),
-        stream_row("python", "granian", StreamSummary(20, 3.1, 990.0), bare, 1),
-        stream_row("torch", "gunicorn", StreamSummary(20, 1.5, 850.0), bare, 1),
-        stream_row("torch", "granian", StreamSummary(20, 9.0, 100.0), bare, 4),  # no target
+    rows = [  # kind, engine, streams, first piece ms, pieces/s, the bare generator's two
+        StreamRow("python", "gunicorn", 1, 2.9, 950.0, 1.0, 1000.0),
+        StreamRow("python", "granian", 1, 3.1, 990.0, 1.0, 1000.0),
+        StreamRow("torch", "gunicorn", 1, 1.5, 850.0, 1.0, 1000.0),
+        StreamRow("torch", "granian", 4, 9.0, 100.0, 2.0, 250.0),  # no target for 4 streams
     ]
     result = stream_verdicts(rows)
     assert set(result) == {
@@ -110,3 +108,4 @@ def test_a_stream_verdict_needs_both_the_first_piece_and_the_rate() -> None:
     assert result["stream_python_granian"]["met"] is False  # 2.1 ms over
     torch = result["stream_torch_gunicorn"]
     assert (torch["rate_ratio"], torch["met"]) == (pytest.approx(0.85), False)
+    assert rows[3].as_dict()["rate_ratio"] == pytest.approx(0.4)
