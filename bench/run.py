@@ -7,7 +7,7 @@ Writes bench/results/results.json and bench/results/chart.png and prints the tab
 BENCH_WORKERS (default: the server's own default, one per core), BENCH_SKIP_SWEEP=1, and
 BENCH_GPU_ONLY=1 (`make bench-gpu`: only the GPU rows, on a machine with CUDA, written to
 bench/results/gpu.json; no TorchServe, no Java, a few minutes), and BENCH_ONLY=stream (only the
-streaming rows, bench/streaming.py, written to bench/results/stream.json; about a minute).
+streaming rows, bench/streaming.py, written to bench/results/stream.json; a minute and a half).
 """
 
 from __future__ import annotations
