@@ -6,7 +6,8 @@ Writes bench/results/results.json and bench/results/chart.png and prints the tab
 (environment): BENCH_QUICK, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS,
 BENCH_WORKERS (default: the server's own default, one per core), BENCH_SKIP_SWEEP=1, and
 BENCH_GPU_ONLY=1 (`make bench-gpu`: only the GPU rows, on a machine with CUDA, written to
-bench/results/gpu.json; no TorchServe, no Java, a few minutes).
+bench/results/gpu.json; no TorchServe, no Java, a few minutes), and BENCH_ONLY=stream (only the
+streaming rows, bench/streaming.py, written to bench/results/stream.json; a minute and a half).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bench.chart import draw_chart
 from bench.limit import cpu_limit, gpu_forward_limit
 from bench.peers import torchserve_loads
 from bench.servers import byoserve_command, plain_command, running
+from bench.streaming import measure_streaming, print_stream_table, stream_verdicts
 from bench.workloads import Workload, build_noop, build_workloads
 from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
 from serve.process.cpus import available_cpus
@@ -64,6 +66,7 @@ class Settings:
     cold_starts: int
     sweep: bool
     gpu_only: bool
+    only: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +84,7 @@ class Settings:
             cold_starts=1 if quick else 3,
             sweep=os.environ.get("BENCH_SKIP_SWEEP", "") != "1",
             gpu_only=os.environ.get("BENCH_GPU_ONLY", "") == "1",
+            only=os.environ.get("BENCH_ONLY", ""),
         )
 
 
@@ -407,10 +411,12 @@ def machine(settings: Settings, gpu: bool) -> dict[str, Any]:
 
 
 def main() -> int:
-    require_wrk()
     import torch
 
     settings = Settings.from_env()
+    if settings.only:
+        return stream_main(settings) if settings.only == "stream" else _unknown_only(settings)
+    require_wrk()
     gpu = torch.cuda.is_available()
     if settings.gpu_only:
         return gpu_main(settings) if gpu else _no_gpu()
@@ -433,11 +439,14 @@ def main() -> int:
         noop = build_noop(scratch / "models", workloads["digit"])
         cost_rows, cost = server_cost(noop, settings, scratch, digit_limit)
         swept = sweep(workloads["digit"], settings, scratch, digit_limit) if settings.sweep else []
+        streaming, stream_rows = measure_streaming(scratch, ENGINES, settings.quick)
     result = {
         "machine": machine(settings, gpu), "limits": limits, "rows": rows, "sweep": swept,
         "server_cost": {"rows": cost_rows, **cost},
         "cold_start_s": cold, "cold_start_by_engine_s": colds, "import_torch_s": torch_s,
-        "targets": TARGETS, "verdicts": verdicts(rows, cold, torch_s),
+        "streaming": {**streaming, "rows": [r.as_dict() for r in stream_rows]},
+        "targets": TARGETS,
+        "verdicts": {**verdicts(rows, cold, torch_s), **stream_verdicts(stream_rows)},
         "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -456,6 +465,7 @@ def main() -> int:
         + ", ".join(f"{engine} {seconds:.2f} s" for engine, seconds in colds.items())
         + f"; python -c 'import torch': {torch_s:.2f} s"
     )
+    print_stream_table(stream_rows, streaming)
     for name, verdict in result["verdicts"].items():
         print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
     print(f"\nwrote {RESULTS / 'results.json'} and {RESULTS / 'chart.png'}")
@@ -483,6 +493,32 @@ def gpu_main(settings: Settings) -> int:
         print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
     print(f"\nwrote {RESULTS / 'gpu.json'}")
     return 0
+
+
+def stream_main(settings: Settings) -> int:
+    """BENCH_ONLY=stream: the streaming rows alone (no wrk, no TorchServe)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="byoserve-bench-") as tmp:
+        streaming, rows = measure_streaming(Path(tmp), ENGINES, settings.quick)
+    result: dict[str, Any] = {
+        "machine": machine(settings, False), "streaming": streaming,
+        "rows": [r.as_dict() for r in rows], "verdicts": stream_verdicts(rows),
+        "elapsed_s": time.monotonic() - started,
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "stream.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    print(f"machine: {m['cpus']} CPUs ({m['cpu']}), torch {m['torch']}")
+    print_stream_table(rows, streaming)
+    for name, verdict in result["verdicts"].items():
+        print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
+    print(f"\nwrote {RESULTS / 'stream.json'}")
+    return 0
+
+
+def _unknown_only(settings: Settings) -> int:
+    print(f"bench: BENCH_ONLY={settings.only!r}: the only row that runs alone is 'stream'")
+    return 2
 
 
 def _no_gpu() -> int:

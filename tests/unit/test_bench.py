@@ -1,4 +1,5 @@
-"""The arithmetic of `make bench` (no servers run here): verdicts and the server-cost bound."""
+"""The arithmetic of `make bench` (no servers run here): verdicts, the server-cost bound, and
+how the streaming row counts and times pieces."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 import pytest
 
 from bench.run import cost_analysis, verdicts
+from bench.stream_client import StreamSummary, StreamTimes
+from bench.streaming import StreamRow, stream_verdicts
 
 
 def _row(model: str, kind: str, system: str, ratio: float, p99: float) -> dict[str, Any]:
@@ -72,3 +75,37 @@ def test_gpu_rows_get_their_own_verdict_and_leave_the_cpu_ones_alone() -> None:
     )
     assert verdicts(ROWS + gpu[:2], cold=1.4, torch_s=1.2)["resnet18_gpu"]["met"] is False
     assert "resnet18_gpu" not in verdicts(ROWS, cold=1.4, torch_s=1.2)
+
+
+def test_pieces_are_counted_by_their_newline_however_the_bytes_arrive() -> None:
+    times = StreamTimes(started=10.0)
+    times.feed(b"0 piece\n1 pie", 10.002)  # a piece and part of the next
+    times.feed(b"ce\n", 10.003)
+    times.feed(b"2 piece\n3 piece\n", 10.005)  # two pieces in one read
+    times.feed(b"", 10.006)
+    assert times.pieces == [10.002, 10.003, 10.005, 10.005]
+    assert times.first_piece_s == pytest.approx(0.002)
+    assert times.pieces_per_s == pytest.approx(3 / 0.003)  # 3 intervals between 4 pieces
+    summary = StreamSummary.of([times, StreamTimes(10.0, [10.004, 10.005]), times])
+    assert (summary.streams, summary.first_piece_ms) == (3, pytest.approx(2.0))
+
+
+def test_a_stream_verdict_needs_both_the_first_piece_and_the_rate() -> None:
+    rows = [  # kind, engine, streams, first piece ms, pieces/s, the bare generator's two
+        StreamRow("python", "gunicorn", 1, 2.9, 950.0, 1.0, 1000.0),
+        StreamRow("python", "granian", 1, 3.1, 990.0, 1.0, 1000.0),
+        StreamRow("torch", "gunicorn", 1, 1.5, 850.0, 1.0, 1000.0),
+        StreamRow("torch", "granian", 4, 9.0, 100.0, 2.0, 250.0),  # no target for 4 streams
+    ]
+    result = stream_verdicts(rows)
+    assert set(result) == {
+        "stream_python_gunicorn",
+        "stream_python_granian",
+        "stream_torch_gunicorn",
+    }
+    assert result["stream_python_gunicorn"]["met"] is True
+    assert result["stream_python_gunicorn"]["first_piece_ms_over_bare"] == pytest.approx(1.9)
+    assert result["stream_python_granian"]["met"] is False  # 2.1 ms over
+    torch = result["stream_torch_gunicorn"]
+    assert (torch["rate_ratio"], torch["met"]) == (pytest.approx(0.85), False)
+    assert rows[3].as_dict()["rate_ratio"] == pytest.approx(0.4)
