@@ -87,7 +87,6 @@ class Channel:
             InferenceTimeoutError: no piece came within the timeout (the channel is left).
             BaseException: what the stream failed with.
         """
-        was_full = self.full()
         try:
             item = self._queue.get(timeout=self.timeout)
         except queue.Empty:
@@ -103,7 +102,8 @@ class Channel:
             self.close()
             raise item
         assert isinstance(item, bytes)
-        if was_full and self._on_room is not None:
+        # asked after the take: the channel may have filled while this thread waited in get()
+        if self._on_room is not None and self._queue.qsize() >= AHEAD - 1:
             self._on_room()
         return item
 
