@@ -357,10 +357,13 @@ class ModelRuntime:
             return False
         finally:
             self.busy_since = None
+        first = stream.channel is None
         if not stream.pending.stream(stream.answer, piece):  # nobody is waiting for it
             self._close_stream(stream)
             return False
         stream.channel = stream.pending.channel
+        if first:
+            time.sleep(0)  # let the request thread take the GIL and write the first piece now
         return True
 
     def _close_stream(self, stream: PulledStream) -> None:
