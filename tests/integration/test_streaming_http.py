@@ -339,3 +339,15 @@ def test_a_torchserve_batch_of_four_streams(
         assert headers["x-batch-size"] == "4"  # one batch of 4, each its own pieces
         assert b"".join(chunks) == f"{name}:0 {name}:1 {name}:2 {name}:last".encode()
         assert len(chunks) == 4
+
+
+def test_an_mms_handle_function_streams(serve_model: Serve, tmp_path: Path) -> None:
+    root = tmp_path / "model"
+    (root / "MAR-INF").mkdir(parents=True)
+    (root / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(streaming.MMS_MANIFEST))
+    (root / "stream_service.py").write_text(streaming.MMS)
+    server = serve_model(root)
+    headers = {"Content-Type": "application/octet-stream"}
+    with ChunkedResponse(server.port, b"x", path="/predictions/streams", headers=headers) as r:
+        assert r.status == 200
+        assert r.chunks() == [b"x-one ", b"x-two ", b"x-done"]
