@@ -348,12 +348,15 @@ class ModelRuntime:
             else:
                 stream.channel.end()
             return False
-        except Exception as exc:
-            self._log_failure(stream.pending.request, exc)
+        except BaseException as exc:  # the thread must outlive anything a piece does
+            error = exc if isinstance(exc, Exception) else ModelError(f"{type(exc).__name__}")
+            if error is not exc:
+                error.__cause__ = exc
+            self._log_failure(stream.pending.request, error)
             if stream.channel is None:
-                stream.pending.finish(None, exc)  # before the first piece: an error answer
+                stream.pending.finish(None, error)  # before the first piece: an error answer
             else:
-                stream.channel.fail(exc)
+                stream.channel.fail(error)
             return False
         finally:
             self.busy_since = None
@@ -370,7 +373,7 @@ class ModelRuntime:
         self.busy_since = time.monotonic()
         try:
             stream.close()
-        except Exception as exc:
+        except BaseException as exc:  # the thread must outlive what user code does on close
             logger.warning("request %s: closing its stream failed: %s",
                            stream.pending.request.request_id, exc, exc_info=exc)  # fmt: skip
         finally:

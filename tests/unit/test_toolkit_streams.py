@@ -162,6 +162,30 @@ def test_a_failure_after_the_first_piece_aborts_the_body(tmp_path: Path) -> None
         model.stop()
 
 
+def test_a_generator_that_exits_fails_its_stream_not_the_model(tmp_path: Path) -> None:
+    """SystemExit (a BaseException) from user code between pieces ends that stream; the model's
+    inference thread lives on and answers the next request."""
+
+    def predict_fn(data: Any, model: Any) -> Iterator[str]:
+        yield "a"
+        if data == [1]:
+            raise SystemExit(3)
+        yield "b"
+
+    client, model = make_app(toolkit(predict_fn=predict_fn), tmp_path)
+    try:
+        response = client.post("/invocations", json=[1], buffered=False)
+        stream = pieces(response)
+        assert next(stream) == b"a"
+        with pytest.raises(StreamAbortedError):
+            next(stream)
+        response.close()
+        after = client.post("/invocations", json=[2])
+        assert after.status_code == 200 and after.data == b"ab"
+    finally:
+        model.stop()
+
+
 def test_an_empty_generator_is_an_empty_answer(tmp_path: Path) -> None:
     client, model = make_app(toolkit(predict_fn=lambda data, model: iter(())), tmp_path)
     try:
