@@ -1,6 +1,12 @@
 """Generated bad requests against a real server holding the built-in examples (digit, text and
-tensor handlers): never a 5xx, always the JSON error body, no traceback in the log, the workers
-alive and their memory bounded.
+tensor handlers), on each HTTP engine: never a 5xx, always the JSON error body, no traceback in
+the log, the workers alive and their memory bounded.
+
+One difference is granian's own: a client that half-closes its side of the connection after its
+request (``shutdown(SHUT_WR)``, here after a chunked body cut short) gets no answer at all, where
+gunicorn answers it (granian's HTTP/1 server closes a connection at the client's end of input;
+docs/engines.md). That framing is checked there for the rest: no 5xx on the requests around it,
+no dead worker, nothing in the log.
 
 Bounded for CI (``FUZZ_EXAMPLES`` requests, 2000 by default, derandomized so a run is repeatable);
 ``FUZZ_EXAMPLES=10000 FUZZ_RANDOM=1`` explores further.
@@ -138,8 +144,9 @@ REQUESTS = st.one_of(
 
 def send(
     port: int, target: str, content_type: str, accept: str, body: bytes, framing: str
-) -> Answer:
-    """One request over a socket of its own, framed as asked; the status and body answered."""
+) -> Answer | None:
+    """One request over a socket of its own, framed as asked; the status and body answered, or
+    None when the connection closed with no answer at all."""
     head = [
         "POST /invocations HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
@@ -165,6 +172,8 @@ def send(
         raw = b""
         while chunk := sock.recv(65536):
             raw += chunk
+    if not raw:
+        return None
     status_line, _, rest = raw.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 "), f"no HTTP answer: {raw[:200]!r}"
     return Answer(int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2])
@@ -172,6 +181,7 @@ def send(
 
 @pytest.fixture(scope="module")
 def fuzz_server(
+    engine: str,
     digits: DigitsModel,
     digits_archive: Path,
     sentiment_archive: Path,
@@ -204,7 +214,7 @@ def rss(pids: list[int]) -> list[int]:
     return [int(Path(f"/proc/{pid}/statm").read_text().split()[1]) for pid in pids]
 
 
-def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
+def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess, engine: str) -> None:
     pids = fuzz_server.worker_pids()
     before = rss(pids)
     seen: dict[int, int] = {}
@@ -224,6 +234,10 @@ def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> N
     def one(target: str, request: tuple[str, bytes], accept: str, framing: str) -> None:
         content_type, body = request
         answer = send(fuzz_server.port, target, content_type, accept, body, framing)
+        if answer is None:  # granian's one difference (see the module's docstring)
+            assert (engine, framing) == ("granian", "cut-chunked"), "no HTTP answer"
+            seen[0] = seen.get(0, 0) + 1
+            return
         seen[answer.status] = seen.get(answer.status, 0) + 1
         assert answer.status < 500 or answer.status == 501, (answer.status, answer.body[:300])
         if answer.status >= 400:
