@@ -145,14 +145,16 @@ def test_a_lone_request_waits_about_the_delay_and_no_more(
     timed_post(server.url)  # first call pays for connection set-up and imports
     lone = min(timed_post(server.url) for _ in range(3))
     delay = DELAY_MS / 1000
-    assert 0.9 * delay <= lone < delay + 0.5
+    # it waits out the delay for company, then goes alone: never for a batch that will not
+    # fill (the upper bound is wide: a busy machine's latency, not the server's rule)
+    assert 0.9 * delay <= lone < delay + 5
 
 
 def test_a_full_batch_goes_without_waiting_for_the_delay(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     server = serve_model(
-        echo_model(tmp_path), args=["--max-batch-size", "4", "--max-batch-delay-ms", "5000"]
+        echo_model(tmp_path), args=["--max-batch-size", "4", "--max-batch-delay-ms", "20000"]
     )
     calls = [(b'{"x": 1}', "application/json", "")] * 4
     # The first burst grows granian's request-thread pool, a thread per request; while it grows,
@@ -163,15 +165,17 @@ def test_a_full_batch_goes_without_waiting_for_the_delay(
     started = time.monotonic()
     responses = call_many(server.url, calls)
     assert all(response.status_code == 200 for response in responses)
-    assert time.monotonic() - started < 2.5
+    # a batch that waited for its delay would take 20 s; a busy machine, seconds at most
+    assert time.monotonic() - started < 10
 
 
 def test_batch_size_one_adds_no_delay(
     serve_model: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    server = serve_model(echo_model(tmp_path), args=["--max-batch-delay-ms", "2000"])
+    server = serve_model(echo_model(tmp_path), args=["--max-batch-delay-ms", "20000"])
     timed_post(server.url)
-    assert min(timed_post(server.url) for _ in range(3)) < 0.5
+    # a batch of one never waits for the delay (20 s here); a busy machine, seconds at most
+    assert min(timed_post(server.url) for _ in range(3)) < 10
 
 
 def test_a_full_queue_answers_503_with_retry_after(

@@ -266,8 +266,12 @@ def test_granian_closes_idle_connections_at_once_and_finishes_the_one_in_flight(
     try:
         for sock in sockets:
             assert _exchange(sock, PING)[0] == 200
-        busy.sendall(_post(b'{"sleep": 4}'))
-        time.sleep(0.5)  # taken up by the model
+        started = tmp_path / "started"
+        busy.sendall(_post(json.dumps({"sleep": 4, "started": str(started)}).encode()))
+        deadline = time.monotonic() + 20
+        while not started.exists():  # the model has the request
+            assert time.monotonic() < deadline, "the request never reached the model"
+            time.sleep(0.01)
         stopped = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         _wait_refused(server.port, within=3.0)
