@@ -134,15 +134,43 @@ def test_bind_to_port_moves_the_port(tmp_path: Path, digits: DigitsModel) -> Non
         server.stop(10)
 
 
+# The digits model by the default loader, answering with the worker that predicted.
+WHO_PREDICTS = """
+import os
+
+import torch
+
+
+def predict_fn(data, model):
+    with torch.inference_mode():
+        return {"pid": os.getpid(), "predictions": model(data).argmax(1).tolist()}
+"""
+
+
 def test_a_dead_worker_is_replaced(tmp_path: Path, digits: DigitsModel, serve_model: Serve) -> None:
-    server = serve_model(_toolkit_dir(tmp_path, digits), workers=2)
+    directory = model_dir(tmp_path / "m", digits.directory, {"code/inference.py": WHO_PREDICTS})
+    server = serve_model(directory, workers=2)
     server.wait_workers(2)
-    victim = min(server.worker_pids())
+    before = set(server.worker_pids())
+    victim = min(before)
     os.kill(victim, signal.SIGKILL)
     server.wait_workers(2, without=victim)
-    for _ in range(10):  # both workers, the new one included, answer once it has loaded
-        server.wait_ready(30)
-        _predict_ok(server, digits)
+    (replacement,) = set(server.worker_pids()) - before
+    expected = digits.predict(digits.images[:2]).argmax(1).tolist()
+    answered_by: set[int] = set()
+    deadline = time.monotonic() + 60
+    while replacement not in answered_by:  # a new connection each time: the workers share them
+        assert time.monotonic() < deadline, f"the replacement never answered: {answered_by}"
+        response = requests.post(
+            f"{server.url}/invocations",
+            json=digits.images[:2].tolist(),
+            headers={"Connection": "close"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == expected
+        answered_by.add(response.json()["pid"])
+    assert victim not in answered_by
 
 
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: Serve) -> None:
@@ -151,13 +179,18 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: 
     (directory / "code" / "inference.py").write_text(styles.TOOLKIT_SLOW)
     server = serve_model(directory)
     answers: list[requests.Response] = []
+    started = tmp_path / "started"
+    body = {"sleep": 3, "started": str(started)}
     request = threading.Thread(
         target=lambda: answers.append(
-            requests.post(f"{server.url}/invocations", json={"sleep": 3}, timeout=30)
+            requests.post(f"{server.url}/invocations", json=body, timeout=30)
         )
     )
     request.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 20
+    while not started.exists():  # the model has the request
+        assert time.monotonic() < deadline, "the request never reached the model"
+        time.sleep(0.01)
     server.proc.send_signal(signal.SIGTERM)
     request.join(30)
     assert server.wait_exit(30) == 0  # raises when it has not exited by then
