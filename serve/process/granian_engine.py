@@ -31,9 +31,11 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Literal
 
@@ -45,7 +47,13 @@ from serve.http.invocation import BodyRules
 from serve.http.listeners import WSGIApp, serving_app, side_apps
 from serve.http.streaming import StreamAbortedError
 from serve.process.probe import pid_alive
-from serve.process.sockets import BACKLOG, GIL_SWITCH_INTERVAL, check_addresses, socket_address
+from serve.process.sockets import (
+    BACKLOG,
+    GIL_SWITCH_INTERVAL,
+    STREAM_END_MARGIN,
+    check_addresses,
+    socket_address,
+)
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -129,6 +137,30 @@ class GranianEngine:
         return None
 
 
+def on_sigterm(callback: Callable[[], None]) -> None:
+    """In a worker, before granian serves: ``callback`` runs when the worker gets SIGTERM, then
+    granian's own handler (which starts its graceful stop). granian installs that handler with
+    ``granian._signals.set_sync_signals`` once the app is loaded, which is after this; the
+    wrapper installed here chains the two."""
+    from granian import _signals
+
+    original: Callable[[], Any] = _signals.set_sync_signals
+
+    def set_sync_signals() -> Any:
+        event = original()
+        granians = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            callback()
+            if callable(granians):
+                granians(signum, frame)
+
+        signal.signal(signal.SIGTERM, handler)
+        return event
+
+    _signals.set_sync_signals = set_sync_signals
+
+
 def claim_slot(directory: str, workers: int, pid: int) -> int:
     """The lowest slot no live worker holds, taken for ``pid`` (an ``O_EXCL`` file per slot in
     the shared directory; a dead holder's slot is taken over)."""
@@ -198,6 +230,8 @@ def run_granian(
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         registry.start(worker_index=slot)
         multiprocessing.util.Finalize(None, registry.stop, exitpriority=10)
+        graceful = max(1, int(config.graceful_timeout))
+        on_sigterm(lambda: registry.end_streams_after(graceful - STREAM_END_MARGIN))
         _serve_side(sockets)
         return app
 

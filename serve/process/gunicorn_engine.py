@@ -34,6 +34,7 @@ from serve.observe.observer import Observer
 from serve.process.sockets import (
     BACKLOG,
     GIL_SWITCH_INTERVAL,
+    STREAM_END_MARGIN,
     bind_address,
     check_addresses,
     listen_addresses,
@@ -135,11 +136,6 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         observer = self.application.extensions.get("byoserve.observer")
         return listening_app(self.application, self.serving, self.registry, observer)
-
-
-# Streams still open this long before the graceful timeout ends are ended as failures, so that
-# their request threads log and count them before the worker is killed.
-STREAM_END_MARGIN = 1.0
 
 
 def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:

@@ -14,6 +14,9 @@ import socket
 
 from serve.config import ConfigError, ServingConfig
 
+# Streams still open this long before the graceful timeout ends are ended as failures, so that
+# their request threads log and count them before the worker is killed (both engines).
+STREAM_END_MARGIN = 1.0
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; measured in bench/: p99 44 -> 28 ms on the digit model
 BACKLOG = 2048
 SERVING_SETTING = "--host/BYOSERVE_HOST, --port/SAGEMAKER_BIND_TO_PORT"
