@@ -141,10 +141,15 @@ def on_sigterm(callback: Callable[[], None]) -> None:
     """In a worker, before granian serves: ``callback`` runs when the worker gets SIGTERM, then
     granian's own handler (which starts its graceful stop). granian installs that handler with
     ``granian._signals.set_sync_signals`` once the app is loaded, which is after this; the
-    wrapper installed here chains the two."""
-    from granian import _signals
+    wrapper installed here chains the two. (A private function of granian 2.8: the engine's pin,
+    ``granian>=2.8,<3``, and the SIGTERM stream test keep it honest.)"""
+    try:
+        from granian import _signals
 
-    original: Callable[[], Any] = _signals.set_sync_signals
+        original: Callable[[], Any] = _signals.set_sync_signals
+    except (ImportError, AttributeError):  # another granian: streams are cut at the kill
+        logger.warning("granian without _signals.set_sync_signals: SIGTERM ends no streams")
+        return
 
     def set_sync_signals() -> Any:
         event = original()
