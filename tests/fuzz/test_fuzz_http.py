@@ -37,6 +37,7 @@ from serve.archive.layout import ArchiveSpec
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.payloads import npy
 from tests.fixtures.server import ServerProcess, start_server
+from tests.integration.test_metrics_http import wait_all_ready
 
 pytestmark = pytest.mark.slow
 
@@ -204,6 +205,7 @@ def fuzz_server(
         workers=2,
         args=["--model-store", str(store), "--models", *models],
     )
+    wait_all_ready(server.url, 2)  # granian's workers take requests while they load
     try:
         yield server
     finally:
