@@ -123,10 +123,6 @@ class StreamBody:
         self._info, self._observer, self._framing = info, observer, framing
         observer.stream_opened(info.model)
 
-    @property
-    def framing(self) -> Framing:
-        return self._framing
-
     def __iter__(self) -> Iterator[bytes]:
         return self
 

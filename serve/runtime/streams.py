@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from serve.errors import InferenceTimeoutError
@@ -143,14 +142,12 @@ class PulledStream:
         pieces: the handler's iterator.
         channel: where its pieces go; None until the first piece (the answer's status and
             headers wait for it, and a failure before it is an ordinary error answer).
-        started: when the stream was opened.
     """
 
     pending: Pending
     answer: InferenceResponse
     pieces: Iterator[bytes]
     channel: Channel | None = None
-    started: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
         """Stop the handler's iterator (a generator sees GeneratorExit)."""
