@@ -37,7 +37,25 @@ KNOWN_KEYS = {
         "scale_out_cooldown",
     },
     "aws": {"region", "role_arn", "bucket"},
+    "async": {
+        "output_path",
+        "failure_path",
+        "success_topic",
+        "error_topic",
+        "include_response_in",
+        "max_concurrent_invocations_per_instance",
+        "invocation_timeout",
+    },
+    "serverless": {"memory_mb", "max_concurrency", "provisioned_concurrency"},
 }
+# IncludeInferenceResponseIn's values, by the short names a definition may also use.
+RESPONSE_TOPICS = {
+    "success": "SUCCESS_NOTIFICATION_TOPIC",
+    "error": "ERROR_NOTIFICATION_TOPIC",
+}
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+MAX_SERVERLESS_CONCURRENCY = 200
+MAX_ASYNC_TIMEOUT = 3600  # seconds, SageMaker's InvocationTimeoutSeconds bound
 KNOWN_TABLES = set(KNOWN_KEYS) | {"environment"}
 
 
@@ -54,6 +72,35 @@ class Autoscaling:
     target_invocations_per_instance: float = 100.0
     scale_in_cooldown: int = 300
     scale_out_cooldown: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncInference:
+    """An ``[async]`` table: the endpoint takes only ``InvokeEndpointAsync``.
+
+    ``output_path`` (and ``failure_path``) are ``s3://`` prefixes; None means the default under the
+    bucket, ``s3://BUCKET/async/NAME/output`` (``.../failures``). ``include_response_in`` holds
+    SageMaker's names (``SUCCESS_NOTIFICATION_TOPIC``, ``ERROR_NOTIFICATION_TOPIC``).
+    ``invocation_timeout`` is the default ``InvocationTimeoutSeconds`` of ``invoke --async`` and the
+    container's per-request timeout.
+    """
+
+    output_path: str | None = None
+    failure_path: str | None = None
+    success_topic: str | None = None
+    error_topic: str | None = None
+    include_response_in: tuple[str, ...] = ()
+    max_concurrent_invocations_per_instance: int | None = None
+    invocation_timeout: int = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Serverless:
+    """A ``[serverless]`` table: the variant gets a ``ServerlessConfig`` instead of instances."""
+
+    memory_mb: int
+    max_concurrency: int
+    provisioned_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +139,8 @@ class EndpointDefinition:
     region: str | None = None
     role_arn: str | None = None
     bucket: str | None = None
+    async_inference: AsyncInference | None = None
+    serverless: Serverless | None = None
 
     @property
     def multi_model(self) -> bool:
@@ -157,6 +206,65 @@ def _autoscaling(table: dict[str, Any], where: str) -> Autoscaling | None:
     if not 1 <= scaling.min_capacity <= scaling.max_capacity:
         raise DefinitionError(f"{where}: need 1 <= min_capacity <= max_capacity")
     return scaling
+
+
+def _s3_path(table: dict[str, Any], key: str, where: str) -> str | None:
+    value: str | None = _typed(table, key, str, None, where)
+    if value is not None and not value.startswith("s3://"):
+        raise DefinitionError(f"{where}: `{key}` must be an s3:// path, not {value!r}")
+    return value
+
+
+def _between(value: int | None, low: int, high: int, key: str, where: str) -> None:
+    if value is not None and not low <= value <= high:
+        raise DefinitionError(f"{where}: `{key}` must be {low}-{high}, not {value}")
+
+
+def _async_inference(table: dict[str, Any] | None, where: str) -> AsyncInference | None:
+    """The ``[async]`` table; present and empty means asynchronous with every default."""
+    if table is None:
+        return None
+    topics = _typed(table, "include_response_in", list, [], where)
+    included = []
+    for topic in topics:
+        name = RESPONSE_TOPICS.get(str(topic).lower(), str(topic))
+        if name not in RESPONSE_TOPICS.values():
+            raise DefinitionError(
+                f"{where}: `include_response_in` takes success, error or "
+                f"{' / '.join(RESPONSE_TOPICS.values())}, not {topic!r}"
+            )
+        included.append(name)
+    concurrency = _typed(table, "max_concurrent_invocations_per_instance", int, None, where)
+    _between(concurrency, 1, 1000, "max_concurrent_invocations_per_instance", where)
+    timeout = _typed(table, "invocation_timeout", int, 900, where)
+    _between(timeout, 1, MAX_ASYNC_TIMEOUT, "invocation_timeout", where)
+    return AsyncInference(
+        output_path=_s3_path(table, "output_path", where),
+        failure_path=_s3_path(table, "failure_path", where),
+        success_topic=_typed(table, "success_topic", str, None, where),
+        error_topic=_typed(table, "error_topic", str, None, where),
+        include_response_in=tuple(dict.fromkeys(included)),
+        max_concurrent_invocations_per_instance=concurrency,
+        invocation_timeout=timeout,
+    )
+
+
+def _serverless(table: dict[str, Any] | None, where: str) -> Serverless | None:
+    if table is None:
+        return None
+    memory = _typed(table, "memory_mb", int, None, where)
+    if memory not in SERVERLESS_MEMORY_MB:
+        raise DefinitionError(
+            f"{where}: `memory_mb` must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))}, "
+            f"not {memory}"
+        )
+    concurrency = _typed(table, "max_concurrency", int, None, where)
+    if concurrency is None:
+        raise DefinitionError(f"{where}: needs `max_concurrency` (1-200)")
+    _between(concurrency, 1, MAX_SERVERLESS_CONCURRENCY, "max_concurrency", where)
+    provisioned = _typed(table, "provisioned_concurrency", int, None, where)
+    _between(provisioned, 1, concurrency, "provisioned_concurrency", where)
+    return Serverless(memory, concurrency, provisioned)
 
 
 def _target(entry: Any, root: Path, where: str) -> TargetArchive:
@@ -243,9 +351,25 @@ def parse_definition(name: str, data: dict[str, Any], source: Path) -> EndpointD
         region=_typed(aws, "region", str, None, f"{source} [aws]"),
         role_arn=_typed(aws, "role_arn", str, None, f"{source} [aws]"),
         bucket=_typed(aws, "bucket", str, None, f"{source} [aws]"),
+        async_inference=_async_inference(
+            _table(data, "async", source) if "async" in data else None, f"{source} [async]"
+        ),
+        serverless=_serverless(
+            _table(data, "serverless", source) if "serverless" in data else None,
+            f"{source} [serverless]",
+        ),
     )
     if definition.instance_count < 1:
         raise DefinitionError(f"{where}: instance_count must be at least 1")
+    if definition.serverless and definition.async_inference:
+        raise DefinitionError(
+            f"{source}: [serverless] and [async] cannot go together: an endpoint is one or "
+            "the other"
+        )
+    if definition.serverless and definition.multi_model:
+        raise DefinitionError(
+            f"{source}: a serverless endpoint cannot be multi-model (SageMaker refuses it)"
+        )
     return definition
 
 
