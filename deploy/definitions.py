@@ -93,6 +93,29 @@ class AsyncInference:
     max_concurrent_invocations_per_instance: int | None = None
     invocation_timeout: int = 900
 
+    def output_prefix(self, bucket: str | None, endpoint: str) -> str:
+        """Where answers go: ``output_path``, else ``s3://BUCKET/async/ENDPOINT/output``.
+
+        Raises:
+            DefinitionError: no ``output_path`` and no bucket to put the default under.
+        """
+        return self._prefix(self.output_path, bucket, endpoint, "output")
+
+    def failure_prefix(self, bucket: str | None, endpoint: str) -> str:
+        """Where failures go: ``failure_path``, else ``s3://BUCKET/async/ENDPOINT/failures``."""
+        return self._prefix(self.failure_path, bucket, endpoint, "failures")
+
+    @staticmethod
+    def _prefix(path: str | None, bucket: str | None, endpoint: str, leaf: str) -> str:
+        if path is not None:
+            return path.rstrip("/")
+        if not bucket:
+            raise DefinitionError(
+                f"[async] of {endpoint}: set `output_path`, or a bucket (--bucket, "
+                "BYOSERVE_BUCKET or [aws] bucket) to put the answers under"
+            )
+        return f"s3://{bucket}/async/{endpoint}/{leaf}"
+
 
 @dataclass(frozen=True, slots=True)
 class Serverless:
