@@ -329,9 +329,9 @@ def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
     environment, timeout = definition.environment, args.ready_timeout
     with serving as source:
         if args.no_docker:
-            local.run_subprocess(source, port, environment, timeout)
+            local.serve_here(local.subprocess_server(source, port, environment, timeout))
             return 0
         engine = open_engine(settings.docker, settings.docker_host)
         image = args.image or f"{definition.repository}:latest"
-        local.run_container(engine, image, source, port, environment, timeout)
+        local.serve_here(local.container_server(engine, image, source, port, environment, timeout))
     return 0

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -101,30 +102,40 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     raise _StoppedError
 
 
-def serve_until_stopped(url: str, alive: Callable[[], bool], ready_timeout: float) -> None:
-    """Wait for /ping, print the endpoint URL, then block until a signal or the server's exit."""
+@contextlib.contextmanager
+def stopped_by_signal() -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside ends the block quietly (what started inside is stopped by the
+    context managers it was started with)."""
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        await_ping(url, ready_timeout, alive)
-        print(f"endpoint_url={url}", flush=True)
-        while alive():
-            time.sleep(0.5)
-        raise LocalServerError("the local server exited")
+        yield
     except (KeyboardInterrupt, _StoppedError):
         print("stopping the local server", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_subprocess(
+@dataclass(frozen=True, slots=True)
+class LocalServer:
+    """A started local server: its URL, and whether it still runs."""
+
+    url: str
+    alive: Callable[[], bool]
+
+
+@contextlib.contextmanager
+def subprocess_server(
     source: ModelSource, port: int, environment: Mapping[str, str], ready_timeout: float
-) -> None:
-    """``python -m serve`` on the archive or store, without any container engine."""
+) -> Iterator[LocalServer]:
+    """``python -m serve`` on the archive or store, without any container engine; yields once
+    ``/ping`` answers, and stops the server on exit."""
     command = [sys.executable, "-m", "serve", *source.server_args()]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(command, env={**os.environ, **environment})
+    server = LocalServer(f"http://127.0.0.1:{port}", lambda: proc.poll() is None)
     try:
-        serve_until_stopped(f"http://127.0.0.1:{port}", lambda: proc.poll() is None, ready_timeout)
+        await_ping(server.url, ready_timeout, server.alive)
+        yield server
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -135,29 +146,40 @@ def run_subprocess(
                 proc.wait(10)
 
 
-def run_container(
+@contextlib.contextmanager
+def container_server(
     engine: Engine,
     image: str,
     source: ModelSource,
     port: int,
     environment: Mapping[str, str],
     ready_timeout: float,
-) -> None:
-    """The image, as SageMaker runs it (``serve``), with the archive or store mounted read-only."""
+) -> Iterator[LocalServer]:
+    """The image, as SageMaker runs it (``serve``), with the archive or store mounted read-only;
+    yields once ``/ping`` answers, and removes the container on exit."""
     if engine.image_id(image) is None:
         raise LocalServerError(f"no local image {image}: run `python -m deploy build` or --image")
     request = RunRequest(image, port, source.mounts(), environment, args=source.container_args())
     container = engine.run(request)
     running = [True]
-
-    def alive() -> bool:
-        return running[0]
-
+    server = LocalServer(f"http://127.0.0.1:{port}", lambda: running[0])
     try:
-        serve_until_stopped(f"http://127.0.0.1:{port}", alive, ready_timeout)
-    except LocalServerError:
-        print(engine.container_logs(container)[-4000:], file=sys.stderr)
-        raise
+        try:
+            await_ping(server.url, ready_timeout, server.alive)
+        except LocalServerError:
+            print(engine.container_logs(container)[-4000:], file=sys.stderr)
+            raise
+        yield server
     finally:
         running[0] = False
         engine.remove_container(container)
+
+
+def serve_here(server: AbstractContextManager[LocalServer]) -> None:
+    """Start ``server``, print ``endpoint_url=...`` once it answers, run until Ctrl-C or
+    SIGTERM (the server's own exit is an error: it was meant to run)."""
+    with stopped_by_signal(), server as started:
+        print(f"endpoint_url={started.url}", flush=True)
+        while started.alive():
+            time.sleep(0.5)
+        raise LocalServerError("the local server exited")
