@@ -1,10 +1,11 @@
 """Generated requests against TorchServe's routes on a real server (each HTTP engine): the
-inference API (``/predictions/{model}[/{version}]`` with any method, query and body) and the
-management API (``/models`` in every form, with generated query parameters). Never a 5xx, every
-error a JSON body with no traceback (TorchServe's shape, ``code``, ``type``, ``message``, for
-the routes it has; a path no route matches, such as ``/predictions/`` with no model, gets the
-server's own 404 shape: matching TorchServe's there is the peer-fidelity issue's), no worker
-lost, nothing in the log.
+inference API (``/predictions/{model}[/{version}]`` with any method, query and body, and
+multipart or URL-encoded forms, whole or mangled, each field one input) and the management API
+(``/models`` in every form, with generated query parameters). Never a 5xx, every error a JSON
+body with no traceback (TorchServe's shape, ``code``, ``type``, ``message``, for the routes it
+has; a path no route matches, such as ``/predictions/`` with no model, gets the server's own 404
+shape: matching TorchServe's there is the peer-fidelity issue's), no worker lost, nothing in the
+log.
 
 Management URLs are junk or absent, so nothing is loaded; a generated ``DELETE`` may unregister
 a model, which later calls then find gone (a 404, as they should).
@@ -24,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.server import ServerProcess, free_port, start_server
-from tests.fuzz.test_fuzz_http import ACCEPTS, REQUESTS
+from tests.fuzz.test_fuzz_http import ACCEPTS, REQUESTS, VALID
 from tests.integration.test_metrics_http import wait_all_ready
+from tests.integration.test_torchserve_api import echo_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +56,10 @@ PARAMETERS = st.dictionaries(
     VALUES,
     max_size=5,
 )  # fmt: skip
+FIELD_NAMES = st.one_of(
+    st.sampled_from(["data", "body", "file", "image", ""]),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters='"\r\n'), max_size=12),
+)
 JUNK_URLS = st.sampled_from(["", "nosuch.mar", "/etc/passwd", "../x.mar", "http://x/y.mar", "a b"])
 
 
@@ -82,6 +88,7 @@ def ts_server(
     store = tmp_path_factory.mktemp("store")
     shutil.copy(digits_archive, store / "digits.tar.gz")
     shutil.copy(sentiment_archive, store / "sentiment.tar.gz")
+    echo_model_dir(store / "echo")  # a TorchServe handler: a form's fields reach it as inputs
     management = free_port()
     server = start_server(
         None,
@@ -89,7 +96,7 @@ def ts_server(
         workers=2,
         args=[
             "--model-store", str(store),
-            "--models", "digits=digits.tar.gz", "sentiment=sentiment.tar.gz",
+            "--models", "digits=digits.tar.gz", "sentiment=sentiment.tar.gz", "echo=echo",
             "--management-address", f"127.0.0.1:{management}",
         ],
     )  # fmt: skip
@@ -144,6 +151,73 @@ def test_generated_predictions_never_get_a_5xx(ts_server: tuple[ServerProcess, s
     print(f"fuzz /predictions: {dict(sorted(seen.items()))}")
     assert server.worker_pids() == pids, "a worker died"
     assert seen.get(200) and len(seen) >= 3, seen
+    assert "Traceback" not in server.log()
+
+
+@st.composite
+def forms(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A form body and its Content-Type: multipart parts each a valid or generated input (maybe
+    a file with its own type), or URL-encoded fields; then maybe bytes changed, cut short, or a
+    boundary that does not match."""
+    if draw(st.integers(0, 4)) == 0:
+        fields = draw(st.lists(st.tuples(FIELD_NAMES, st.text(max_size=40)), max_size=4))
+        encoded = "&".join(
+            f"{requests.utils.quote(k, safe='')}={requests.utils.quote(v, safe='')}"
+            for k, v in fields
+        )
+        return "application/x-www-form-urlencoded", encoded.encode()
+    boundary = draw(st.sampled_from(["b0undary", "x" * 70, "a'b(c)d+e_f,g-h.i/j:k=l?m"]))
+    body = bytearray()
+    for _ in range(draw(st.integers(0, 4))):
+        content_type, data = draw(st.one_of(st.sampled_from(VALID), REQUESTS))
+        name = draw(FIELD_NAMES)
+        disposition = f'form-data; name="{name}"'
+        if draw(st.booleans()):
+            disposition += f'; filename="{draw(FIELD_NAMES)}"'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if draw(st.booleans()):
+            body += f"Content-Type: {content_type}\r\n".encode("utf-8", "replace")
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(body) - 1))
+        body[at] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        body = body[: draw(st.integers(0, len(body)))]
+    declared = draw(st.sampled_from([boundary, boundary, "other", ""]))
+    content_type = "multipart/form-data" + (f"; boundary={declared}" if declared else "")
+    return content_type, bytes(body)
+
+
+def test_generated_forms_never_get_a_5xx(ts_server: tuple[ServerProcess, str]) -> None:
+    server, _ = ts_server
+    pids = server.worker_pids()
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=os.environ.get("FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        model=st.sampled_from(["echo", "echo", "digits", "sentiment"]),
+        form=forms(),
+        accept=st.sampled_from(ACCEPTS),
+    )
+    def one(model: str, form: tuple[str, bytes], accept: str) -> None:
+        content_type, body = form
+        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+        answer = requests.post(
+            f"{server.url}/predictions/{model}", data=body, headers=headers, timeout=30
+        )
+        status = _check(answer)
+        seen[status] = seen.get(status, 0) + 1
+
+    one()
+    print(f"fuzz forms: {dict(sorted(seen.items()))}")
+    assert server.worker_pids() == pids, "a worker died"
+    assert seen.get(200) and seen.get(400), seen
     assert "Traceback" not in server.log()
 
 

@@ -49,7 +49,7 @@ class Echo:
 '''
 
 
-def _echo(directory: Path, version: str = "1.0") -> Path:
+def echo_model_dir(directory: Path, version: str = "1.0") -> Path:
     directory.mkdir(parents=True)
     (directory / "echo.py").write_text(ECHO)
     (directory / "MAR-INF").mkdir()
@@ -73,7 +73,7 @@ def store(tmp_path: Path, digits: DigitsModel) -> Path:
     store = tmp_path / "store"
     _versioned(store / "tagged-v1", "first", "1.0", digits)
     _versioned(store / "tagged-v2", "second", "2.0", digits)
-    _echo(store / "echo")
+    echo_model_dir(store / "echo")
     return store
 
 
@@ -253,7 +253,7 @@ def test_descriptions_metrics_port_and_refusals(torchserve: TorchServe) -> None:
 def remote_archive(tmp_path: Path) -> Iterator[str]:
     """An echo model as a .mar served over HTTP by a server of its own."""
     served = tmp_path / "remote"
-    source = _echo(tmp_path / "echo-src", version="3.0")
+    source = echo_model_dir(tmp_path / "echo-src", version="3.0")
     served.mkdir()
     with zipfile.ZipFile(served / "remote-echo.mar", "w") as archive:
         for path in sorted(source.rglob("*")):
