@@ -4,11 +4,11 @@ moto runs as a ``ThreadedMotoServer`` on a free loopback port and every client r
 ``AWS_ENDPOINT_URL`` (boto3 reads it itself), exactly as a real AWS endpoint would be reached.
 Because the server runs in this process, two shims can be installed on it:
 
-* moto 5.2 has no ``UpdateEndpoint``; ``moto_update_endpoint`` adds a faithful minimal one
-  (the endpoint moves to the new config, InService at once, as moto's create does);
-* ``failing_endpoints`` makes every endpoint moto creates come up ``Failed`` with a
-  ``FailureReason``, and ``FakeEndpoint.updates_to_fail = N`` fails the next N updates:
-  states no API call can provoke.
+* ``endpoint_lifecycle`` moves endpoints through Creating, Updating and Deleting as SageMaker
+  does, adds the ``UpdateEndpoint`` moto 5.2 lacks, and lets a test fail a creation or an update
+  or keep an endpoint from ever settling (tests/deploy/motoendpoints.py);
+* ``failing_endpoints`` makes every endpoint moto creates end ``Failed`` with a
+  ``FailureReason``: states no API call can provoke.
 
 The container tests here build images (``deploy build``, pushes); the images those builds add,
 stages included, are removed at the end of the session (``images_left_as_found``).
@@ -28,13 +28,11 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from moto.core.responses import ActionResult
-from moto.sagemaker import models as sagemaker_models
-from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
 from deploy.cli import main
 from tests.container.podman import images_removed_afterwards
+from tests.deploy import motoendpoints
 from tests.deploy.engines import require_container_tools
 from tests.fixtures.server import free_port
 
@@ -100,41 +98,17 @@ def moto_url() -> Iterator[str]:
         server.stop()
 
 
-def _update_endpoint(self: SageMakerResponse) -> ActionResult:
-    backend = self.sagemaker_backend
-    name = self._get_param("EndpointName")
-    config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
-    backend.describe_endpoint(name)  # ValidationException when missing, as AWS
-    endpoint = backend.endpoints[name]
-    endpoint.endpoint_config_name = config["EndpointConfigName"]
-    endpoint.production_variants = endpoint._process_production_variants(
-        config["ProductionVariants"]
-    )
-    failing = getattr(type(endpoint), "updates_to_fail", 0)
-    endpoint.endpoint_status = "Failed" if failing else "InService"
-    reason = "the new fleet did not pass the ping" if failing else None
-    setattr(endpoint, "failure_reason", reason)  # noqa: B010 (moto types it as None)
-    setattr(type(endpoint), "updates_to_fail", max(0, failing - 1))  # noqa: B010
-    return ActionResult({"EndpointArn": endpoint.arn})
-
-
 @pytest.fixture(autouse=True)
-def moto_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(SageMakerResponse, "update_endpoint", _update_endpoint, raising=False)
+def endpoint_lifecycle(monkeypatch: pytest.MonkeyPatch) -> motoendpoints.Lifecycle:
+    """moto's endpoints pass through Creating/Updating/Deleting (tests/deploy/motoendpoints.py)."""
+    return motoendpoints.install(monkeypatch)
 
 
 @pytest.fixture
-def failing_endpoints(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Endpoints moto creates from now on are Failed; returns the reason."""
+def failing_endpoints(endpoint_lifecycle: motoendpoints.Lifecycle) -> str:
+    """Endpoints moto creates from now on end Failed; returns the reason."""
     reason = "The primary container for production variant AllTraffic did not pass the ping"
-    original = sagemaker_models.FakeEndpoint.__init__
-
-    def failing_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.endpoint_status = "Failed"
-        self.failure_reason = reason
-
-    monkeypatch.setattr(sagemaker_models.FakeEndpoint, "__init__", failing_init)
+    endpoint_lifecycle.create_failure = reason
     return reason
 
 

@@ -15,6 +15,7 @@ from tests.deploy.conftest import (
     make_archive,
     sagemaker_resources,
 )
+from tests.deploy.motoendpoints import UPDATE_FAILURE, Lifecycle
 
 FAST = ("--poll", "0.01")
 
@@ -24,6 +25,15 @@ def _config(aws: AwsWorld, name: str) -> dict[str, Any]:
         EndpointConfigName=name
     )
     return config
+
+
+def _statuses(out: str, name: str) -> list[str]:
+    """The statuses the wait loop printed, in order (``[   3s] NAME: Status``)."""
+    return [
+        line.split(f"] {name}: ", 1)[1]
+        for line in out.splitlines()
+        if line.startswith("[") and f"] {name}: " in line
+    ]
 
 
 def test_boto3_reads_aws_endpoint_url_itself(aws: AwsWorld) -> None:
@@ -57,7 +67,7 @@ def test_create_endpoint_model_config_endpoint_in_service(
 ) -> None:
     result = cli("create-endpoint", "demo", *FAST)
     assert result.code == 0, result.err
-    assert "demo: InService" in result.out
+    assert _statuses(result.out, "demo") == ["Creating", "InService"]
     sm = aws.client("sagemaker")
     endpoint = sm.describe_endpoint(EndpointName="demo")
     assert endpoint["EndpointStatus"] == "InService"
@@ -98,6 +108,7 @@ def test_update_moves_to_a_new_config_and_deletes_the_old_one(
     make_archive(aws.archive, marker="v2")
     result = cli("update-endpoint", "demo", *FAST)
     assert result.code == 0, result.err
+    assert _statuses(result.out, "demo") == ["Updating", "InService"]
     now = sagemaker_resources(aws)
     current = aws.client("sagemaker").describe_endpoint(EndpointName="demo")["EndpointConfigName"]
     assert now["configs"] == [current] and now["models"] == [current]
@@ -121,6 +132,7 @@ def test_delete_endpoint_leaves_nothing(
     result = cli("delete-endpoint", "demo", *FAST)
     assert result.code == 0, result.err
     assert "deleted endpoint demo" in result.out
+    assert _statuses(result.out, "demo") == ["Deleting", "Deleted"]
     assert sagemaker_resources(aws) == {"endpoints": [], "configs": [], "models": []}
     scaling = aws.client("application-autoscaling")
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
@@ -213,22 +225,61 @@ def test_endpoint_that_fails_to_create_prints_reason_and_log_tail(
     )
 
 
+def test_failed_update_that_sagemaker_reverts_is_reported_and_cleaned_up(
+    aws: AwsWorld,
+    cli: Callable[..., Result],
+    pushed: str,
+    endpoint_lifecycle: Lifecycle,
+) -> None:
+    """SageMaker's usual failed update: the endpoint is InService again on the previous config,
+    with a FailureReason; the new release is deleted, no rollback call is needed."""
+    assert cli("create-endpoint", "demo", *FAST).code == 0
+    before = sagemaker_resources(aws)
+    endpoint_lifecycle.update_outcomes.append("reverted")
+    make_archive(aws.archive, marker="v2")
+    result = cli("update-endpoint", "demo", *FAST)
+    assert result.code == 3, result.err
+    assert _statuses(result.out, "demo") == ["Updating", "InService"]
+    assert UPDATE_FAILURE in result.out and "rolling demo back" not in result.out
+    assert result.err.count("\n") == 1 and "it runs the previous config" in result.err
+    assert sagemaker_resources(aws) == before
+
+
 def test_failed_update_rolls_back_to_the_previous_config(
     aws: AwsWorld,
     cli: Callable[..., Result],
     pushed: str,
-    monkeypatch: Any,
+    endpoint_lifecycle: Lifecycle,
 ) -> None:
+    """An update that leaves the endpoint Failed on the new config: deploy sends it back to the
+    previous one and waits for that too."""
     assert cli("create-endpoint", "demo", *FAST).code == 0
     before = sagemaker_resources(aws)
-    from moto.sagemaker import models
-
-    monkeypatch.setattr(models.FakeEndpoint, "updates_to_fail", 1, raising=False)
+    endpoint_lifecycle.update_outcomes.append("failed")
     make_archive(aws.archive, marker="v2")
     result = cli("update-endpoint", "demo", *FAST)
     assert result.code == 3 and "rolling demo back to" in result.out
-    assert "the new fleet did not pass the ping" in result.out
+    assert _statuses(result.out, "demo") == ["Updating", "Failed", "Updating", "InService"]
+    assert UPDATE_FAILURE in result.out
     assert "it runs the previous config" in result.err
     assert sagemaker_resources(aws) == before
     endpoint = aws.client("sagemaker").describe_endpoint(EndpointName="demo")
     assert endpoint["EndpointStatus"] == "InService"
+    assert [endpoint["EndpointConfigName"]] == before["configs"]
+
+
+def test_wait_timeout_ends_the_wait_with_one_line(
+    aws: AwsWorld,
+    cli: Callable[..., Result],
+    pushed: str,
+    endpoint_lifecycle: Lifecycle,
+) -> None:
+    endpoint_lifecycle.stuck = True
+    result = cli("create-endpoint", "demo", "--poll", "0.01", "--wait-timeout", "0.2")
+    assert result.code == 3, result.err
+    assert _statuses(result.out, "demo") == ["Creating"]
+    assert result.err == (
+        "deploy: demo still Creating after 0 s; see `python -m deploy status demo`\n"
+    )
+    endpoint = aws.client("sagemaker").describe_endpoint(EndpointName="demo")
+    assert endpoint["EndpointStatus"] == "Creating"  # left as it is, for the user to look at

@@ -70,7 +70,7 @@ def test_sdk_model_deploy_creates_model_config_and_endpoint(aws: AwsWorld, pushe
         model_data_download_timeout=240,
         serializer=JSONSerializer(),
         deserializer=JSONDeserializer(),
-        wait=False,  # the SDK's own wait polls every 30 s; moto is InService at once
+        wait=False,  # the SDK's own wait polls every 30 s
     )
     assert session.wait_for_endpoint("sdk-demo", poll=0.1)["EndpointStatus"] == "InService"
     sm = aws.client("sagemaker")
@@ -83,6 +83,10 @@ def test_sdk_model_deploy_creates_model_config_and_endpoint(aws: AwsWorld, pushe
     assert described["Image"] == pushed and described["ModelDataUrl"] == model_data
     predictor.delete_endpoint()
     model.delete_model()
+    # Deleting, as on SageMaker, until a describe finds it gone (tests/deploy/motoendpoints.py)
+    sm.get_waiter("endpoint_deleted").wait(
+        EndpointName="sdk-demo", WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
 
