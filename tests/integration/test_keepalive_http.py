@@ -123,8 +123,8 @@ def test_an_error_answer_keeps_the_connection(
     connection.close()
 
 
-# Answers with the worker's pid. The first worker to load is ready at once; the others take a
-# few seconds, so the first one is alone when the client connects.
+# Answers with the worker's pid. The first worker to load is ready at once; the others load
+# only once the test creates the file "release", so the first one is alone until then.
 WHO = """
 import os
 import time
@@ -134,7 +134,11 @@ def model_fn(model_dir):
     try:
         os.close(os.open(os.path.join(model_dir, "first"), os.O_CREAT | os.O_EXCL))
     except FileExistsError:
-        time.sleep(3)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(model_dir, "release")):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test never released this worker")
+            time.sleep(0.02)
     return None
 
 
@@ -164,14 +168,14 @@ def test_connections_are_shared_out_evenly_between_workers(
     (tmp_path / "who" / "code").mkdir(parents=True)
     (tmp_path / "who" / "code" / "inference.py").write_text(WHO)
     server = serve_model(tmp_path / "who", workers=2)
-    time.sleep(0.2)  # the ready worker publishes its state within milliseconds of loading
     connections = [
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(8)
     ]
     try:
         first = _served_by(connections)
         assert len(set(first)) == 1  # the other worker is still loading: it takes no connection
-        deadline = time.monotonic() + 30
+        (tmp_path / "who" / "release").touch()
+        deadline = time.monotonic() + 60
         while True:  # once it is ready, the busy worker hands connections over
             pids = _served_by(connections)
             counts = sorted(pids.count(pid) for pid in set(pids))
