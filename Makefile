@@ -37,7 +37,7 @@ help:
 	@echo "make deploy      create or update the SageMaker endpoint ENDPOINT=$(ENDPOINT)"
 	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
 	@echo "make bench-gpu   on a machine with CUDA: served at batch 32 against the bare forward, both engines"
-	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS): errors, memory growth"
+	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS) per engine: errors, memory growth"
 	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -131,10 +131,12 @@ bench-gpu: $(GPU_VENV)/.installed
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	BENCH_GPU_ONLY=1 $(GPU_VENV)/bin/python bench/run.py
 
-# Saturation for a while: requests, errors and RSS growth; fails on any error or >10% growth.
+# Saturation for a while on each HTTP engine: requests, errors and RSS growth; fails on any error
+# or >10% growth.
 soak: build/digits.tar.gz
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
-	$(PY) bench/soak.py $(SOAK_SECONDS)
+	$(PY) bench/soak.py $(SOAK_SECONDS) gunicorn
+	$(PY) bench/soak.py $(SOAK_SECONDS) granian
 
 # The docs are built into a temporary directory: --strict fails on a broken link or anchor.
 lint: $(STAMP)

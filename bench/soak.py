@@ -1,6 +1,7 @@
 """`make soak`: the digits example at saturation for a while; requests, errors, memory growth.
 
-Usage: python bench/soak.py [SECONDS]      (default 300; `make test` runs 60)
+Usage: python bench/soak.py [SECONDS [ENGINE]]   (default 300 s on gunicorn; `make soak` runs
+each engine in turn, `make test` for 60 s each)
 
 Serves build/digits.tar.gz (the `digit` built-in, two workers, batch 8 / 2 ms) under wrk
 (2 threads, 16 connections) after a warm-up, and reports the requests answered, the non-2xx
@@ -35,7 +36,7 @@ def worker_rss(master: int) -> dict[int, int]:
     }
 
 
-def main(seconds: int) -> int:
+def main(seconds: int, engine: str = "gunicorn") -> int:
     if not ARCHIVE.exists():
         raise SystemExit(f"soak: {ARCHIVE} is missing (make model builds it)")
     with tempfile.TemporaryDirectory(prefix="byoserve-soak-") as tmp:
@@ -45,6 +46,7 @@ def main(seconds: int) -> int:
         script = write_script(scratch, payload, "image/png")
         port = free_port()
         args = ["--workers", "2", "--max-batch-size", "8", "--max-batch-delay-ms", "2"]
+        args += ["--http-engine", engine]
         command = byoserve_command(ARCHIVE, port, args)
         with running(command, port, scratch / "soak.log") as (url, _, master):
             run_wrk(f"{url}/invocations", script, WARMUP_S)
@@ -53,8 +55,9 @@ def main(seconds: int) -> int:
             after = worker_rss(master)
     growth = {pid: (after.get(pid, 0) - rss) / rss for pid, rss in before.items()}
     print(
-        f"soak: {seconds} s, {result.requests} requests ({result.requests_per_s:.0f}/s), "
-        f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors, p99 "
+        f"soak ({engine}): {seconds} s, {result.requests} requests "
+        f"({result.requests_per_s:.0f}/s), {result.non_2xx} non-2xx, "
+        f"{result.socket_errors} socket errors, p99 "
         f"{result.p99_ms:.1f} ms; worker RSS "
         + ", ".join(
             f"{before[pid] / 2**20:.0f} -> {after.get(pid, 0) / 2**20:.0f} MiB ({growth[pid]:+.1%})"
@@ -63,10 +66,15 @@ def main(seconds: int) -> int:
     )
     replaced = set(before) != set(after)
     if result.errors or replaced or any(g > MAX_GROWTH for g in growth.values()):
-        print("soak: FAILED (errors, a worker replaced, or memory growth over 10%)")
+        print(f"soak ({engine}): FAILED (errors, a worker replaced, or memory growth over 10%)")
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 300))
+    sys.exit(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 300,
+            sys.argv[2] if len(sys.argv) > 2 else "gunicorn",
+        )
+    )
