@@ -123,12 +123,19 @@ def test_directory_holding_only_model_tar_gz_is_unpacked_elsewhere(
     assert_digits_answer(response.json(), digits, images)
 
 
-@pytest.mark.parametrize("layout", ["sentiment_tree", "sentiment_archive_dir"])
+@pytest.mark.parametrize(
+    ("layout", "engine"),
+    [
+        ("sentiment_tree", "gunicorn"),
+        ("sentiment_archive_dir", "gunicorn"),
+        ("sentiment_archive_dir", "granian"),
+    ],
+)
 def test_sentiment_example(
-    containers: Containers, request: pytest.FixtureRequest, layout: str
+    containers: Containers, request: pytest.FixtureRequest, layout: str, engine: str
 ) -> None:
     model: Path = request.getfixturevalue(layout)
-    server = containers.run(model)
+    server = containers.run(model, env={"BYOSERVE_HTTP_ENGINE": engine})
     server.wait_ready()
     response = requests.post(
         f"{server.url}/invocations",
@@ -150,8 +157,11 @@ def test_bind_to_port_variable_moves_the_port(containers: Containers, slow_tree:
     assert not any(state == LISTEN for state, _ in server_sockets(pid, 8080))
 
 
-def test_sigterm_during_a_request_lets_it_finish(containers: Containers, slow_tree: Path) -> None:
-    server = containers.run(slow_tree)
+@pytest.mark.parametrize("engine", ["gunicorn", "granian"])
+def test_sigterm_during_a_request_lets_it_finish(
+    containers: Containers, slow_tree: Path, engine: str
+) -> None:
+    server = containers.run(slow_tree, env={"BYOSERVE_HTTP_ENGINE": engine})
     server.wait_ready()
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
@@ -187,7 +197,7 @@ def test_sigterm_during_a_request_lets_it_finish(containers: Containers, slow_tr
     assert status == 200 and json.loads(body) == {"slept": 3}, details
     assert stop.returncode == 0, details
     assert elapsed < 30, details
-    # 0: gunicorn's master (PID 1) shut down on SIGTERM; 137 would be podman's SIGKILL at 30 s.
+    # 0: the server (PID 1) shut down on SIGTERM; 137 would be podman's SIGKILL at 30 s.
     assert server.state()["ExitCode"] == 0, details
 
 

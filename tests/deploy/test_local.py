@@ -153,10 +153,22 @@ def test_chain_create_endpoint_invoke_locally_delete(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["gunicorn", "granian"])
 def test_invoke_reads_the_body_from_stdin(
-    aws: AwsWorld, local_server: Callable[..., LocalServer]
+    aws: AwsWorld, local_server: Callable[..., LocalServer], engine: str
 ) -> None:
+    """The definition's [environment] reaches the local server: its HTTP engine among it."""
+    definition = aws.endpoints_dir / "demo.toml"
+    workers = 'SAGEMAKER_MODEL_SERVER_WORKERS = "1"\n'
+    text = definition.read_text()
+    assert workers in text
+    definition.write_text(text.replace(workers, f'{workers}BYOSERVE_HTTP_ENGINE = "{engine}"\n'))
     server = local_server("demo", "--no-docker")
+    assert (
+        requests.get(f"{server.url}/ping", timeout=10)
+        .headers["Server"]
+        .startswith({"gunicorn": "gunicorn", "granian": "granian"}[engine])
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "deploy", "invoke", "demo", "--endpoint-url", server.url],
         input='{"from": "stdin"}',
