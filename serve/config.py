@@ -497,6 +497,13 @@ class ServingConfig:
         parse=_path,
         help="where the workers' metrics files are kept (default: a fresh temp dir)",
     )
+    serverless: bool = setting(
+        False,
+        "BYOSERVE_SERVERLESS",
+        parse=_bool,
+        help="run as SageMaker Serverless wants: one worker unless set, and nothing written "
+        "outside the temp dir (TMPDIR): requirements go there, not into site-packages",
+    )
 
     def __post_init__(self) -> None:
         # workers=0 and torch_threads=0 (the CPUs available) are resolved where the server is
