@@ -491,3 +491,19 @@ def test_the_example_definitions_parse(tmp_path: Path) -> None:
     assert answers.autoscaling.min_capacity == 0
     quiet = load_definition(str(examples / "sentiment-serverless.toml"), examples)
     assert quiet.hosting == "serverless" and quiet.serverless is not None
+
+
+def test_a_serverless_endpoint_updates_to_new_memory(
+    aws: AwsWorld, cli: Callable[..., Result]
+) -> None:
+    push_to_moto(aws, 1000)
+    _define(aws, "quiet", _serverless(aws))
+    assert cli("create-endpoint", "quiet", *FAST).code == 0
+    first = _running_config(aws, "quiet")["EndpointConfigName"]
+    _define(aws, "quiet", _serverless(aws).replace("memory_mb = 2048", "memory_mb = 4096"))
+    result = cli("create-endpoint", "quiet", *FAST)
+    assert result.code == 0, result.err
+    config = _running_config(aws, "quiet")
+    assert config["EndpointConfigName"] != first
+    assert config["ProductionVariants"][0]["ServerlessConfig"]["MemorySizeInMB"] == 4096
+    assert sagemaker_resources(aws)["configs"] == [config["EndpointConfigName"]]
