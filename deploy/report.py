@@ -14,7 +14,8 @@ from deploy.release import MODE_MULTI, MODE_SINGLE, model_container
 
 def endpoint_report(aws: Aws, name: str) -> dict[str, Any]:
     """Status, config, variants, the model's mode and data (for multi-model, the archives under
-    its prefix) and the autoscaling target of endpoint ``name``."""
+    its prefix), an asynchronous endpoint's config and its scale-from-zero alarm, and the
+    autoscaling target and policies of endpoint ``name``."""
     found = describe_endpoint(aws, name)
     if found is None:
         raise DeployError(f"no endpoint {name} in {aws.region}")
@@ -34,7 +35,10 @@ def endpoint_report(aws: Aws, name: str) -> dict[str, Any]:
         "AsyncInferenceConfig": config.get("AsyncInferenceConfig") or None,
         "ScalableTarget": scaling.scalable_target(aws, name),
         "ScalingPolicies": [policy["PolicyName"] for policy in scaling.scaling_policies(aws, name)],
-        "BacklogAlarm": scaling.backlog_alarm(aws, name),
+        # Only asynchronous endpoints have one (and others need no cloudwatch:DescribeAlarms).
+        "BacklogAlarm": (
+            scaling.backlog_alarm(aws, name) if config.get("AsyncInferenceConfig") else None
+        ),
     }
     if report["Mode"] == MODE_MULTI and report["ModelDataUrl"]:
         report["Targets"] = list_targets(aws, ModelPrefix.parse(report["ModelDataUrl"]))
