@@ -210,19 +210,7 @@ def autoscale(args: argparse.Namespace, settings: DeploySettings) -> int:
         max_capacity=args.max or base.max_capacity,
         **({target_field: args.target} if args.target else {}),
     )
-    lowest = 0 if hosting_mode == "async" else 1
-    if not lowest <= bounds.min_capacity <= bounds.max_capacity:
-        raise DeployError(
-            f"need {lowest} <= --min <= --max"
-            + ("" if lowest == 0 else " (scaling to zero is for [async] endpoints only)")
-        )
-    if hosting_mode == "serverless" and (
-        definition.serverless is None or definition.serverless.provisioned_concurrency is None
-    ):
-        raise DeployError(
-            f"{definition.name} is serverless: only provisioned concurrency scales; set "
-            f"[serverless] provisioned_concurrency in {definition.source}"
-        )
+    _check_bounds(definition, bounds)
     aws = _aws(settings, definition)
     if endpoints.describe_endpoint(aws, definition.name) is None:
         raise DeployError(f"no endpoint {definition.name}: run create-endpoint first")
@@ -238,6 +226,25 @@ def autoscale(args: argparse.Namespace, settings: DeploySettings) -> int:
             f"{bounds.max_capacity} {unit}, target {getattr(bounds, target_field):g} {what}"
         )
     return 0
+
+
+def _check_bounds(definition: EndpointDefinition, bounds: Autoscaling) -> None:
+    """What ``autoscale``'s flags may ask of the endpoint's hosting mode."""
+    if bounds.min_capacity == 0 and definition.async_inference is None:
+        raise DeployError("--min 0 (scaling to zero) is for [async] endpoints only")
+    if not 0 <= bounds.min_capacity <= bounds.max_capacity:
+        raise DeployError("need 0 <= --min <= --max")
+    serverless = definition.serverless
+    if serverless is not None and serverless.provisioned_concurrency is None:
+        raise DeployError(
+            f"{definition.name} is serverless: only provisioned concurrency scales; set "
+            f"[serverless] provisioned_concurrency in {definition.source}"
+        )
+    if serverless is not None and bounds.max_capacity > serverless.max_concurrency:
+        raise DeployError(
+            f"--max {bounds.max_capacity}: provisioned concurrency goes up to [serverless] "
+            f"max_concurrency ({serverless.max_concurrency})"
+        )
 
 
 def status(args: argparse.Namespace, settings: DeploySettings) -> int:
