@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deploy import archives, endpoints, images, local, multimodel, scaling
+from deploy import archives, endpoints, hosting, images, local, multimodel, scaling
 from deploy.aws import Aws
 from deploy.cloudwatch import format_tail
 from deploy.definitions import (
@@ -158,16 +159,24 @@ def create_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     """Upload, then create the endpoint or move it to the new release; wait; autoscale."""
     definition = _definition(args, settings)
     aws = _aws(settings, definition)
-    if args.require_existing and endpoints.describe_endpoint(aws, definition.name) is None:
+    found = endpoints.describe_endpoint(aws, definition.name)
+    if args.require_existing and found is None:
         raise DeployError(f"no endpoint {definition.name}: use create-endpoint first")
     role = settings.require("role_arn", definition.role_arn, str(definition.source))
     image = args.image or images.recorded_image(definition.repository, settings.images_dir).uri
+    if definition.serverless is not None:
+        if found is not None:
+            hosting.check_mode_change(aws, definition, found)
+        hosting.check_serverless_image(aws, image)
+    bucket = settings.bucket or definition.bucket
+    if definition.async_inference is not None:  # a missing bucket is told before any upload
+        hosting.async_inference_config(definition.async_inference, bucket, definition.name)
     check_role(aws, role)
     model_data, targets = _model_data(args, settings, definition, aws)
-    release = Release.of(definition, image, model_data, role, targets)
+    release = Release.of(definition, image, model_data, role, targets, bucket)
     config = endpoints.deploy_release(aws, release, _waiting(args), force=args.force)
     if definition.autoscaling is not None and not args.no_wait:
-        scaling.apply_scaling(aws, definition.name, definition.autoscaling)
+        scaling.apply_scaling(aws, definition.name, definition.autoscaling, definition.hosting)
     if not settings.dry_run:
         print(f"{definition.name} runs {config} (image {image}, model {model_data})")
     return 0
@@ -185,29 +194,57 @@ def delete_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
 
 
 def autoscale(args: argparse.Namespace, settings: DeploySettings) -> int:
-    """Target tracking on invocations per instance, bounds from the definition or flags."""
+    """Target tracking, bounds from the definition or flags: on invocations per instance, on
+    the queue for an asynchronous endpoint (which may scale to 0), on provisioned concurrency
+    utilization for a serverless one."""
     definition = _definition(args, settings)
+    hosting_mode = definition.hosting
     base = definition.autoscaling or Autoscaling()
-    bounds = Autoscaling(
-        min_capacity=args.min or base.min_capacity,
+    target_field = {
+        "async": "target_backlog_per_instance",
+        "serverless": "target_provisioned_concurrency_utilization",
+    }.get(hosting_mode, "target_invocations_per_instance")
+    bounds = replace(
+        base,
+        min_capacity=base.min_capacity if args.min is None else args.min,
         max_capacity=args.max or base.max_capacity,
-        target_invocations_per_instance=args.target or base.target_invocations_per_instance,
-        scale_in_cooldown=base.scale_in_cooldown,
-        scale_out_cooldown=base.scale_out_cooldown,
+        **({target_field: args.target} if args.target else {}),
     )
-    if not 1 <= bounds.min_capacity <= bounds.max_capacity:
-        raise DeployError("need 1 <= --min <= --max")
+    _check_bounds(definition, bounds)
     aws = _aws(settings, definition)
     if endpoints.describe_endpoint(aws, definition.name) is None:
         raise DeployError(f"no endpoint {definition.name}: run create-endpoint first")
-    scaling.apply_scaling(aws, definition.name, bounds)
+    scaling.apply_scaling(aws, definition.name, bounds, hosting_mode)
     if not settings.dry_run:
+        what = {
+            "async": "requests waiting per instance",
+            "serverless": "provisioned concurrency in use",
+        }.get(hosting_mode, "invocations per instance per minute")
+        unit = "provisioned concurrency" if hosting_mode == "serverless" else "instances"
         print(
             f"{scaling.resource_id(definition.name)}: {bounds.min_capacity}-"
-            f"{bounds.max_capacity} instances, target {bounds.target_invocations_per_instance:g} "
-            "invocations per instance per minute"
+            f"{bounds.max_capacity} {unit}, target {getattr(bounds, target_field):g} {what}"
         )
     return 0
+
+
+def _check_bounds(definition: EndpointDefinition, bounds: Autoscaling) -> None:
+    """What ``autoscale``'s flags may ask of the endpoint's hosting mode."""
+    if bounds.min_capacity == 0 and definition.async_inference is None:
+        raise DeployError("--min 0 (scaling to zero) is for [async] endpoints only")
+    if not 0 <= bounds.min_capacity <= bounds.max_capacity:
+        raise DeployError("need 0 <= --min <= --max")
+    serverless = definition.serverless
+    if serverless is not None and serverless.provisioned_concurrency is None:
+        raise DeployError(
+            f"{definition.name} is serverless: only provisioned concurrency scales; set "
+            f"[serverless] provisioned_concurrency in {definition.source}"
+        )
+    if serverless is not None and bounds.max_capacity > serverless.max_concurrency:
+        raise DeployError(
+            f"--max {bounds.max_capacity}: provisioned concurrency goes up to [serverless] "
+            f"max_concurrency ({serverless.max_concurrency})"
+        )
 
 
 def status(args: argparse.Namespace, settings: DeploySettings) -> int:

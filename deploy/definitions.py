@@ -33,6 +33,8 @@ KNOWN_KEYS = {
         "min_capacity",
         "max_capacity",
         "target_invocations_per_instance",
+        "target_backlog_per_instance",
+        "target_provisioned_concurrency_utilization",
         "scale_in_cooldown",
         "scale_out_cooldown",
     },
@@ -56,6 +58,8 @@ RESPONSE_TOPICS = {
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_SERVERLESS_CONCURRENCY = 200
 MAX_ASYNC_TIMEOUT = 3600  # seconds, SageMaker's InvocationTimeoutSeconds bound
+# Accelerated instance families (GPU, Inferentia, Trainium): serverless has none of them.
+ACCELERATED_INSTANCE = re.compile(r"^ml\.(p|g|inf|trn)\d")
 KNOWN_TABLES = set(KNOWN_KEYS) | {"environment"}
 
 
@@ -65,13 +69,21 @@ class DefinitionError(DeployError):
 
 @dataclass(frozen=True, slots=True)
 class Autoscaling:
-    """Application Auto Scaling bounds and target for the ``AllTraffic`` variant."""
+    """Application Auto Scaling bounds and target for the ``AllTraffic`` variant.
+
+    A real-time endpoint tracks invocations per instance; an asynchronous one tracks its queue
+    (``target_backlog_per_instance``) and may scale to ``min_capacity = 0``; a serverless one
+    scales its provisioned concurrency (the bounds count it, not instances) to keep
+    ``target_provisioned_concurrency_utilization`` of it busy.
+    """
 
     min_capacity: int = 1
     max_capacity: int = 1
     target_invocations_per_instance: float = 100.0
     scale_in_cooldown: int = 300
     scale_out_cooldown: int = 60
+    target_backlog_per_instance: float = 5.0
+    target_provisioned_concurrency_utilization: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +183,13 @@ class EndpointDefinition:
         return self.mode == MULTI_MODEL
 
     @property
+    def hosting(self) -> str:
+        """``real-time``, ``async`` or ``serverless``: how SageMaker hosts the endpoint."""
+        if self.serverless is not None:
+            return "serverless"
+        return "real-time" if self.async_inference is None else "async"
+
+    @property
     def archive_hint(self) -> str:
         """How to produce the archive, for error messages."""
         if self.make_target:
@@ -225,16 +244,73 @@ def _autoscaling(table: dict[str, Any], where: str) -> Autoscaling | None:
         ),
         scale_in_cooldown=_typed(table, "scale_in_cooldown", int, 300, where),
         scale_out_cooldown=_typed(table, "scale_out_cooldown", int, 60, where),
+        target_backlog_per_instance=_typed(table, "target_backlog_per_instance", float, 5.0, where),
+        target_provisioned_concurrency_utilization=_typed(
+            table, "target_provisioned_concurrency_utilization", float, 0.5, where
+        ),
     )
-    if not 1 <= scaling.min_capacity <= scaling.max_capacity:
-        raise DefinitionError(f"{where}: need 1 <= min_capacity <= max_capacity")
+    if not 0 <= scaling.min_capacity <= scaling.max_capacity or scaling.max_capacity < 1:
+        raise DefinitionError(f"{where}: need 0 <= min_capacity <= max_capacity, max >= 1")
     return scaling
+
+
+# The [autoscaling] keys that mean something for each hosting mode.
+_SCALING_KEYS = {
+    "real-time": {"target_invocations_per_instance"},
+    "async": {"target_backlog_per_instance"},
+    "serverless": {"target_provisioned_concurrency_utilization"},
+}
+
+
+def _check_scaling(definition: EndpointDefinition, table: dict[str, Any], where: str) -> None:
+    """Refuse what the endpoint's hosting mode cannot scale: zero outside async, instances on
+    serverless (only provisioned concurrency scales there), another mode's target."""
+    scaling = definition.autoscaling
+    if scaling is None:
+        return
+    mode = definition.hosting
+    foreign = sorted(
+        key for other, keys in _SCALING_KEYS.items() if other != mode for key in keys & set(table)
+    )
+    if foreign:
+        raise DefinitionError(
+            f"{where}: `{foreign[0]}` does not apply to a {mode} endpoint "
+            f"(its target is `{min(_SCALING_KEYS[mode])}`)"
+        )
+    if scaling.min_capacity == 0 and mode != "async":
+        raise DefinitionError(
+            f"{where}: min_capacity = 0 (scale to zero) is for [async] endpoints only"
+        )
+    serverless = definition.serverless
+    if serverless is None:
+        return
+    if serverless.provisioned_concurrency is None:
+        raise DefinitionError(
+            f"{where}: a serverless endpoint scales itself; [autoscaling] scales only "
+            "provisioned concurrency: set [serverless] provisioned_concurrency, or remove it"
+        )
+    if scaling.max_capacity > serverless.max_concurrency:
+        raise DefinitionError(
+            f"{where}: max_capacity (provisioned concurrency) must be at most [serverless] "
+            f"max_concurrency ({serverless.max_concurrency})"
+        )
+    if not 0.1 <= scaling.target_provisioned_concurrency_utilization <= 0.9:
+        raise DefinitionError(
+            f"{where}: `target_provisioned_concurrency_utilization` must be 0.1-0.9"
+        )
 
 
 def _s3_path(table: dict[str, Any], key: str, where: str) -> str | None:
     value: str | None = _typed(table, key, str, None, where)
     if value is not None and not value.startswith("s3://"):
         raise DefinitionError(f"{where}: `{key}` must be an s3:// path, not {value!r}")
+    return value
+
+
+def _topic(table: dict[str, Any], key: str, where: str) -> str | None:
+    value: str | None = _typed(table, key, str, None, where)
+    if value is not None and not (value.startswith("arn:") and ":sns:" in value):
+        raise DefinitionError(f"{where}: `{key}` must be an SNS topic ARN, not {value!r}")
     return value
 
 
@@ -261,11 +337,16 @@ def _async_inference(table: dict[str, Any] | None, where: str) -> AsyncInference
     _between(concurrency, 1, 1000, "max_concurrent_invocations_per_instance", where)
     timeout = _typed(table, "invocation_timeout", int, 900, where)
     _between(timeout, 1, MAX_ASYNC_TIMEOUT, "invocation_timeout", where)
+    topic_arns = {key: _topic(table, key, where) for key in ("success_topic", "error_topic")}
+    for name in included:
+        key = "success_topic" if name == RESPONSE_TOPICS["success"] else "error_topic"
+        if topic_arns[key] is None:
+            raise DefinitionError(f"{where}: `include_response_in` names {name}: set `{key}`")
     return AsyncInference(
         output_path=_s3_path(table, "output_path", where),
         failure_path=_s3_path(table, "failure_path", where),
-        success_topic=_typed(table, "success_topic", str, None, where),
-        error_topic=_typed(table, "error_topic", str, None, where),
+        success_topic=topic_arns["success_topic"],
+        error_topic=topic_arns["error_topic"],
         include_response_in=tuple(dict.fromkeys(included)),
         max_concurrent_invocations_per_instance=concurrency,
         invocation_timeout=timeout,
@@ -393,7 +474,24 @@ def parse_definition(name: str, data: dict[str, Any], source: Path) -> EndpointD
         raise DefinitionError(
             f"{source}: a serverless endpoint cannot be multi-model (SageMaker refuses it)"
         )
+    if definition.serverless:
+        _check_serverless(definition, endpoint)
+    _check_scaling(definition, data.get("autoscaling", {}), f"{source} [autoscaling]")
     return definition
+
+
+def _check_serverless(definition: EndpointDefinition, endpoint: dict[str, Any]) -> None:
+    """Serverless runs on CPUs only: no accelerated instance type, no GPU image."""
+    if "instance_type" in endpoint and ACCELERATED_INSTANCE.match(definition.instance_type):
+        raise DefinitionError(
+            f"{definition.source}: a serverless endpoint has no GPU or accelerator: "
+            f"[endpoint] instance_type {definition.instance_type} cannot be served serverless"
+        )
+    if "gpu" in definition.dockerfile.lower():
+        raise DefinitionError(
+            f"{definition.source}: a serverless endpoint has no GPU: build the CPU image "
+            f'([image] dockerfile = "Dockerfile"), not {definition.dockerfile}'
+        )
 
 
 def load_definition(name: str, endpoints_dir: Path) -> EndpointDefinition:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from deploy.aws import Aws, error_code
 from deploy.definitions import EndpointDefinition
 from deploy.errors import DeployError
+from deploy.hosting import async_inference_config, container_environment, serverless_config
 
 ENDPOINT_TAG = "byoserve:endpoint"
 RELEASE_TAG = "byoserve:release"
@@ -42,6 +43,10 @@ class Release:
     # Multi-model only: the definition's archives (name -> sha256) under the model_data_url prefix.
     # Archives added later with upload-model are not part of the release.
     targets: dict[str, str] | None = None
+    # Asynchronous endpoints: the endpoint config's AsyncInferenceConfig.
+    async_config: dict[str, Any] | None = None
+    # Serverless endpoints: the variant's ServerlessConfig, in place of instances.
+    serverless: dict[str, int] | None = None
 
     @classmethod
     def of(
@@ -51,7 +56,10 @@ class Release:
         model_data_url: str,
         role_arn: str,
         targets: dict[str, str] | None = None,
+        bucket: str | None = None,
     ) -> Release:
+        """The release of ``definition``; ``bucket`` holds an async endpoint's default output."""
+        spec = definition.async_inference
         return cls(
             endpoint=definition.name,
             image_uri=image_uri,
@@ -61,8 +69,10 @@ class Release:
             instance_count=definition.instance_count,
             startup_health_check_timeout=definition.startup_health_check_timeout,
             model_data_download_timeout=definition.model_data_download_timeout,
-            environment=dict(definition.environment),
+            environment=container_environment(definition),
             targets=targets,
+            async_config=async_inference_config(spec, bucket, definition.name) if spec else None,
+            serverless=serverless_config(definition.serverless) if definition.serverless else None,
         )
 
     @property
@@ -78,10 +88,29 @@ class Release:
         brings up a fleet that has not cached the old ones.
         """
         fields = asdict(self)
-        if self.targets is None:
-            del fields["targets"]  # single-model releases keep the fingerprint they always had
+        # Real-time single-model releases keep the fingerprint they always had.
+        for name in ("targets", "async_config", "serverless"):
+            if fields[name] is None:
+                del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def variant(self, model_name: str) -> dict[str, Any]:
+        """The ``AllTraffic`` production variant: instances, or a serverless config."""
+        variant: dict[str, Any] = {"VariantName": VARIANT, "ModelName": model_name}
+        if self.serverless is not None:
+            return {**variant, "ServerlessConfig": self.serverless}
+        return {
+            **variant,
+            "InitialInstanceCount": self.instance_count,
+            "InstanceType": self.instance_type,
+            "ContainerStartupHealthCheckTimeoutInSeconds": self.startup_health_check_timeout,
+            "ModelDataDownloadTimeoutInSeconds": self.model_data_download_timeout,
+        }
+
+    def config_extras(self) -> dict[str, Any]:
+        """What ``CreateEndpointConfig`` takes besides the variant: an async endpoint's config."""
+        return {} if self.async_config is None else {"AsyncInferenceConfig": self.async_config}
 
     def tags(self) -> list[dict[str, str]]:
         return [
@@ -129,18 +158,8 @@ def create_release(aws: Aws, release: Release) -> str:
         "sagemaker",
         "create_endpoint_config",
         EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": VARIANT,
-                "ModelName": name,
-                "InitialInstanceCount": release.instance_count,
-                "InstanceType": release.instance_type,
-                "ContainerStartupHealthCheckTimeoutInSeconds": (
-                    release.startup_health_check_timeout
-                ),
-                "ModelDataDownloadTimeoutInSeconds": release.model_data_download_timeout,
-            }
-        ],
+        ProductionVariants=[release.variant(name)],
+        **release.config_extras(),
         Tags=release.tags(),
     )
     return name

@@ -52,7 +52,10 @@ def open_model(
         HandlerLoadError: the handler cannot be found or imported, or breaks its contract.
     """
     directory = prepare_model_dir(
-        path, unpack_dir=config.unpack_dir, install_requirements=install_requirements
+        path,
+        unpack_dir=config.unpack_dir,
+        install_requirements=install_requirements,
+        requirements_target=config.requirements_target,
     )
     if handler:  # a registration's handler (TorchServe's register parameter) over the manifest's
         directory = replace(directory, manifest=directory.manifest.with_handler(handler))

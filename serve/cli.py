@@ -54,6 +54,8 @@ def start(config: ServingConfig) -> int:
     from serve.process.server import run_server
 
     config = resolved(config)  # workers=0 and torch_threads=0: this machine's CPUs
+    if config.serverless:
+        sys.dont_write_bytecode = True  # __pycache__ would land beside the code, outside TMPDIR
     engine = engine_for(config)
     try:
         engine.check(config)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +498,13 @@ class ServingConfig:
         parse=_path,
         help="where the workers' metrics files are kept (default: a fresh temp dir)",
     )
+    serverless: bool = setting(
+        False,
+        "BYOSERVE_SERVERLESS",
+        parse=_bool,
+        help="run as SageMaker Serverless wants: one worker unless set, and nothing written "
+        "outside the temp dir (TMPDIR): requirements go there, not into site-packages",
+    )
 
     def __post_init__(self) -> None:
         # workers=0 and torch_threads=0 (the CPUs available) are resolved where the server is
@@ -505,6 +513,11 @@ class ServingConfig:
             # Below the request threads, so this bound (503 + Retry-After) is reached before
             # gthread's own unbounded wait for a free thread.
             object.__setattr__(self, "queue_size", max(1, self.threads // 2))
+        if self.serverless:
+            # One copy of the model (one worker), and archives unpacked under the temp dir, the
+            # one place a serverless container may write; workers=0 is "not set".
+            object.__setattr__(self, "workers", self.workers or 1)
+            object.__setattr__(self, "unpack_dir", self.unpack_dir or self.temp_dir)
         if self.models and self.model_store is None and "all" in self.models:
             raise ConfigError(
                 "--models all needs a model store (--model-store, BYOSERVE_MODEL_STORE)"
@@ -590,6 +603,17 @@ class ServingConfig:
         """One model from ``model_dir`` (the SageMaker single-model contract); else the server
         holds the models of ``models``, those loaded through the API, and the store's on demand."""
         return not (self.multi_model or self.model_store is not None or self.models)
+
+    @property
+    def temp_dir(self) -> Path:
+        """The temp dir (``TMPDIR``, else the system's), where a serverless container writes."""
+        return Path(tempfile.gettempdir())
+
+    @property
+    def requirements_target(self) -> Path | None:
+        """Where pip installs model requirements: under the temp dir when serverless (then on
+        ``sys.path``), else None, the environment's site-packages."""
+        return self.temp_dir / "byoserve-requirements" if self.serverless else None
 
     @property
     def max_payload_in_mb(self) -> int:

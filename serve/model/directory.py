@@ -64,7 +64,11 @@ class ModelDirectory:
 
 
 def prepare_model_dir(
-    path: Path, *, unpack_dir: Path | None = None, install_requirements: bool = True
+    path: Path,
+    *,
+    unpack_dir: Path | None = None,
+    install_requirements: bool = True,
+    requirements_target: Path | None = None,
 ) -> ModelDirectory:
     """Turn a model path into a ready model tree.
 
@@ -87,6 +91,8 @@ def prepare_model_dir(
         unpack_dir: Where to unpack an archive instead of the default locations.
         install_requirements: Install ``code/requirements.txt`` and the manifest's
             ``model.requirementsFile`` with pip.
+        requirements_target: Install them into this directory (put first on ``sys.path``)
+            instead of the environment; nothing goes to pip's cache either.
 
     Raises:
         ModelDirError: The path is missing, an archive is unsafe or corrupt, the manifest is not
@@ -107,7 +113,7 @@ def prepare_model_dir(
     model = ModelDirectory(root, code_dir if code_dir.is_dir() else None, manifest, manifest_path)
     if install_requirements:
         for requirements in _requirements_files(model):
-            install_requirements_file(requirements)
+            install_requirements_file(requirements, requirements_target)
     return model
 
 
@@ -179,8 +185,11 @@ def unpack_archive(archive: Path, target: Path) -> Path:
     return target
 
 
-def install_requirements_file(requirements: Path) -> None:
+def install_requirements_file(requirements: Path, target: Path | None = None) -> None:
     """Install a requirements file with pip; one holding only blanks and comments is skipped.
+
+    With ``target`` the packages go there (``pip --target``, no cache), and it is put first on
+    ``sys.path``: the environment may be read-only, as it is on SageMaker Serverless.
 
     Raises:
         ModelDirError: The file cannot be read, or pip failed (its last lines are included).
@@ -194,6 +203,8 @@ def install_requirements_file(requirements: Path) -> None:
         return
     logger.info("installing requirements from %s", requirements)
     cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
+    if target is not None:
+        cmd += ["--target", str(target), "--no-cache-dir", "--upgrade"]
     result = subprocess.run(
         [*cmd, "-r", str(requirements)],
         cwd=requirements.parent,
@@ -208,6 +219,8 @@ def install_requirements_file(requirements: Path) -> None:
             f"requirements file {requirements}: pip install failed "
             f"(exit {result.returncode}):\n{tail}"
         )
+    if target is not None and str(target) not in sys.path:
+        sys.path.insert(0, str(target))
 
 
 def activate_code_paths(model: ModelDirectory) -> None:

@@ -484,7 +484,9 @@ def test_manifest_requirements_file_is_installed(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     installed: list[Path] = []
-    monkeypatch.setattr(modeldir, "install_requirements_file", installed.append)
+    monkeypatch.setattr(
+        modeldir, "install_requirements_file", lambda path, target=None: installed.append(path)
+    )
     (model_dir / "code").mkdir()
     (model_dir / "code" / "requirements.txt").write_text("numpy\n")
     (model_dir / "extra.txt").write_text("numpy\n")
