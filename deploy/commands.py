@@ -356,14 +356,15 @@ def _local_source(
 
 def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
     """Serve the endpoint here, in its image or ``--no-docker`` with ``serve``: its archive, or
-    every archive of a multi-model endpoint, each loaded when a request first names it."""
+    every archive of a multi-model endpoint, each loaded when a request first names it; with
+    the environment it gets on SageMaker (its hosting mode's defaults under ``[environment]``)."""
     definition = _definition(args, settings)
     shown, serving = _local_source(args, definition)
     port = args.port or free_port()
     if settings.dry_run:
         Plan().record("local", "run", {**shown, "port": port})
         return 0
-    environment, timeout = definition.environment, args.ready_timeout
+    environment, timeout = hosting.container_environment(definition), args.ready_timeout
     with serving as source:
         if args.no_docker:
             local.serve_here(local.subprocess_server(source, port, environment, timeout))
