@@ -2,12 +2,13 @@
 
 moto runs as a ``ThreadedMotoServer`` on a free loopback port and every client reaches it through
 ``AWS_ENDPOINT_URL`` (boto3 reads it itself), exactly as a real AWS endpoint would be reached.
-Because the server runs in this process, two shims can be installed on it:
+Because the server runs in this process, shims can be installed on it:
 
 * moto 5.2 has no ``UpdateEndpoint``; ``moto_update_endpoint`` adds a faithful minimal one
   (the endpoint moves to the new config, InService at once, as moto's create does);
 * ``failing_endpoints`` makes every endpoint moto creates come up ``Failed`` with a
-  ``FailureReason``, and ``FakeEndpoint.updates_to_fail = N`` fails the next N updates:
+  ``FailureReason``, and ``FakeEndpoint.updates_to_fail = N`` fails the next N updates;
+  ``failing_transform_jobs`` does the same for transform jobs (moto completes them at once):
   states no API call can provoke.
 
 The container tests here build images (``deploy build``, pushes); the images those builds add,
@@ -135,6 +136,22 @@ def failing_endpoints(monkeypatch: pytest.MonkeyPatch) -> str:
         self.failure_reason = reason
 
     monkeypatch.setattr(sagemaker_models.FakeEndpoint, "__init__", failing_init)
+    return reason
+
+
+@pytest.fixture
+def failing_transform_jobs(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Transform jobs moto creates from now on are Failed (moto completes them at once, and no
+    API call can make one fail); returns the reason."""
+    reason = "ClientError: See job logs for more information"
+    original = sagemaker_models.FakeTransformJob.__init__
+
+    def failing_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.transform_job_status = "Failed"
+        self.failure_reason = reason
+
+    monkeypatch.setattr(sagemaker_models.FakeTransformJob, "__init__", failing_init)
     return reason
 
 
