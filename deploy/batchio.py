@@ -48,10 +48,11 @@ class DirectoryStore:
             return [self.root.name]
         if not self.root.is_dir():
             raise DeployError(f"--input {self.root}: no such file or directory")
+        found = (path.relative_to(self.root) for path in self.root.rglob("*") if path.is_file())
         return sorted(
-            path.relative_to(self.root).as_posix()
-            for path in self.root.rglob("*")
-            if path.is_file() and not any(part.startswith(".") for part in path.parts)
+            path.as_posix()
+            for path in found
+            if not any(part.startswith(".") for part in path.parts)
         )
 
     def read(self, name: str) -> bytes:

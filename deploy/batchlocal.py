@@ -317,9 +317,11 @@ class Summary:
         ]
 
 
-def run_job(job: TransformJob, url: str, inputs: ObjectStore, output: ObjectStore) -> Summary:
-    """Run ``job`` against the server at ``url``: every object of ``inputs`` to ``output``."""
-    names = inputs.names()
+def run_job(
+    job: TransformJob, url: str, inputs: ObjectStore, names: list[str], output: ObjectStore
+) -> Summary:
+    """Run ``job`` against the server at ``url``: the objects ``names`` of ``inputs`` (listed
+    before the server starts, so a wrong input fails fast) to ``output``."""
     settings = resolve(job, execution_parameters(urllib3.PoolManager(), url))
     pool = urllib3.PoolManager(maxsize=settings.concurrency, block=True)
     logger.info(

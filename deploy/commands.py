@@ -405,8 +405,11 @@ def _transform_here(
         Plan().record("local", "transform", {**shown, "environment": environment})
         return 0
     uses_s3 = any(url.startswith("s3://") for url in (job.input, job.output))
-    aws = Aws(settings.region or definition.region or "", None) if uses_s3 else None
+    # S3 redirects a request for a bucket in another region: any region reaches it.
+    region = settings.region or definition.region or "us-east-1"
+    aws = Aws(region, None) if uses_s3 else None
     inputs, output = batchio.open_store(job.input, aws), batchio.open_store(job.output, aws)
+    names = inputs.names()
     source, port = local.ModelSource(archive), free_port()
     if args.no_docker:
         server = local.subprocess_server(source, port, environment, args.ready_timeout)
@@ -417,7 +420,7 @@ def _transform_here(
             engine, image, source, port, environment, args.ready_timeout
         )
     with server as started:
-        summary = batchlocal.run_job(job, started.url, inputs, output)
+        summary = batchlocal.run_job(job, started.url, inputs, names, output)
     for line in summary.lines():
         print(line)
     if summary.failures:

@@ -281,3 +281,13 @@ def test_split_type_none_sends_each_object_whole(
     assert (out / "a.txt.out").read_text() == "2\n4\n6\n"
     assert (out / "b.txt.out").read_text() == "10\n"
     assert sorted(map(int, doubler.read_text().split())) == [1, 3]
+
+
+def test_a_missing_input_is_one_line_before_any_server_starts(
+    doubler: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    missing = tmp_path / "nowhere"
+    result = _run(cli, "doubler", str(missing), str(tmp_path / "out"))
+    assert result.code == 1
+    assert result.err == f"deploy: --input {missing}: no such file or directory\n"
+    assert not doubler.exists()  # no request was made
