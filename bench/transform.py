@@ -30,7 +30,8 @@ from typing import Any
 from bench.servers import REPO, byoserve_command, running
 from bench.wrk import run_wrk, write_script
 from deploy.batchio import DirectoryStore
-from deploy.batchlocal import MIB, InputObject, Settings, pack, run_job, server_environment
+from deploy.batchlocal import InputObject, pack, run_job
+from deploy.batchsettings import MIB, Settings, server_environment
 from deploy.transform import TransformJob
 from serve.process.probe import free_port
 

@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,73 +29,15 @@ import urllib3
 from tqdm import tqdm
 
 from deploy.batchio import OUT_SUFFIX, ObjectStore
-from deploy.transform import DEFAULT_PAYLOAD_MB, STRATEGIES, TransformJob, canonical
+from deploy.batchsettings import MIB, Settings, execution_parameters, resolve
+from deploy.transform import TransformJob
 
 logger = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 MAX_RETRIES = 3  # InvocationsMaxRetries' default
 INVOCATION_TIMEOUT = 600.0  # InvocationsTimeoutInSeconds' default
 LINE_ERROR = re.compile(r"line (\d+): (.*)", re.DOTALL)
 SHOWN_FAILURES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The job's settings once the flags, the server's ``/execution-parameters`` and the
-    defaults are combined (in that order, as SageMaker does)."""
-
-    strategy: str
-    payload_bytes: int
-    concurrency: int
-
-
-def server_environment(job: TransformJob) -> dict[str, str]:
-    """What SageMaker sets in a transform job's container: always ``SAGEMAKER_BATCH``, the rest
-    only when the job gives them."""
-    environment = {"SAGEMAKER_BATCH": "true"}
-    if job.max_payload_mb is not None:
-        environment["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(job.max_payload_mb)
-    if job.batch_strategy is not None:
-        environment["SAGEMAKER_BATCH_STRATEGY"] = (
-            "MULTI_RECORD" if job.batch_strategy == "MultiRecord" else "SINGLE_RECORD"
-        )
-    if job.max_concurrent is not None:
-        environment["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(job.max_concurrent)
-    return environment
-
-
-def execution_parameters(pool: urllib3.PoolManager, url: str) -> dict[str, Any]:
-    """The server's ``GET /execution-parameters`` reply; {} when it has none."""
-    try:
-        response = pool.request("GET", f"{url}/execution-parameters", retries=False, timeout=10)
-    except urllib3.exceptions.HTTPError:
-        return {}
-    if response.status != 200:
-        return {}
-    try:
-        reply = json.loads(response.data)
-    except ValueError:
-        return {}
-    return reply if isinstance(reply, dict) else {}
-
-
-def resolve(job: TransformJob, reply: Mapping[str, Any]) -> Settings:
-    """Flags, else the server's reply, else SageMaker's defaults (SingleRecord, 6 MB, 1)."""
-    try:
-        answered = canonical(str(reply["BatchStrategy"]), STRATEGIES, "BatchStrategy")
-    except Exception:  # absent or a spelling neither SageMaker nor its SDK takes
-        answered = None
-    strategy = job.batch_strategy or answered or "SingleRecord"
-    if job.split_type == "None":
-        strategy = "SingleRecord"  # each object is one record
-    payload = job.max_payload_mb or _positive(reply.get("MaxPayloadInMB")) or DEFAULT_PAYLOAD_MB
-    concurrency = job.max_concurrent or _positive(reply.get("MaxConcurrentTransforms")) or 1
-    return Settings(strategy, payload * MIB, concurrency)
-
-
-def _positive(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
 
 
 @dataclass
@@ -343,7 +285,8 @@ def run_job(
             if future.exception() is not None:
                 errors.append(future.exception())  # type: ignore[arg-type]
 
-        for name in names:
+        for number, name in enumerate(names, start=1):
+            progress.set_postfix_str(f"file {number}/{len(names)} {name}", refresh=False)
             item = InputObject.split(name, inputs.read(name), job.split_type)
             batches = list(pack(item, settings))
             item.pending = len(batches)

@@ -9,7 +9,17 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from deploy import archives, batchio, batchlocal, endpoints, images, local, multimodel, scaling
+from deploy import (
+    archives,
+    batchio,
+    batchlocal,
+    batchsettings,
+    endpoints,
+    images,
+    local,
+    multimodel,
+    scaling,
+)
 from deploy import transform as transforms
 from deploy.aws import Aws
 from deploy.cloudwatch import format_tail
@@ -399,7 +409,7 @@ def _transform_here(
 ) -> int:
     """``--local``: the archive served here (image, or ``--no-docker``), the job run against it."""
     archive = archives.resolve_archive(definition, args.archive)
-    environment = {**definition.environment, **batchlocal.server_environment(job)}
+    environment = {**definition.environment, **batchsettings.server_environment(job)}
     if settings.dry_run:
         shown = {"archive": str(archive), "input": job.input, "output": job.output}
         Plan().record("local", "transform", {**shown, "environment": environment})

@@ -42,7 +42,7 @@ class TransformJob:
     """One batch transform, as ``create_transform_job`` and ``--local`` both take it.
 
     None means "not given": SageMaker then asks the container's ``/execution-parameters``,
-    else uses its defaults (:func:`deploy.batchlocal.resolve` does the same locally).
+    else uses its defaults (:func:`deploy.batchsettings.resolve` does the same locally).
     """
 
     input: str

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from deploy.batchlocal import MIB, InputObject, Settings, pack, resolve
+from deploy.batchlocal import InputObject, pack
+from deploy.batchsettings import MIB, Settings, resolve
 from deploy.transform import TransformJob
 from tests.deploy.conftest import AwsWorld, Result
 from tests.fixtures.server import REPO
@@ -291,3 +292,43 @@ def test_a_missing_input_is_one_line_before_any_server_starts(
     assert result.code == 1
     assert result.err == f"deploy: --input {missing}: no such file or directory\n"
     assert not doubler.exists()  # no request was made
+
+
+FLAKY = DOUBLER.replace(
+    "    answers = []\n",
+    """    answers = []
+    first = os.environ["REQUEST_LOG"] + ".seen"
+    if not os.path.exists(first):
+        open(first, "w").close()
+        raise RuntimeError("the first request fails")
+""",
+)
+
+
+def test_a_5xx_is_retried_as_sagemaker_retries(
+    doubler: Path, aws: AwsWorld, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    archive = tmp_path / "flaky.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(FLAKY.encode())
+        tar.addfile(info, io.BytesIO(FLAKY.encode()))
+    (aws.endpoints_dir / "flaky.toml").write_text(f'[model]\narchive = "{archive}"\n')
+    src = tmp_path / "numbers"
+    src.mkdir()
+    (src / "n.txt").write_text("1\n2\n3\n")
+    result = _run(cli, "flaky", str(src), str(tmp_path / "out"), *MULTI)
+    assert result.code == 0, result.out + result.err
+    assert (tmp_path / "out" / "n.txt.out").read_text() == "2\n4\n6\n"
+    assert doubler.read_text().split() == ["3", "3"]  # the 500, then the retry
+
+
+def test_dry_run_local_prints_the_plan_and_starts_nothing(
+    doubler: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    result = _run(cli, "doubler", str(tmp_path), str(tmp_path / "out"), *MULTI, "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.startswith("DRY-RUN local transform ")
+    assert '"SAGEMAKER_BATCH": "true"' in result.out
+    assert '"SAGEMAKER_BATCH_STRATEGY": "MULTI_RECORD"' in result.out
+    assert not (tmp_path / "out").exists() and not doubler.exists()
