@@ -7,7 +7,9 @@ Writes bench/results/results.json and bench/results/chart.png and prints the tab
 BENCH_WORKERS (default: the server's own default, one per core), BENCH_SKIP_SWEEP=1, and
 BENCH_GPU_ONLY=1 (`make bench-gpu`: only the GPU rows, on a machine with CUDA, written to
 bench/results/gpu.json; no TorchServe, no Java, a few minutes), and BENCH_ONLY=stream (only the
-streaming rows, bench/streaming.py, written to bench/results/stream.json; a minute and a half).
+streaming rows, bench/streaming.py, written to bench/results/stream.json; a minute and a half), or
+BENCH_ONLY=transform (only the batch transform row, bench/transform.py, written to
+bench/results/transform.json; a few minutes; needs build/sentiment.tar.gz, `make model`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.limit import cpu_limit, gpu_forward_limit
 from bench.peers import torchserve_loads
 from bench.servers import byoserve_command, plain_command, running
 from bench.streaming import measure_streaming, print_stream_table, stream_verdicts
+from bench.transform import main as measure_transform_row
 from bench.workloads import Workload, build_noop, build_workloads
 from bench.wrk import LoadResult, require_wrk, run_wrk, write_script
 from serve.process.cpus import available_cpus
@@ -415,7 +418,8 @@ def main() -> int:
 
     settings = Settings.from_env()
     if settings.only:
-        return stream_main(settings) if settings.only == "stream" else _unknown_only(settings)
+        only = {"stream": stream_main, "transform": transform_main}.get(settings.only)
+        return only(settings) if only else _unknown_only(settings)
     require_wrk()
     gpu = torch.cuda.is_available()
     if settings.gpu_only:
@@ -516,8 +520,25 @@ def stream_main(settings: Settings) -> int:
     return 0
 
 
+def transform_main(settings: Settings) -> int:
+    """BENCH_ONLY=transform: the batch transform row alone (bench/transform.py), a few minutes."""
+    started = time.monotonic()
+    require_wrk()
+    row = measure_transform_row(settings.quick)
+    load = os.getloadavg()
+    result = {
+        "machine": {**machine(settings, False), "load_average": load}, "transform": row,
+        "elapsed_s": time.monotonic() - started,
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transform.json").write_text(json.dumps(result, indent=2))
+    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"\nwrote {RESULTS / 'transform.json'}")
+    return 0
+
+
 def _unknown_only(settings: Settings) -> int:
-    print(f"bench: BENCH_ONLY={settings.only!r}: the only row that runs alone is 'stream'")
+    print(f"bench: BENCH_ONLY={settings.only!r}: the rows that run alone are 'stream', 'transform'")
     return 2
 
 

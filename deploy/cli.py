@@ -1,4 +1,5 @@
-"""``python -m deploy VERB``: build, push, upload, create/update/delete endpoints, invoke, local.
+"""``python -m deploy VERB``: build, push, upload, create/update/delete endpoints, invoke, local,
+transform.
 
 Errors print one line on stderr (``deploy: ...``) and exit non-zero; no traceback unless
 ``--verbose``. See docs/deploy.md for the verbs and the endpoint definition format.
@@ -73,6 +74,28 @@ def _verb(
     return parser
 
 
+def _transform_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--input", required=True, metavar="SRC", help="s3://BUCKET/PREFIX (--local: a directory)")
+    add("--output", required=True, metavar="DST", help="s3://BUCKET/PREFIX (--local: a directory)")
+    add("--content-type", help="ContentType of each request, e.g. application/jsonlines")
+    add("--accept", help="Accept of each request, e.g. application/jsonlines")
+    add("--split-type", default="None", help="None (an object is a record) or Line")
+    add("--batch-strategy", help="SingleRecord or MultiRecord (default: the server's answer)")
+    add("--max-payload-mb", type=int, help="largest request, 1-100 MB (default 6)")
+    add("--max-concurrent-transforms", type=int, help="requests at once per instance")
+    add("--assemble-with", default="None", help="None (answers as they are) or Line")
+    add("--instance-type", help="default: the definition's")
+    add("--instance-count", type=int, help="1-100 (default: the definition's)")
+    add("--archive", type=Path, help="transform with this model.tar.gz instead")
+    add("--image", help="image URI (default: the digest `push` recorded; --local: R:latest)")
+    add("--job-name", help="TransformJobName (default NAME-<utc time>-<4 hex>)")
+    add("--local", action="store_true", help="run the job here against a local server")
+    add("--no-docker", action="store_true", help="--local: run python -m serve, no image")
+    add("--ready-timeout", type=float, default=300.0, help="--local: seconds for /ping")
+    _waiting(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every verb."""
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
@@ -132,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--stream", action="store_true",
                      help="InvokeEndpointWithResponseStream: print the pieces as they arrive "
                      "(not for multi-model endpoints)")  # fmt: skip
+    text = "batch transform: a SageMaker job on s3://, or --local here"
+    _transform_flags(_verb(sub, "transform", commands.transform, common, text))
     loc = _verb(sub, "local", commands.run_local, common,
                 "serve the archive, or every archive of a multi-model endpoint, here")  # fmt: skip
     loc.add_argument("--no-docker", action="store_true", help="run python -m serve, no image")

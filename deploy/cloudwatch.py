@@ -15,16 +15,18 @@ def log_group(endpoint_name: str) -> str:
     return f"/aws/sagemaker/Endpoints/{endpoint_name}"
 
 
-def _recent_streams(aws: Aws, group: str, count: int) -> list[str]:
-    response = aws.call(
-        "logs",
-        "describe_log_streams",
-        logGroupName=group,
-        orderBy="LastEventTime",
-        descending=True,
-        limit=count,
+def _recent_streams(aws: Aws, group: str, count: int, prefix: str) -> list[str]:
+    # CloudWatch cannot order by last event and filter by a prefix in one request.
+    order: dict[str, object] = (
+        {"logStreamNamePrefix": prefix}
+        if prefix
+        else {"orderBy": "LastEventTime", "descending": True, "limit": count}
     )
-    return [stream["logStreamName"] for stream in response.get("logStreams", [])]
+    response = aws.call("logs", "describe_log_streams", logGroupName=group, **order)
+    streams = response.get("logStreams", [])
+    if prefix:
+        streams = sorted(streams, key=lambda s: s.get("lastEventTimestamp", 0), reverse=True)
+    return [stream["logStreamName"] for stream in streams[:count]]
 
 
 def tail_events(aws: Aws, endpoint_name: str, lines: int = 50, streams: int = 5) -> list[str]:
@@ -32,9 +34,16 @@ def tail_events(aws: Aws, endpoint_name: str, lines: int = 50, streams: int = 5)
 
     Each line reads ``TIME STREAM MESSAGE``. An endpoint that never started has no group: [].
     """
-    group = log_group(endpoint_name)
+    return tail_group(aws, log_group(endpoint_name), lines, streams)
+
+
+def tail_group(
+    aws: Aws, group: str, lines: int = 50, streams: int = 5, prefix: str = ""
+) -> list[str]:
+    """``tail_events`` of any log group, its streams limited to those named ``prefix...``
+    (a transform job's streams start with the job's name)."""
     try:
-        names = _recent_streams(aws, group, streams)
+        names = _recent_streams(aws, group, streams, prefix)
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return []

@@ -138,9 +138,9 @@ def check_role(aws: Aws, role_arn: str) -> None:
             raise
 
 
-def create_release(aws: Aws, release: Release) -> str:
-    """Create the model and the endpoint config; returns the config's name (same as the model's)."""
-    name = unique_name(release.endpoint)
+def create_model(aws: Aws, release: Release, name: str) -> str:
+    """Create the SageMaker model ``name`` of ``release`` (image, archive, environment, role);
+    an endpoint config or a transform job then runs it. Returns ``name``."""
     aws.call(
         "sagemaker",
         "create_model",
@@ -154,6 +154,12 @@ def create_release(aws: Aws, release: Release) -> str:
         ExecutionRoleArn=release.role_arn,
         Tags=release.tags(),
     )
+    return name
+
+
+def create_release(aws: Aws, release: Release) -> str:
+    """Create the model and the endpoint config; returns the config's name (same as the model's)."""
+    name = create_model(aws, release, unique_name(release.endpoint))
     aws.call(
         "sagemaker",
         "create_endpoint_config",

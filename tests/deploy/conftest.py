@@ -2,13 +2,14 @@
 
 moto runs as a ``ThreadedMotoServer`` on a free loopback port and every client reaches it through
 ``AWS_ENDPOINT_URL`` (boto3 reads it itself), exactly as a real AWS endpoint would be reached.
-Because the server runs in this process, two shims can be installed on it:
+Because the server runs in this process, shims can be installed on it:
 
 * ``endpoint_lifecycle`` moves endpoints through Creating, Updating and Deleting as SageMaker
   does, adds the ``UpdateEndpoint`` moto 5.2 lacks, and lets a test fail a creation or an update
   or keep an endpoint from ever settling (tests/deploy/motoendpoints.py);
 * ``failing_endpoints`` makes every endpoint moto creates end ``Failed`` with a
-  ``FailureReason``: states no API call can provoke.
+  ``FailureReason``, and ``failing_transform_jobs`` fails transform jobs (moto completes
+  them at once): states no API call can provoke.
 
 The container tests here build images (``deploy build``, pushes); the images those builds add,
 stages included, are removed at the end of the session (``images_left_as_found``).
@@ -28,6 +29,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from moto.sagemaker import models as sagemaker_models
 from moto.server import ThreadedMotoServer
 
 from deploy.cli import main
@@ -109,6 +111,22 @@ def failing_endpoints(endpoint_lifecycle: motoendpoints.Lifecycle) -> str:
     """Endpoints moto creates from now on end Failed; returns the reason."""
     reason = "The primary container for production variant AllTraffic did not pass the ping"
     endpoint_lifecycle.create_failure = reason
+    return reason
+
+
+@pytest.fixture
+def failing_transform_jobs(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Transform jobs moto creates from now on are Failed (moto completes them at once, and no
+    API call can make one fail); returns the reason."""
+    reason = "ClientError: See job logs for more information"
+    original = sagemaker_models.FakeTransformJob.__init__
+
+    def failing_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.transform_job_status = "Failed"
+        self.failure_reason = reason
+
+    monkeypatch.setattr(sagemaker_models.FakeTransformJob, "__init__", failing_init)
     return reason
 
 

@@ -5,7 +5,9 @@ examples (made by `make`), and are stored without outputs:
 - notebooks/multi_model_end_to_end.ipynb: the multi-model endpoints/catalog.toml, both targets
   served locally and chosen with boto3's TargetModel, a third added to the live endpoint;
 - notebooks/textgen_streaming.ipynb: the textgen example served locally, its answers streamed
-  through boto3's invoke_endpoint_with_response_stream and `deploy invoke --stream`.
+  through boto3's invoke_endpoint_with_response_stream and `deploy invoke --stream`;
+- notebooks/hosting_modes.ipynb: the sentiment example's batch transform run locally
+  (`deploy transform --local --no-docker`), from a directory and from moto's S3.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.fixtures.server import REPO
 NOTEBOOK = REPO / "notebooks" / "sentiment_end_to_end.ipynb"
 MULTI_MODEL_NOTEBOOK = REPO / "notebooks" / "multi_model_end_to_end.ipynb"
 TEXTGEN_NOTEBOOK = REPO / "notebooks" / "textgen_streaming.ipynb"
+HOSTING_NOTEBOOK = REPO / "notebooks" / "hosting_modes.ipynb"
 
 
 def _read(path: Path) -> Any:
@@ -33,7 +36,9 @@ def _read(path: Path) -> Any:
 
 
 @pytest.mark.parametrize(
-    "path", [NOTEBOOK, MULTI_MODEL_NOTEBOOK, TEXTGEN_NOTEBOOK], ids=lambda path: path.stem
+    "path",
+    [NOTEBOOK, MULTI_MODEL_NOTEBOOK, TEXTGEN_NOTEBOOK, HOSTING_NOTEBOOK],
+    ids=lambda path: path.stem,
 )
 def test_notebook_is_stored_without_outputs(path: Path) -> None:
     notebook = _read(path)
@@ -135,3 +140,18 @@ def test_textgen_notebook_streams_from_a_local_server(
     assert "refused: 400" in text and "temperature must be a number > 0" in text
     assert "the same text from the CLI: True" in text
     assert "local server exited with 0" in text
+
+
+@pytest.mark.slow
+def test_hosting_modes_notebook_transforms_locally(
+    project_endpoints: AwsWorld, monkeypatch: pytest.MonkeyPatch, sentiment_archive: Path
+) -> None:
+    monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(sentiment_archive))
+    text = run_notebook(HOSTING_NOTEBOOK)
+    assert "transform: 2 file(s), 5 records, 0 failed" in text
+    assert "== monday.jsonl.out\npositive\nnegative\npositive\n" in text
+    assert "== tuesday.jsonl.out\nnegative\n(blank)\npositive\n" in text
+    assert "failed: wednesday.jsonl line 2: " in text and "exit status 3" in text
+    bucket = project_endpoints.bucket
+    assert f"s3://{bucket}/transform/out/wednesday.jsonl.out: ['positive', '-', 'negative']" in text
+    assert f"s3://{bucket}/transform/out/monday.jsonl.out: " in text
