@@ -521,16 +521,20 @@ def test_text_classifier_every_form(text_handler: Handler, text_model: TextModel
     lines = (
         "\n".join(json.dumps(t) for t in TEXTS[:2]) + "\n" + json.dumps({"text": TEXTS[2]}) + "\n"
     )
-    plain, one, many, wrapped, jsonl = answer(
+    plain, one, many, wrapped, text = answer(
         text_handler,
         request(TEXTS[0], "text/plain; charset=utf-8"),
         request(json.dumps(TEXTS[0]), JSON),
         request(json.dumps(TEXTS), JSON),
         request(json.dumps({"inputs": TEXTS}), JSON),
-        request(lines, "application/jsonlines"),
+        request(json.dumps({"text": TEXTS[0]}), JSON),
     )
-    assert plain == one == expected[0]
-    assert many == wrapped == jsonl == expected
+    assert plain == one == text == expected[0]
+    assert many == wrapped == expected
+    # several JSON Lines are batch transform's records: each answered on its line as if alone
+    (jsonl,) = text_handler.handle([request(lines, "application/jsonlines")])
+    assert not isinstance(jsonl, BaseException)
+    assert [json.loads(line) for line in jsonl.body_bytes().splitlines()] == [[e] for e in expected]
     assert expected[0]["label"] == "positive" and expected[1]["label"] == "negative"
 
 
