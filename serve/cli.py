@@ -54,6 +54,9 @@ def start(config: ServingConfig) -> int:
     from serve.process.server import run_server
 
     config = resolved(config)  # workers=0 and torch_threads=0: this machine's CPUs
+    transform_job = config.transform_job()
+    if transform_job is not None:
+        logger.info("%s", transform_job)
     engine = engine_for(config)
     try:
         engine.check(config)
