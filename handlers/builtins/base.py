@@ -60,6 +60,7 @@ CSV_TYPE = "text/csv"
 LABELS_FILE = "index_to_name.json"
 # built-ins take whatever batch the policy (environment, then the archive's batch_size) gives
 BATCH_CAPACITY = 1024
+MAX_FORWARD_INPUTS = 1024  # inputs per model call, however many one batch of requests holds
 _MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 _TORCHSCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter"
 
@@ -371,9 +372,11 @@ class BuiltinHandler:
 
         items = [item for inputs in group for item in inputs.items]
         outputs: list[Any] = []
-        if items:
-            with torch.inference_mode():
-                outputs = self.forward(loaded, items)
+        with torch.inference_mode():
+            # a batch transform request may hold a million records: the model sees them in
+            # slices, so that what it holds at once (a padded batch) stays bounded
+            for start in range(0, len(items), MAX_FORWARD_INPUTS):
+                outputs.extend(self.forward(loaded, items[start : start + MAX_FORWARD_INPUTS]))
         if len(outputs) != len(items):
             raise ModelError(f"{self.name}: {len(outputs)} outputs for {len(items)} inputs")
         split: list[list[Any]] = []
