@@ -7,6 +7,12 @@ The module defines ``model_fn(model_dir)``, ``input_fn(input_data, content_type)
 trailing ``context`` argument. Whatever is left out has a default: a TorchScript / torch.export /
 state_dict model, payloads decoded and encoded with the app's codecs.
 
+With the default ``input_fn`` and ``output_fn``, a request of several records (batch transform's
+``MultiRecord``: CSV lines, JSON Lines, JSON documents one a line; serve/codecs/records.py)
+answered as JSON, JSON Lines or CSV is taken record by record: each decoded, given to
+``predict_fn`` and encoded as if it came alone, one answer line per record, in order; a record
+that fails fails the request, its message starting ``line K: ``.
+
 A ``predict_fn`` or ``transform_fn`` that returns a generator (or any other iterator) streams:
 each item goes through ``output_fn`` when the module has one, else is encoded as the type the
 client accepts (serve/codecs/pieces.py), and is sent as soon as it is made.
@@ -14,6 +20,7 @@ client accepts (serve/codecs/pieces.py), and is sent as soon as it is made.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import sys
@@ -24,14 +31,20 @@ from typing import Any
 
 import numpy as np
 
+from handlers.builtins.base import model_failure
 from handlers.context import Context, build_response, user_error
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import (
+    LINE_TYPES,
     CodecRegistry,
+    Record,
+    at_line,
     decode_text,
     encode_piece,
+    encode_records,
     parse_accept,
     parse_media_type,
+    split_records,
 )
 from serve.contract import (
     HandlerLoadError,
@@ -60,6 +73,7 @@ SIGNATURES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 UTF8_TYPES = ("application/json", "text/csv")  # given to input_fn as str, as the toolkit does
 DEFAULT_SOURCE = "default handler"
+_MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -248,6 +262,13 @@ class ToolkitHandler:
         ctx = Context(load, [request])
         media_type, params = parse_media_type(request.content_type)
         accept = self._response_type(load.codecs, request.accept)
+        records = (
+            split_records(request.body, request.content_type)
+            if self._splits_records(accept)
+            else None
+        )
+        if records is not None:
+            return self._handle_records(ctx, load.codecs, request, records, accept)
         transform = self._functions.get("transform_fn")
         if transform is not None:
             data = self._input_data(request, media_type, params)
@@ -261,6 +282,45 @@ class ToolkitHandler:
                 return self._stream(ctx, load.codecs, prediction, accept, output_fn)
             result = self._output(ctx, load.codecs, prediction, accept)
         body, content_type = _split_result(result, accept, load.codecs)
+        return build_response(ctx, 0, body, content_type)
+
+    def _splits_records(self, accept: str) -> bool:
+        """Whether a request of several records is answered record by record: with the default
+        input_fn and output_fn (the user's own read and write the body whole) and an answer of
+        one line per record."""
+        defaults = not {"input_fn", "output_fn", "transform_fn"} & self._functions.keys()
+        return defaults and parse_media_type(accept)[0] in LINE_TYPES
+
+    def _handle_records(
+        self,
+        ctx: Context,
+        codecs: CodecRegistry,
+        request: InferenceRequest,
+        records: Sequence[Record],
+        accept: str,
+    ) -> InferenceResponse:
+        """Each record decoded, predicted and encoded as if it came alone (as batch transform's
+        SingleRecord would send it), one answer line each, in order."""
+        answers: list[tuple[int, Any]] = []
+        for record in records:
+            alone = dataclasses.replace(request, body=record.body, content_type=record.content_type)
+            try:
+                prediction = self._predict(ctx, self._input(ctx, codecs, alone))
+                if _streams(prediction):
+                    _close(prediction)
+                    raise UnprocessableError("a prediction that streams cannot answer a record")
+            except _MODEL_INPUT_ERRORS as exc:
+                # the default predict_fn ran the model: the record is what it cannot use
+                error = user_error(exc)
+                if "predict_fn" not in self._functions:
+                    error = UnprocessableError(
+                        f"the model cannot use this input: {model_failure(exc)}"
+                    )
+                raise at_line(error, record.line) from exc
+            except Exception as exc:
+                raise at_line(user_error(exc), record.line) from exc
+            answers.append((record.line, prediction))
+        body, content_type = encode_records(answers, parse_media_type(accept)[0], codecs)
         return build_response(ctx, 0, body, content_type)
 
     def _stream(

@@ -56,6 +56,9 @@ def start(config: ServingConfig) -> int:
     config = resolved(config)  # workers=0 and torch_threads=0: this machine's CPUs
     if config.serverless:
         sys.dont_write_bytecode = True  # __pycache__ would land beside the code, outside TMPDIR
+    transform_job = config.transform_job()
+    if transform_job is not None:
+        logger.info("%s", transform_job)
     engine = engine_for(config)
     try:
         engine.check(config)

@@ -24,6 +24,13 @@ from serve.errors import StartupError
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
+DEFAULT_THREADS = 64
+# SageMaker's batch transform: its default InvocationsTimeoutInSeconds, and the most it sends in
+# one request (MaxPayloadInMB); with MaxPayloadInMB=0 it sends whole objects, chunked, unbounded,
+# and the server takes as much as an asynchronous endpoint's body (1 GiB).
+TRANSFORM_TIMEOUT = 600.0
+MAX_TRANSFORM_PAYLOAD_MB = 100
+UNBOUNDED_PAYLOAD = 1024 * MIB
 
 HttpEngine = Literal["gunicorn", "granian"]
 """The HTTP engines (``BYOSERVE_HTTP_ENGINE``): serve/process/engine.py's registry."""
@@ -168,6 +175,24 @@ def _megabytes(value: str) -> int:
     return int(_positive_float(value) * MIB)
 
 
+def _payload_megabytes(value: str) -> int:
+    """``SAGEMAKER_MAX_PAYLOAD_IN_MB``: MiB, or 0 (SageMaker sends whole objects, chunked)."""
+    number = _non_negative_float(value)
+    return int(number * MIB) if number else 0
+
+
+_STRATEGIES = {"multirecord": "MULTI_RECORD", "singlerecord": "SINGLE_RECORD"}
+
+
+def _batch_strategy(value: str) -> str:
+    """Either spelling: the container's ``MULTI_RECORD`` (what SageMaker sets) or the API's
+    ``MultiRecord`` (what a transform job's definition and the SageMaker SDK say)."""
+    strategy = _STRATEGIES.get(value.strip().replace("_", "").lower())
+    if strategy is None:
+        raise ValueError("must be one of MULTI_RECORD, SINGLE_RECORD, MultiRecord, SingleRecord")
+    return strategy
+
+
 def _json_object(value: str) -> Mapping[str, Any]:
     """A JSON object; what its keys mean is its reader's business (TorchServe's ``models``:
     serve/model/settings.py)."""
@@ -247,11 +272,12 @@ class ServingConfig:
         help="worker processes (default: available CPUs)",
     )
     threads: int = setting(
-        64,
+        0,
         "BYOSERVE_WORKER_THREADS",
         parse=_positive_int,
         flag="--threads",
-        help="request threads per worker",
+        help=f"request threads per worker (default {DEFAULT_THREADS}, or twice "
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS when that is more)",
     )
     torch_threads: int = setting(
         0,
@@ -265,7 +291,8 @@ class ServingConfig:
         "SAGEMAKER_MODEL_SERVER_TIMEOUT",
         parse=_positive_float,
         flag="--timeout",
-        help="per-request timeout, seconds (a model's own response timeout wins)",
+        help="per-request timeout, seconds (a model's own response timeout wins; 600 in a "
+        "batch transform job, SageMaker's own InvocationsTimeoutInSeconds default)",
     )
     startup_timeout: float = setting(
         600.0,
@@ -289,8 +316,9 @@ class ServingConfig:
     max_payload_mb: int | None = setting(
         None,
         "SAGEMAKER_MAX_PAYLOAD_IN_MB",
-        parse=_megabytes,
-        help="largest request body in MiB, when SAGEMAKER_MAX_REQUEST_SIZE is not set",
+        parse=_payload_megabytes,
+        help="largest request body in MiB, when SAGEMAKER_MAX_REQUEST_SIZE is not set; a batch "
+        "transform job's MaxPayloadInMB (0: whole objects, up to 1 GiB)",
     )
     default_accept: str = setting(
         "application/json",
@@ -346,19 +374,29 @@ class ServingConfig:
         "BYOSERVE_QUEUE_SIZE",
         parse=_positive_int,
         help="requests waiting per model in a worker before 503 + Retry-After "
-        "(default: half the request threads)",
+        "(default: half the request threads, and at least SAGEMAKER_MAX_CONCURRENT_TRANSFORMS)",
+    )
+    batch: bool = setting(
+        False,
+        "SAGEMAKER_BATCH",
+        parse=_bool,
+        help="true in a SageMaker batch transform job (SageMaker sets it): the per-request "
+        "timeout defaults to 600 s, and the start says so",
     )
     batch_strategy: BatchStrategy = setting(
         "MULTI_RECORD",
         "SAGEMAKER_BATCH_STRATEGY",
-        parse=_choice(BatchStrategy),
-        help="BatchStrategy reported by /execution-parameters for batch transform",
+        parse=_batch_strategy,
+        help="a batch transform job's BatchStrategy, MULTI_RECORD or SINGLE_RECORD (MultiRecord "
+        "and SingleRecord too), reported by /execution-parameters",
     )
     max_concurrent_transforms: int | None = setting(
         None,
         "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
         parse=_positive_int,
-        help="MaxConcurrentTransforms reported by /execution-parameters (default: the workers)",
+        help="a batch transform job's MaxConcurrentTransforms: reported by "
+        "/execution-parameters (default: the workers), and every worker's threads and queue "
+        "hold that many requests",
     )
     multi_model: bool = setting(
         False,
@@ -509,10 +547,20 @@ class ServingConfig:
     def __post_init__(self) -> None:
         # workers=0 and torch_threads=0 (the CPUs available) are resolved where the server is
         # started (serve/process/cpus.py, resolved), not here: the CPU count is the machine's.
+        transforms = self.max_concurrent_transforms or 0
+        if self.threads == 0:
+            object.__setattr__(self, "threads", max(DEFAULT_THREADS, 2 * transforms))
         if self.queue_size == 0:
             # Below the request threads, so this bound (503 + Retry-After) is reached before
-            # gthread's own unbounded wait for a free thread.
-            object.__setattr__(self, "queue_size", max(1, self.threads // 2))
+            # gthread's own unbounded wait for a free thread; but never below the requests a
+            # transform job keeps in flight (they may all reach one worker).
+            object.__setattr__(self, "queue_size", max(1, self.threads // 2, transforms))
+        elif self.queue_size < transforms:
+            raise ConfigError(
+                f"BYOSERVE_QUEUE_SIZE={self.queue_size} is below "
+                f"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={transforms}: the transform job's requests "
+                "past it would be answered 503; raise it or leave it unset"
+            )
         if self.serverless:
             # One copy of the model (one worker), and archives unpacked under the temp dir, the
             # one place a serverless container may write; workers=0 is "not set".
@@ -548,8 +596,10 @@ class ServingConfig:
             raw = (flags or {}).get(spec.name)
             if raw is not None:
                 values[spec.name] = _parse(spec, spec.metadata["flag"], raw)
-        if "max_request_size" not in values and values.get("max_payload_mb"):
-            values["max_request_size"] = values["max_payload_mb"]
+        if "max_request_size" not in values and values.get("max_payload_mb") is not None:
+            values["max_request_size"] = values["max_payload_mb"] or UNBOUNDED_PAYLOAD
+        if values.get("batch") and "timeout" not in values:
+            values["timeout"] = TRANSFORM_TIMEOUT
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -617,5 +667,19 @@ class ServingConfig:
 
     @property
     def max_payload_in_mb(self) -> int:
-        """The request size limit in whole MiB, as /execution-parameters reports it."""
-        return max(1, self.max_request_size // MIB)
+        """The request size limit in whole MiB, as /execution-parameters reports it: at most
+        SageMaker's own limit on MaxPayloadInMB (100)."""
+        return max(1, min(MAX_TRANSFORM_PAYLOAD_MB, self.max_request_size // MIB))
+
+    def transform_job(self) -> str | None:
+        """What a batch transform job (``SAGEMAKER_BATCH=true``) has set, in one line for the
+        start's log; None outside one."""
+        if not self.batch:
+            return None
+        transforms = self.max_concurrent_transforms
+        return (
+            f"batch transform job: BatchStrategy {self.batch_strategy}, requests up to "
+            f"{self.max_request_size / MIB:g} MiB, "
+            f"{transforms or 'unset'} MaxConcurrentTransforms, "
+            f"{self.timeout:g} s per request"
+        )

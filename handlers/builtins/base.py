@@ -4,12 +4,18 @@ A built-in turns each request into a list of *inputs* (one request may carry man
 model once over the inputs of every request in the batch, and answers each request with one
 output per input (a single input sent alone gets a single output, not a list). A request that
 cannot be decoded or has the wrong shape fails alone (400/422) before the model runs; when the
-model itself fails on a batch, the requests are retried one at a time so that only the request
-the model cannot use fails.
+model itself fails on a batch, it is retried in halves so that only the request the model cannot
+use fails.
+
+A request of several records (batch transform's ``MultiRecord``: CSV lines, JSON Lines, JSON
+documents one a line; serve/codecs/records.py) whose answer is JSON, JSON Lines or CSV is parsed
+record by record, each as if it came alone, and answered one line per record, in order; a record
+that fails fails its request, with ``line K: `` before the message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -19,7 +25,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from handlers.torchmodel import device_for, load_model
-from serve.codecs import CodecRegistry, parse_media_type
+from serve.codecs import (
+    LINE_TYPES,
+    CodecRegistry,
+    at_line,
+    encode_records,
+    parse_media_type,
+    split_records,
+)
 from serve.contract import (
     HandlerLoadError,
     InferenceRequest,
@@ -42,9 +55,12 @@ logger = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 JSONLINES_TYPE = "application/jsonlines"
+JSONLINES_TYPES = (JSONLINES_TYPE, "application/jsonl", "application/x-jsonlines")
+CSV_TYPE = "text/csv"
 LABELS_FILE = "index_to_name.json"
 # built-ins take whatever batch the policy (environment, then the archive's batch_size) gives
 BATCH_CAPACITY = 1024
+MAX_FORWARD_INPUTS = 1024  # inputs per model call, however many one batch of requests holds
 _MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 _TORCHSCRIPT_FAILURE = "The following operation failed in the TorchScript interpreter"
 
@@ -62,6 +78,31 @@ class Inputs:
     items: list[Any]
     single: bool = False
     key: Hashable = None
+
+
+@dataclass(slots=True)
+class _Unit:
+    """What the model runs for one request, or for one record of a request of several.
+
+    Attributes:
+        line: the record's line in the request body; 0 for a whole request.
+        inputs: its inputs, preprocessed.
+        outputs: once run, one output per input, or the error it failed with.
+    """
+
+    line: int
+    inputs: Inputs
+    outputs: list[Any] | ServingError | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One request's way through ``handle``: its answer's type and what the model runs for it
+    (``records``: one unit per record, answered one line each)."""
+
+    response_type: str
+    units: list[_Unit]
+    records: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,39 +275,87 @@ class BuiltinHandler:
         return outputs[0] if single else outputs
 
     def handle(self, requests: Sequence[InferenceRequest]) -> list[Result]:
-        """Answer a batch: the model runs once per group of compatible requests."""
+        """Answer a batch: the model runs once per group of compatible inputs, whichever the
+        request (or the record of a request) they came from."""
         loaded = self._loaded
         if loaded is None:
             raise HandlerLoadError(f"{self.source}: handle called before load")
         results: list[Result | None] = [None] * len(requests)
-        parsed: dict[int, tuple[Inputs, str]] = {}
+        plans: dict[int, _Plan] = {}
         for index, request in enumerate(requests):
             try:
-                response_type = loaded.codecs.negotiate(request.accept, self.response_types)
-                parsed[index] = (self.parse(request, loaded.codecs), response_type)
+                plans[index] = self._plan(request, loaded.codecs)
             except ServingError as exc:
                 results[index] = exc
-        groups: dict[Hashable, list[int]] = {}
-        for index, (inputs, _) in parsed.items():
-            groups.setdefault(inputs.key, []).append(index)
+        groups: dict[Hashable, list[_Unit]] = {}
+        for plan in plans.values():
+            for unit in plan.units:
+                groups.setdefault(unit.inputs.key, []).append(unit)
         for members in groups.values():
-            outputs = self._run_group(loaded, [parsed[i][0] for i in members])
-            for index, output in zip(members, outputs, strict=True):
-                inputs, response_type = parsed[index]
-                results[index] = (
-                    output
-                    if isinstance(output, BaseException)
-                    else self._respond(loaded, self.render(output, inputs.single), response_type)
-                )
+            outcomes = self._run_group(loaded, [unit.inputs for unit in members])
+            for unit, outcome in zip(members, outcomes, strict=True):
+                unit.outputs = outcome
+        for index, plan in plans.items():
+            results[index] = self._answer(loaded, plan)
         return [result for result in results if result is not None]
 
-    def _run_group(self, loaded: Loaded, group: list[Inputs]) -> list[list[Any] | ServingError]:
+    def _plan(self, request: InferenceRequest, codecs: CodecRegistry) -> _Plan:
+        """Negotiate the answer's type and parse the request: whole, or record by record when
+        it holds several records and its answer is a type of one line per record."""
+        response_type = codecs.negotiate(request.accept, self.response_types)
+        records = (
+            split_records(request.body, request.content_type)
+            if response_type in LINE_TYPES
+            else None
+        )
+        if records is None:
+            return _Plan(response_type, [_Unit(0, self.parse(request, codecs))])
+        units: list[_Unit] = []
+        for record in records:
+            alone = dataclasses.replace(request, body=record.body, content_type=record.content_type)
+            try:
+                units.append(_Unit(record.line, self.parse(alone, codecs)))
+            except ServingError as exc:
+                raise at_line(exc, record.line) from exc
+        return _Plan(response_type, units, records=True)
+
+    def _answer(self, loaded: Loaded, plan: _Plan) -> Result:
+        answers: list[tuple[int, Any]] = []
+        for unit in plan.units:
+            if isinstance(unit.outputs, ServingError):
+                return at_line(unit.outputs, unit.line) if plan.records else unit.outputs
+            answers.append((unit.line, self.render(unit.outputs or [], unit.inputs.single)))
+        if not plan.records:
+            return self._respond(loaded, answers[0][1], plan.response_type)
+        try:
+            body, content_type = encode_records(answers, plan.response_type, loaded.codecs)
+        except ServingError as exc:
+            return exc
+        return InferenceResponse(body, content_type)
+
+    def _run_group(
+        self, loaded: Loaded, group: list[Inputs], retry: bool = False
+    ) -> list[list[Any] | ServingError]:
+        """The outputs of each of ``group``'s inputs, or the error the model failed with on it.
+
+        When the model fails on the group it is run again on each half, down to single inputs,
+        so that only the input the model cannot use fails, in a few runs even for thousands of
+        records."""
         try:
             return list(self._forward_split(loaded, group))
         except Exception as exc:
             if len(group) > 1:
-                logger.info("%s: the batch failed (%s); retrying requests singly", self.name, exc)
-                return [self._run_group(loaded, [inputs])[0] for inputs in group]
+                if not retry:
+                    logger.info(
+                        "%s: a batch of %d failed (%s); retrying it in halves",
+                        self.name,
+                        len(group),
+                        exc,
+                    )
+                half = len(group) // 2
+                return self._run_group(loaded, group[:half], True) + self._run_group(
+                    loaded, group[half:], True
+                )
             # the runtime logs it: a 4xx as the client's mistake, a 5xx with its traceback
             error: ServingError
             if isinstance(exc, ServingError):
@@ -283,9 +372,11 @@ class BuiltinHandler:
 
         items = [item for inputs in group for item in inputs.items]
         outputs: list[Any] = []
-        if items:
-            with torch.inference_mode():
-                outputs = self.forward(loaded, items)
+        with torch.inference_mode():
+            # a batch transform request may hold a million records: the model sees them in
+            # slices, so that what it holds at once (a padded batch) stays bounded
+            for start in range(0, len(items), MAX_FORWARD_INPUTS):
+                outputs.extend(self.forward(loaded, items[start : start + MAX_FORWARD_INPUTS]))
         if len(outputs) != len(items):
             raise ModelError(f"{self.name}: {len(outputs)} outputs for {len(items)} inputs")
         split: list[list[Any]] = []

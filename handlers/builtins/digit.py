@@ -5,11 +5,13 @@ dark background, ``input_size`` x ``input_size`` pixels in [0, 1].
 
 - Images (any size, any mode Pillow reads): grayscale, scaled to [0, 1], inverted when dark on
   light (mean above 0.5), box-resampled to the input size (how the digits were made).
-- Arrays (JSON, npy, CSV): one ``HxW`` image, a batch ``NxHxW`` (or ``Nx1xHxW``), or flat rows of
-  64 or 784 values (8x8, 28x28). Values in [0, 1] are used as they are, up to 16 are scaled from
-  scikit-learn's 0-16, anything larger (and uint8) from 0-255.
+- Arrays (JSON, JSON Lines, npy, CSV): one ``HxW`` image, a batch ``NxHxW`` (or ``Nx1xHxW``), or
+  flat rows of 64 or 784 values (8x8, 28x28). Values in [0, 1] are used as they are, up to 16
+  are scaled from scikit-learn's 0-16, anything larger (and uint8) from 0-255.
 
-One image answers one object; a batch, a list.
+One image answers one object; a batch, a list. Answers are JSON, JSON Lines or CSV
+(``digit,probability``). A CSV body of several rows, JSON Lines, or JSON documents one a line are
+batch transform's records: one answer line per record, in order (serve/codecs/records.py).
 
 Settings (archive config file):
     input_size: the side the model takes. When it is not set, each worker finds it at load by
@@ -30,7 +32,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from handlers.builtins.base import BuiltinHandler, Inputs, Loaded, accepted_media_type
+from handlers.builtins.base import (
+    CSV_TYPE,
+    JSON_TYPE,
+    JSONLINES_TYPE,
+    JSONLINES_TYPES,
+    BuiltinHandler,
+    Inputs,
+    Loaded,
+    accepted_media_type,
+)
 from handlers.builtins.images import IMAGE_TYPES, decode_image
 from handlers.builtins.outputs import probabilities
 from handlers.builtins.settings import Settings
@@ -40,7 +51,7 @@ from serve.errors import UnprocessableError
 
 logger = logging.getLogger(__name__)
 
-ARRAY_TYPES = ("application/json", "application/x-npy", "text/csv")
+ARRAY_TYPES = ("application/json", *JSONLINES_TYPES, "application/x-npy", "text/csv")
 FLAT_SIZES = (64, 784)
 # what input_size may be when the config file leaves it out, tried in this order:
 # scikit-learn's digits, then MNIST's
@@ -83,6 +94,7 @@ class DigitClassifier(BuiltinHandler):
     """The ``digit`` built-in (see the module docstring for inputs and settings)."""
 
     name = "digit"
+    response_types = (JSON_TYPE, JSONLINES_TYPE, CSV_TYPE)
 
     def configure(self, options: Mapping[str, Any]) -> None:
         settings = Settings(self.name, options)

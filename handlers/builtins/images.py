@@ -3,7 +3,8 @@
 Accepted: any image Pillow reads (``image/*``, ``application/x-image``, or raw bytes as
 ``application/octet-stream``); ``application/x-npy`` (``HxW`` or ``HxWxC`` for one image, ``NxHxW``
 or ``NxHxWxC`` for several; uint8 pixels, or floats in [0, 1]); ``application/x-npz`` (one image
-per array); ``application/json`` (a base64 string, or a list of them, or a nested list of pixels).
+per array); ``application/json`` (a base64 string, or a list of them, or a nested list of pixels);
+JSON Lines (a base64 string a line).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from handlers.builtins.base import accepted_media_type
+from handlers.builtins.base import JSONLINES_TYPES, accepted_media_type
 from serve.codecs import CodecRegistry
 from serve.codecs.images import ImageCodec, PixelsOnly
 from serve.contract import InferenceRequest
@@ -35,7 +36,7 @@ IMAGE_TYPES = (
     "application/x-image",
     "application/octet-stream",
 )
-ARRAY_TYPES = ("application/x-npy", "application/x-npz", "application/json")
+ARRAY_TYPES = ("application/x-npy", "application/x-npz", "application/json", *JSONLINES_TYPES)
 _CHANNELS = (1, 3, 4)
 
 

@@ -3,12 +3,18 @@
 Each request holds a batch along its first axis: ``application/x-npy``; ``application/x-npz``
 (one array, or several given to the model as positional arguments in their stored order);
 ``application/json`` (a nested list, or ``{"instances": ...}`` / ``{"inputs": ...}``);
-``text/csv`` (rows of numbers). Requests whose arrays agree in every axis but the first (and in
-dtype) run through the model together; the output rows go back to the request they came from.
+JSON Lines (one row a line); ``text/csv`` (rows of numbers). Requests whose arrays agree in
+every axis but the first (and in dtype) run through the model together; the output rows go back
+to the request they came from.
 
 Answers: ``application/json`` (nested lists), ``application/x-npy``, ``text/csv`` (2-D at most),
 ``application/jsonlines`` (one row a line) or ``application/x-npz``. A model returning several
 tensors answers ``{"output_0": ..., "output_1": ...}`` (JSON or npz).
+
+A CSV body of several rows, JSON Lines of several lines, or JSON documents one a line are batch
+transform's records when the answer is JSON, JSON Lines or CSV: each record is read as if sent
+alone (a CSV or JSON Lines record is one row; a JSON record is a batch, as ever) and answered on
+its own line, in order (serve/codecs/records.py). npy and npz answers take the body whole.
 
 Settings (archive config file):
     dtype: what floating-point inputs become (default ``float32``; or ``float64``, ``float16``,
@@ -27,6 +33,7 @@ import numpy as np
 from handlers.builtins.base import (
     JSON_TYPE,
     JSONLINES_TYPE,
+    JSONLINES_TYPES,
     BuiltinHandler,
     Inputs,
     Loaded,
@@ -39,7 +46,13 @@ from serve.errors import ModelError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
-INPUT_TYPES = ("application/x-npy", "application/x-npz", "application/json", "text/csv")
+INPUT_TYPES = (
+    "application/x-npy",
+    "application/x-npz",
+    "application/json",
+    *JSONLINES_TYPES,
+    "text/csv",
+)
 FLOAT_TYPES = ("float32", "float64", "float16", "bfloat16")
 _WRAPPERS = ("instances", "inputs")
 
@@ -84,7 +97,8 @@ class TensorHandler(BuiltinHandler):
         arrays = tuple(_as_array(a) for a in value.values()) if named else (_as_array(value),)
         if not arrays:
             raise UnprocessableError("the npz holds no arrays")
-        if media_type == "application/json":  # JSON numbers carry no dtype: take them as floats
+        if media_type == JSON_TYPE or media_type in JSONLINES_TYPES:
+            # JSON numbers carry no dtype: take them as floats
             arrays = tuple(a.astype(np.float64) if a.dtype.kind in "iu" else a for a in arrays)
         rows = {len(a) for a in arrays}
         if len(rows) > 1:

@@ -1,8 +1,15 @@
 """``text_classifier``: texts in, ``{"label": ..., "score": ...}`` per text out.
 
 Accepted: ``text/plain``, any other ``text/*`` and ``application/text`` (one text),
-``application/json`` (a string, a list of strings, or ``{"inputs": ...}`` holding either), JSON
-Lines (one string, or ``{"text": ...}``, a line). One text answers one object; a list, a list.
+``application/json`` (a string, a list of strings, or ``{"inputs": ...}`` / ``{"text": ...}``
+holding either), JSON Lines (one string, or ``{"text": ...}``, a line). One text answers one
+object; a list, a list.
+
+``text/csv`` is one text a line (batch transform's records): the line's CSV fields, a quoted
+field unquoted, joined again by commas, so that ``"Loved it, truly"`` and ``Loved it, truly``
+are the same text. A body of several lines (or JSON Lines, or JSON documents one a line) answers
+one line per record, in order, as JSON, JSON Lines or CSV (``positive,0.97``): see
+serve/codecs/records.py.
 The tokenizer and vocabulary ship in the archive: by default ``vocab.json`` and the archive's
 ``text_tokenizer.py`` (``tokenize``/``encode``), else a built-in word tokenizer.
 
@@ -23,12 +30,16 @@ Settings (archive config file):
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from handlers.builtins.base import (
+    CSV_TYPE,
+    JSON_TYPE,
+    JSONLINES_TYPE,
     BuiltinHandler,
     Inputs,
     Loaded,
@@ -47,7 +58,7 @@ from handlers.builtins.tokenizers import (
 )
 from serve.codecs import CodecRegistry, decode_text, parse_media_type
 from serve.contract import HandlerLoadError, InferenceRequest
-from serve.errors import UnprocessableError
+from serve.errors import BadRequestError, UnprocessableError
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +83,31 @@ def _text(value: Any) -> str:
     return value
 
 
+def csv_text(text: str) -> str:
+    """The text of a CSV record: its fields, unquoted, joined by commas (lines by newlines)."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as exc:
+        raise BadRequestError(f"malformed text/csv payload: {exc}") from exc
+    return "\n".join(",".join(fields) for fields in rows)
+
+
 def request_texts(request: InferenceRequest, codecs: CodecRegistry) -> tuple[list[str], bool]:
     """The request's texts, and whether it sent one bare text (``text/*`` and
-    ``application/text``, which MMS clients send, are one text each)."""
+    ``application/text``, which MMS clients send, are one text each; a ``text/csv`` one too,
+    its fields unquoted)."""
     media_type, params = parse_media_type(request.content_type)
+    if media_type == CSV_TYPE:
+        return [csv_text(decode_text(request.body, params, media_type))], True
     if media_type.startswith("text/") or media_type == "application/text":
         return [decode_text(request.body, params, media_type)], True
     media_type = accepted_media_type(request, TEXT_TYPES, "texts")
     value = codecs.decode(request.body, request.content_type)
     if media_type != "application/json":
         return [_text(line) for line in value], False
-    if isinstance(value, Mapping) and "inputs" in value:
-        value = value["inputs"]
+    if isinstance(value, Mapping):
+        value = next((value[k] for k in _TEXT_KEYS if k in value), value)
     if isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise UnprocessableError("expected a list of strings")
@@ -111,6 +135,7 @@ class TextClassifier(BuiltinHandler):
     """The ``text_classifier`` built-in (see the module docstring for inputs and settings)."""
 
     name = "text_classifier"
+    response_types = (JSON_TYPE, JSONLINES_TYPE, CSV_TYPE)
 
     def configure(self, options: Mapping[str, Any]) -> None:
         settings = Settings(self.name, options)

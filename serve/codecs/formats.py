@@ -38,10 +38,15 @@ def _dumps(value: Any) -> str:
 
 
 def _loads(text: str, media_type: str, line: int = 0) -> Any:
+    """``text`` as JSON; ``line``: its line number in a body of several (a body of one line is
+    said by column alone: a batch transform record's errors already name its line)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        where = f"line {line or exc.lineno} column {exc.colno}"
+        several = line or "\n" in text.strip()
+        where = (
+            f"line {line or exc.lineno} column {exc.colno}" if several else f"column {exc.colno}"
+        )
         reason = f"{exc.msg} at {where}" if text.strip() else "empty body"
         raise malformed(media_type, reason) from exc
     except RecursionError as exc:
@@ -76,8 +81,12 @@ class JSONLinesCodec:
     def decode(self, body: bytes, params: Mapping[str, str]) -> list[Any]:
         kind = self.media_types[0]
         # split on "\n" only: str.splitlines would also split on U+2028 inside JSON strings
-        lines = decode_text(body, params, kind).split("\n")
-        return [_loads(line, kind, number) for number, line in enumerate(lines, 1) if line.strip()]
+        text = decode_text(body, params, kind)
+        several = "\n" in text.strip()  # one line has no line number worth giving
+        lines = enumerate(text.split("\n"), 1)
+        return [
+            _loads(line, kind, number if several else 0) for number, line in lines if line.strip()
+        ]
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
         if isinstance(value, np.ndarray | np.generic) or is_tensor(value):
@@ -87,8 +96,32 @@ class JSONLinesCodec:
         return "".join(_dumps(record) + "\n" for record in value).encode("utf-8")
 
 
+def _fields(record: Mapping[Any, Any], media_type: str) -> list[Any]:
+    fields = list(record.values())
+    for value in fields:
+        if not isinstance(value, str | int | float | bool | np.generic) and value is not None:
+            raise NotAcceptableError(
+                f"cannot encode a {type(value).__name__} field as {media_type}: an object's "
+                "values must be numbers or text"
+            )
+    return fields
+
+
+def _object_rows(value: Any, media_type: str) -> list[list[Any]] | None:
+    """An object as one row of its values, a list of objects as one row each; else None."""
+    if isinstance(value, Mapping):
+        return [_fields(value, media_type)]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        return [_fields(v, media_type) for v in value]
+    return None
+
+
 class CSVCodec:
-    """``text/csv``: decodes to a 2-D float32 array when every field is numeric, else to str."""
+    """``text/csv``: decodes to a 2-D float32 array when every field is numeric, else to str.
+
+    Encodes arrays (2-D at most) as rows, and an object (``{"label": "positive", "score": 0.9}``)
+    as one row of its values in order, a list of objects as one row each.
+    """
 
     media_types: tuple[str, ...] = ("text/csv",)
     can_decode: bool = True
@@ -112,13 +145,17 @@ class CSVCodec:
             return np.array(rows, dtype=str)
 
     def encode(self, value: Any, params: Mapping[str, str]) -> bytes:
-        array = no_objects(to_numpy(value), self.media_types[0])
-        if array.ndim > 2:
-            raise NotAcceptableError(f"cannot encode a {array.ndim}-D array as text/csv")
-        rows = array.reshape(-1, 1) if array.ndim < 2 else array
+        rows: Any = _object_rows(value, self.media_types[0])
+        if rows is None:
+            array = no_objects(to_numpy(value), self.media_types[0])
+            if array.ndim > 2:
+                raise NotAcceptableError(f"cannot encode a {array.ndim}-D array as text/csv")
+            rows = array.reshape(-1, 1) if array.ndim < 2 else array
         out = io.StringIO()
         # str() of numpy scalars gives the shortest text for the dtype ("0.1", not float32 noise)
-        csv.writer(out, lineterminator="\n").writerows([str(x) for x in row] for row in rows)
+        csv.writer(out, lineterminator="\n").writerows(
+            ["" if x is None else str(x) for x in row] for row in rows
+        )
         return out.getvalue().encode("utf-8")
 
 

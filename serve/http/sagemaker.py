@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 
+from serve.config import MAX_TRANSFORM_PAYLOAD_MB
 from serve.errors import NotFoundError
 from serve.http.context import config, registry
 from serve.observe.observer import Observer
@@ -18,11 +19,25 @@ def add_routes(app: Flask) -> None:
 
 
 def _execution_parameters() -> Response:
+    """What a batch transform job may send this server, asked before its first invocation.
+
+    SageMaker uses each value its CreateTransformJob call left unset: ``MaxPayloadInMB`` (the
+    request size limit, at most SageMaker's 100), ``BatchStrategy`` (``MULTI_RECORD``: every
+    handler answers a request of several records line by line) and ``MaxConcurrentTransforms``
+    (the workers, at most what keeps ``MaxConcurrentTransforms x MaxPayloadInMB`` within the
+    100 MB SageMaker allows). ``BatchStrategy`` is spelled as SageMaker's developer guide and
+    AWS's own containers spell it; see docs/batch-transform.md for the SageMaker SDK's local
+    mode, which reads only ``MultiRecord``.
+    """
     settings = config()
+    payload = settings.max_payload_in_mb
+    transforms = settings.max_concurrent_transforms or min(
+        max(1, settings.workers), max(1, MAX_TRANSFORM_PAYLOAD_MB // payload)
+    )
     params: dict[str, Any] = {
-        "MaxConcurrentTransforms": settings.max_concurrent_transforms or settings.workers,
+        "MaxConcurrentTransforms": transforms,
         "BatchStrategy": settings.batch_strategy,
-        "MaxPayloadInMB": settings.max_payload_in_mb,
+        "MaxPayloadInMB": payload,
     }
     only = registry().default
     handler_params = getattr(only.handler, "execution_parameters", None) if only else None

@@ -261,6 +261,34 @@ def test_execution_parameters(client: Client) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # a transform job's own values are reported as set, the strategy in SageMaker's spelling
+        (
+            {"max_concurrent_transforms": 3, "batch_strategy": "SINGLE_RECORD"},
+            {"MaxConcurrentTransforms": 3, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6},
+        ),
+        # unset: the workers (one here), the request size limit in MiB
+        (
+            {"max_request_size": 30 * 1024 * 1024},
+            {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 30},
+        ),
+        # a body limit past SageMaker's 100 MB is reported as 100
+        (
+            {"max_request_size": 1024 * 1024 * 1024},
+            {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 100},
+        ),
+    ],
+)
+def test_execution_parameters_follow_the_settings(
+    tmp_path: Path, config: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    test_client, runtime = make_client(EchoHandler(), tmp_path, **config)
+    assert test_client.get("/execution-parameters").get_json() == expected
+    runtime.stop()
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path: Path) -> None:
     handler = EchoHandler()
     test_client, runtime = make_client(

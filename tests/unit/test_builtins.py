@@ -321,6 +321,34 @@ def test_tensor_model_failure_fails_only_that_request(tmp_path: Path) -> None:
     assert isinstance(words, ServingError) and words.status_code == 422
 
 
+def test_tensor_answers_thousands_of_csv_records_one_line_each(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(3, 2).eval()
+    torch.jit.script(linear).save(str(source / "model.ts"))
+    handler = make_handler(tmp_path / "m", "tensor", {"model.ts": source / "model.ts"})
+    rows = np.random.default_rng(0).normal(size=(3000, 3)).round(3)
+    body = "\n".join(",".join(map(str, row)) for row in rows) + "\n"
+    with torch.inference_mode():
+        expected = linear(torch.tensor(rows, dtype=torch.float32)).numpy()
+
+    as_csv, as_jsonl = handler.handle(
+        [request(body, "text/csv", "text/csv"), request(body, "text/csv", "application/jsonlines")]
+    )
+
+    assert not isinstance(as_csv, BaseException) and not isinstance(as_jsonl, BaseException)
+    got = np.loadtxt(io.StringIO(as_csv.body_bytes().decode()), delimiter=",", ndmin=2)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    lines = as_jsonl.body_bytes().decode().splitlines()
+    np.testing.assert_allclose([json.loads(line) for line in lines], expected, rtol=1e-5, atol=1e-6)
+    bad = body.split("\n")
+    bad[2001] = "1,2"  # a record the model cannot take, on line 2002
+    (failed,) = handler.handle([request("\n".join(bad), "text/csv", "text/csv")])
+    assert isinstance(failed, ServingError) and failed.status_code == 422
+    assert failed.message.startswith("line 2002: the model cannot use this input")
+
+
 # image_classifier
 
 
@@ -521,16 +549,20 @@ def test_text_classifier_every_form(text_handler: Handler, text_model: TextModel
     lines = (
         "\n".join(json.dumps(t) for t in TEXTS[:2]) + "\n" + json.dumps({"text": TEXTS[2]}) + "\n"
     )
-    plain, one, many, wrapped, jsonl = answer(
+    plain, one, many, wrapped, text = answer(
         text_handler,
         request(TEXTS[0], "text/plain; charset=utf-8"),
         request(json.dumps(TEXTS[0]), JSON),
         request(json.dumps(TEXTS), JSON),
         request(json.dumps({"inputs": TEXTS}), JSON),
-        request(lines, "application/jsonlines"),
+        request(json.dumps({"text": TEXTS[0]}), JSON),
     )
-    assert plain == one == expected[0]
-    assert many == wrapped == jsonl == expected
+    assert plain == one == text == expected[0]
+    assert many == wrapped == expected
+    # several JSON Lines are batch transform's records: each answered on its line as if alone
+    (jsonl,) = text_handler.handle([request(lines, "application/jsonlines")])
+    assert not isinstance(jsonl, BaseException)
+    assert [json.loads(line) for line in jsonl.body_bytes().splitlines()] == [[e] for e in expected]
     assert expected[0]["label"] == "positive" and expected[1]["label"] == "negative"
 
 

@@ -95,7 +95,7 @@ def test_a_bad_value_names_the_variable_and_the_value(name: str, value: str) -> 
         ("BYOSERVE_HTTP_ENGINE", "gunicorn, granian"),
         ("BYOSERVE_DIALECT", "sagemaker, torchserve"),
         ("BYOSERVE_LOG_FORMAT", "text, json"),
-        ("SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD, SINGLE_RECORD"),
+        ("SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD, SINGLE_RECORD, MultiRecord, SingleRecord"),
     ],
 )
 def test_a_choice_names_the_values_it_allows(name: str, allowed: str) -> None:
@@ -221,3 +221,52 @@ def test_one_setting_is_parsed_or_read_on_its_own() -> None:
     assert not ServingConfig.set_in_environment("port", {"SAGEMAKER_BIND_TO_PORT": ""})
     with pytest.raises(KeyError):
         ServingConfig.spec("no_such_setting")
+
+
+def test_a_batch_transform_job_waits_600_s_unless_told_otherwise() -> None:
+    job = ServingConfig.from_env({"SAGEMAKER_BATCH": "true"})
+    assert (job.batch, job.timeout) == (True, 600.0)
+    assert "batch transform job" in (job.transform_job() or "")
+    told = ServingConfig.from_env(
+        {"SAGEMAKER_BATCH": "True", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"}
+    )
+    assert told.timeout == 90.0
+    assert ServingConfig.from_env({}).transform_job() is None
+
+
+@pytest.mark.parametrize(
+    ("value", "strategy"),
+    [
+        ("MULTI_RECORD", "MULTI_RECORD"),
+        ("MultiRecord", "MULTI_RECORD"),
+        ("SINGLE_RECORD", "SINGLE_RECORD"),
+        ("SingleRecord", "SINGLE_RECORD"),
+        (" singlerecord ", "SINGLE_RECORD"),
+    ],
+)
+def test_batch_strategy_takes_both_spellings(value: str, strategy: str) -> None:
+    config = ServingConfig.from_env({"SAGEMAKER_BATCH_STRATEGY": value})
+    assert config.batch_strategy == strategy
+
+
+def test_max_concurrent_transforms_fit_in_every_workers_threads_and_queue() -> None:
+    config = ServingConfig.from_env({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "100"})
+    assert config.queue_size >= 100 and config.threads >= 100
+    assert config.queue_size < config.threads
+    small = ServingConfig.from_env({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4"})
+    assert (small.threads, small.queue_size) == (64, 32)
+    set_threads = ServingConfig.from_env(
+        {"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "40", "BYOSERVE_WORKER_THREADS": "16"}
+    )
+    assert (set_threads.threads, set_threads.queue_size) == (16, 40)
+    with pytest.raises(ConfigError, match=r"BYOSERVE_QUEUE_SIZE=8 is below .*=40"):
+        ServingConfig.from_env(
+            {"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "40", "BYOSERVE_QUEUE_SIZE": "8"}
+        )
+
+
+def test_payload_in_mb_zero_takes_whole_objects_and_is_reported_within_sagemakers_limit() -> None:
+    whole = ServingConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"})
+    assert whole.max_request_size == 1024 * MIB
+    assert whole.max_payload_in_mb == 100
+    assert ServingConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}).max_payload_in_mb == 20

@@ -388,6 +388,27 @@ def test_default_handler_csv_in_npy_out(model_dir: ModelDir) -> None:
     assert np.load(io.BytesIO(response.body_bytes())).shape == (2, 2)
 
 
+def test_default_handler_answers_one_line_per_record(model_dir: ModelDir) -> None:
+    model = scripted_linear(model_dir.root / "model.pt")
+    handler = model_dir.loaded()
+    rows = [[0.5, -1.0, 2.0], [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]]
+    with torch.no_grad():
+        expected = model(torch.tensor(rows)).numpy()
+    csv_body = "\n\n".join(",".join(map(str, row)) for row in rows) + "\n"
+
+    as_csv = answer(handler, request(csv_body, "text/csv", accept="text/csv"))
+    as_json = answer(handler, request("\n".join(json.dumps([r]) for r in rows)))
+
+    assert as_csv.content_type == "text/csv; charset=utf-8"
+    got = np.loadtxt(io.StringIO(as_csv.body_bytes().decode()), delimiter=",", ndmin=2)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    lines = as_json.body_bytes().decode().splitlines()
+    np.testing.assert_allclose([json.loads(line)[0] for line in lines], expected, rtol=1e-6)
+    bad = failure(handler, request("1,2,3\n\n1,2\n", "text/csv", accept="text/csv"))
+    assert isinstance(bad, ServingError) and bad.status_code in (400, 422)
+    assert str(bad).startswith("line 3: ")
+
+
 def test_default_handler_refuses_a_bad_accept_before_predicting(model_dir: ModelDir) -> None:
     scripted_linear(model_dir.root / "model.pt")
     handler = model_dir.loaded()
