@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -37,10 +40,39 @@ max_concurrent_invocations_per_instance = 2
 WAIT = 120.0  # seconds: a bound on waits for outcomes that come at once when all is well
 
 
+# The demo handler, and one that takes as long as it is told to: the invocation timeout's subject.
+SLOW_INFERENCE_PY = """\
+import io
+import json
+import tarfile
+import time
+
+
+def model_fn(model_dir):
+    return {"label": "POSITIVE"}
+
+
+def transform_fn(model, body, content_type, accept):
+    text = json.loads(body)
+    if isinstance(text, dict) and "take" in text:
+        time.sleep(text["take"])
+    return json.dumps({"label": model["label"], "input": text})
+"""
+
+
+def _archive(path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        data = SLOW_INFERENCE_PY.encode()
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
 @pytest.fixture
 def async_world(aws: AwsWorld) -> AwsWorld:
-    """moto, and ``asyncdemo``: the demo archive as an asynchronous endpoint."""
-    text = ASYNC_DEFINITION.format(archive=aws.archive)
+    """moto, and ``asyncdemo``: an asynchronous endpoint whose handler echoes its JSON input."""
+    text = ASYNC_DEFINITION.format(archive=_archive(aws.archive.with_name("async.tar.gz")))
     (aws.endpoints_dir / "asyncdemo.toml").write_text(text)
     return aws
 
@@ -159,6 +191,16 @@ def test_local_front_answers_invoke_endpoint_async(
         f"output: {base}/output/mine.out",
         f"failure: {base}/failures/mine-error.out",
     ]
+
+    # InvocationTimeoutSeconds bounds the wait for the model's answer
+    slow = runtime.invoke_endpoint_async(
+        EndpointName="asyncdemo",
+        Body=b'{"take": 4}',
+        ContentType="application/json",
+        InvocationTimeoutSeconds=1,
+    )
+    with pytest.raises(AsyncFailedError, match=r"did not answer within .* \(1 s\)"):
+        _outcome(aws, slow)
     assert server.stop() == 0
 
 
