@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -41,7 +43,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from deploy.asyncjobs import AsyncJob, JobRunner
 from deploy.definitions import EndpointDefinition
 from deploy.errors import DeployError
-from deploy.local import LocalServer
+from deploy.local import LocalServer, LocalServerError
 from deploy.s3paths import S3Path
 
 logger = logging.getLogger(__name__)
@@ -212,11 +214,16 @@ def fronted(
     """Start ``server``, then the front on ``port`` in front of it; yields the front (its URL is
     the one boto3 is given). On exit the front stops taking requests, queued jobs are dropped,
     and the server stops (a job in flight then fails)."""
-    with server as backend:
+    try:  # bound before the server starts: a port in use fails at once, in one line
+        listener = socket.create_server(("127.0.0.1", port))
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise LocalServerError(f"cannot listen on port {port}: {why}") from exc
+    with listener, server as backend:
         runner = JobRunner(backend.url, s3, endpoint.concurrency)
         http = make_server(
             "127.0.0.1", port, create_front(endpoint, runner), threaded=True,
-            request_handler=_QuietHandler,
+            request_handler=_QuietHandler, fd=listener.fileno(),
         )  # fmt: skip
         thread = threading.Thread(target=http.serve_forever, name="byoserve-async-front")
         thread.start()

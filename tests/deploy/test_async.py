@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,7 @@ WAIT = 120.0  # seconds: a bound on waits for outcomes that come at once when al
 SLOW_INFERENCE_PY = """\
 import io
 import json
+import socket
 import tarfile
 import time
 
@@ -266,3 +268,16 @@ def test_local_async_without_a_bucket_is_one_line(
     result = cli("local", "asyncdemo", "--no-docker", "--dry-run")
     assert result.code != 0 and "set `output_path`, or a bucket" in result.err
     assert result.err.count("\n") == 1
+
+
+def test_local_async_on_a_port_in_use_is_one_line(
+    async_world: AwsWorld, cli: Callable[..., Result]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = cli("local", "asyncdemo", "--no-docker", "--port", str(port))
+    assert result.code != 0 and result.out == ""
+    assert (
+        result.err.splitlines()[-1]
+        == f"deploy: cannot listen on port {port}: Address already in use"
+    )
