@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg = _verb(sub, "logs", commands.logs, common, "tail of /aws/sagemaker/Endpoints/NAME")
     lg.add_argument("--lines", type=int, default=50, help="how many lines")
     inv = _verb(sub, "invoke", commands.invoke_endpoint, common, "send one request, print answer")
-    inv.add_argument("--body-file", default="-", help="request body file (default: stdin)")
+    inv.add_argument("--body-file", help="request body file (default: stdin)")
     inv.add_argument("--body", help="request body as a string")
     inv.add_argument("--content-type", default="application/json")
     inv.add_argument("--accept", help="wanted response type")
@@ -155,6 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--stream", action="store_true",
                      help="InvokeEndpointWithResponseStream: print the pieces as they arrive "
                      "(not for multi-model endpoints)")  # fmt: skip
+    inv.add_argument("--async", dest="asynchronous", action="store_true",
+                     help="InvokeEndpointAsync: the body is uploaded to S3 (or give --input), "
+                     "the output location is printed")  # fmt: skip
+    inv.add_argument("--input", metavar="S3_URL", help="--async: an input already in S3")
+    inv.add_argument("--inference-id", help="--async: the request's InferenceId")
+    inv.add_argument("--invocation-timeout", type=int, metavar="SECONDS",
+                     help="--async: InvocationTimeoutSeconds, 1-3600 (default: the "
+                     "definition's [async] invocation_timeout)")  # fmt: skip
+    inv.add_argument(
+        "--wait",
+        action="store_true",
+        help="--async: wait for the answer (or the failure) and print it",
+    )
+    inv.add_argument("--wait-timeout", type=float, default=3600.0,
+                     help="--async --wait: give up after (s)")  # fmt: skip
+    inv.add_argument("--poll", type=float, default=2.0,
+                     help="--async --wait: seconds between looks in S3")  # fmt: skip
     text = "batch transform: a SageMaker job on s3://, or --local here"
     _transform_flags(_verb(sub, "transform", commands.transform, common, text))
     loc = _verb(sub, "local", commands.run_local, common,

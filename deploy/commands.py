@@ -12,6 +12,7 @@ from typing import Any
 
 from deploy import (
     archives,
+    asyncfront,
     batchio,
     batchlocal,
     batchsettings,
@@ -23,7 +24,14 @@ from deploy import (
     scaling,
 )
 from deploy import transform as transforms
-from deploy.aws import Aws
+from deploy.asyncinvoke import (
+    AsyncInvocation,
+    await_outcome,
+    input_location,
+    invoke_async,
+    upload_input,
+)
+from deploy.aws import Aws, make_client
 from deploy.cloudwatch import format_tail
 from deploy.definitions import (
     Autoscaling,
@@ -40,6 +48,7 @@ from deploy.invoke import Invocation, invoke, invoke_stream, runtime_client
 from deploy.release import Release, check_role, unique_name
 from deploy.repack import target_name
 from deploy.report import endpoint_report, format_report
+from deploy.s3paths import S3Path
 from deploy.settings import DeploySettings
 from serve.process.probe import free_port
 
@@ -282,6 +291,10 @@ def invoke_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     """One request; the response body goes to stdout as is (``--stream``: each piece as it
     arrives)."""
     definition = _definition(args, settings, required=False)
+    if args.asynchronous:
+        return _invoke_async(args, settings, definition)
+    if args.input or args.wait or args.inference_id or args.invocation_timeout:
+        raise DeployError("--input, --inference-id, --invocation-timeout, --wait go with --async")
     region = settings.region or definition.region
     if args.endpoint_url is None:
         region = settings.require("region", definition.region, str(definition.source))
@@ -317,6 +330,69 @@ def invoke_endpoint(args: argparse.Namespace, settings: DeploySettings) -> int:
     return 0
 
 
+def _invoke_async(
+    args: argparse.Namespace, settings: DeploySettings, definition: EndpointDefinition
+) -> int:
+    """``invoke --async``: the input uploaded (or ``--input``), ``InvokeEndpointAsync``, the
+    locations printed; with ``--wait``, the answer (stdout) or the failure (an error)."""
+    if args.stream or args.target_model:
+        raise DeployError("--async takes neither --stream nor --target-model")
+    if args.input and (args.body is not None or args.body_file is not None):
+        raise DeployError("--async takes the input from --input or from --body/--body-file")
+    region = settings.region or definition.region
+    if args.endpoint_url is None:
+        region = settings.require("region", definition.region, str(definition.source))
+    s3 = make_client("s3", region)
+    plan = Plan() if settings.dry_run else None
+    location = args.input or _upload_async_input(args, settings, definition, s3, plan)
+    S3Path.parse(location, "--input")
+    timeout = args.invocation_timeout or (
+        definition.async_inference.invocation_timeout if definition.async_inference else None
+    )
+    request = AsyncInvocation(location, args.content_type, args.accept, args.custom_attributes,
+                              args.inference_id, timeout)  # fmt: skip
+    if plan is not None:
+        plan.record("sagemaker-runtime", "InvokeEndpointAsync", request.params(definition.name))
+        return 0
+    receipt = invoke_async(runtime_client(region, args.endpoint_url), definition.name, request)
+    where = sys.stderr if args.wait else sys.stdout
+    print(f"inference {receipt.inference_id}", file=where)
+    print(f"output: {receipt.output_location}", file=where)
+    if receipt.failure_location:
+        print(f"failure: {receipt.failure_location}", file=where, flush=True)
+    if args.wait:
+        answer = await_outcome(s3, receipt, args.wait_timeout, args.poll)
+        sys.stdout.buffer.write(answer + (b"" if answer.endswith(b"\n") else b"\n"))
+        sys.stdout.flush()
+    return 0
+
+
+def _upload_async_input(
+    args: argparse.Namespace,
+    settings: DeploySettings,
+    definition: EndpointDefinition,
+    s3: Any,
+    plan: Plan | None,
+) -> str:
+    """The request body put in S3 for ``--async``: under the bucket (flags, environment, the
+    definition), else the bucket of the definition's ``[async] output_path``."""
+    table = definition.async_inference
+    bucket = settings.bucket or definition.bucket
+    if bucket is None and table is not None and table.output_path:
+        bucket = S3Path.parse(table.output_path, "[async] output_path").bucket
+    if bucket is None:
+        raise DeployError(
+            "--async needs its input in S3: pass --input s3://..., or a bucket to upload the "
+            "body to (--bucket, BYOSERVE_BUCKET or [aws] bucket)"
+        )
+    body = args.body.encode() if args.body is not None else _read_body(args.body_file)
+    where = input_location(bucket, definition.name)
+    if plan is not None:
+        plan.record("s3", "PutObject", {"Bucket": where.bucket, "Key": where.key, "Body": body})
+        return str(where)
+    return upload_input(s3, where, body, args.content_type)
+
+
 class _StreamOutput:
     """stdout for a stream: each piece written and flushed at once; the last line ended."""
 
@@ -344,8 +420,8 @@ def _check_target_model(definition: EndpointDefinition, target_model: str | None
         )
 
 
-def _read_body(path: str) -> bytes:
-    if path == "-":
+def _read_body(path: str | None) -> bytes:
+    if path is None or path == "-":
         return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
@@ -368,22 +444,33 @@ def _local_source(
 
 def run_local(args: argparse.Namespace, settings: DeploySettings) -> int:
     """Serve the endpoint here, in its image or ``--no-docker`` with ``serve``: its archive, or
-    every archive of a multi-model endpoint, each loaded when a request first names it; with
-    the environment it gets on SageMaker (its hosting mode's defaults under ``[environment]``)."""
+    every archive of a multi-model endpoint, each loaded when a request first names it; an
+    asynchronous one behind the asynchronous front (deploy/asyncfront.py) on ``--port``. The
+    server gets the environment it gets on SageMaker: its hosting mode's defaults (the async
+    limits, the serverless switch) under ``[environment]``."""
     definition = _definition(args, settings)
     shown, serving = _local_source(args, definition)
     port = args.port or free_port()
+    front = asyncfront.AsyncEndpoint.of(definition, settings.bucket or definition.bucket)
     if settings.dry_run:
-        Plan().record("local", "run", {**shown, "port": port})
+        extra = {"async": front.shown()} if front else {}
+        Plan().record("local", "run", {**shown, "port": port, **extra})
         return 0
     environment, timeout = hosting.container_environment(definition), args.ready_timeout
+    server_port = free_port() if front else port
     with serving as source:
         if args.no_docker:
-            local.serve_here(local.subprocess_server(source, port, environment, timeout))
-            return 0
-        engine = open_engine(settings.docker, settings.docker_host)
-        image = args.image or f"{definition.repository}:latest"
-        local.serve_here(local.container_server(engine, image, source, port, environment, timeout))
+            server = local.subprocess_server(source, server_port, environment, timeout)
+        else:
+            engine = open_engine(settings.docker, settings.docker_host)
+            image = args.image or f"{definition.repository}:latest"
+            server = local.container_server(
+                engine, image, source, server_port, environment, timeout
+            )
+        if front:
+            s3 = make_client("s3", settings.region or definition.region)
+            server = asyncfront.fronted(server, front, port, s3)
+        local.serve_here(server)
     return 0
 
 

@@ -86,7 +86,8 @@ def runtime_client(region: str | None, endpoint_url: str | None) -> Any:
     )
 
 
-def _answered(endpoint: str, exc: ClientError) -> InvokeError:
+def answered(endpoint: str, exc: ClientError) -> InvokeError:
+    """The endpoint's refusal in one line: its status, error code and message."""
     error = exc.response.get("Error", {})
     metadata = exc.response.get("ResponseMetadata", {})
     status = exc.response.get("OriginalStatusCode") or metadata.get("HTTPStatusCode")
@@ -99,7 +100,7 @@ def invoke(client: Any, endpoint: str, invocation: Invocation) -> Answer:
     try:
         response = client.invoke_endpoint(**invocation.params(endpoint))
     except ClientError as exc:
-        raise _answered(endpoint, exc) from exc
+        raise answered(endpoint, exc) from exc
     return Answer(
         body=response["Body"].read(),
         content_type=str(response.get("ContentType", "")),
@@ -124,7 +125,7 @@ def invoke_stream(
     try:
         response = client.invoke_endpoint_with_response_stream(**invocation.stream_params(endpoint))
     except ClientError as exc:
-        raise _answered(endpoint, exc) from exc
+        raise answered(endpoint, exc) from exc
     try:
         for event in response["Body"]:
             part = event.get("PayloadPart")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from serve.errors import (
     brief,
 )
 from serve.http.errors import REQUEST_ID_HEADER, error_body, public_message, request_id
+from serve.http.spool import PIECE, SPOOL_ABOVE, gather
 from serve.http.streaming import PLAIN, ClientLeft, Framing, StreamBody, StreamInfo
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
@@ -49,7 +50,6 @@ logger = logging.getLogger("serve.http.app")  # the same logger as the Flask app
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CUSTOM_ATTRIBUTES = 1024
-READ_CHUNK = 256 * 1024
 HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-type"})
 JSON = "application/json"
 
@@ -117,6 +117,10 @@ def read_body(
     """The body: ``length`` bytes, or a chunked body up to ``limit`` (past it: 413, never
     truncated), or nothing when the request has neither.
 
+    A large body (an asynchronous endpoint's, up to 1 GB) costs one copy of itself in memory:
+    it is read in pieces and gathered through a temporary file (serve/http/spool.py); handlers
+    get ``bytes`` either way.
+
     The client's framing errors (``rules.malformed``) and a body cut short (the connection gone,
     fewer bytes than announced) are the client's mistakes: 400s, logged without a traceback. An
     engine that cannot tell a complete chunked body from one cut short refuses it (411): a
@@ -129,7 +133,10 @@ def read_body(
         raise LengthRequiredError(rules.chunked_refusal)
     stream = environ["wsgi.input"]
     try:
-        body = stream.read(length) if length is not None else _read_chunked(stream, limit)
+        if length is not None and length <= SPOOL_ABOVE:
+            body = stream.read(length)
+        else:
+            body = gather(_pieces(stream, length, limit))
     except rules.malformed as exc:
         logger.warning("request %s: malformed request body: %s", rid, brief(exc))
         raise BadRequestError(f"malformed request body: {brief(exc)}") from exc
@@ -144,15 +151,18 @@ def _chunked(environ: dict[str, Any]) -> bool:
     return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
-def _read_chunked(stream: Any, limit: int) -> bytes:
-    chunks: list[bytes] = []
+def _pieces(stream: Any, length: int | None, limit: int) -> Iterator[bytes]:
+    """The body in pieces: ``length`` bytes (fewer when the input ends early), or all of a
+    chunked body, refused (413) once past ``limit``."""
     size = 0
-    while chunk := stream.read(READ_CHUNK):
-        size += len(chunk)
+    while length is None or size < length:
+        piece = stream.read(PIECE if length is None else min(PIECE, length - size))
+        if not piece:
+            return
+        size += len(piece)
         if size > limit:
             raise PayloadTooLargeError(too_large_message(None, limit))
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield piece
 
 
 def _cut_short(rid: str, detail: str) -> BadRequestError:
@@ -254,6 +264,10 @@ class Invocations:
             parameters=parameters,
         )
         result = runtime.submit(request)
+        if result.pieces is None:
+            # the request and the runtime's record of it (its sink) refer to each other: left
+            # to the cycle collector, a large body would outlive its request, many times over
+            request.sink = None
         kept = [(k, v) for k, v in result.headers.items() if k.lower() not in HOP_BY_HOP]
         first = result.body_bytes()
         if result.pieces is None:

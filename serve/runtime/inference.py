@@ -302,6 +302,7 @@ class ModelRuntime:
             if batch:
                 self.observer.queue_depth(self.name, self._queue.qsize())
                 self._run_batch(handler, batch)
+                del batch  # not kept while the next is awaited: a large body would stay held
             if self._streams:
                 self._advance()
                 if closed and not self._advanceable():
