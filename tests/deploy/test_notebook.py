@@ -7,7 +7,9 @@ examples (made by `make`), and are stored without outputs:
 - notebooks/textgen_streaming.ipynb: the textgen example served locally, its answers streamed
   through boto3's invoke_endpoint_with_response_stream and `deploy invoke --stream`;
 - notebooks/hosting_modes.ipynb: the sentiment example's batch transform run locally
-  (`deploy transform --local --no-docker`), from a directory and from moto's S3.
+  (`deploy transform --local --no-docker`), from a directory and from moto's S3, and an
+  asynchronous invocation through `deploy local` on an [async] definition (boto3's
+  invoke_endpoint_async, the answer and a failure in S3, `invoke --async --wait`).
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def test_textgen_notebook_streams_from_a_local_server(
 
 
 @pytest.mark.slow
-def test_hosting_modes_notebook_transforms_locally(
+def test_hosting_modes_notebook_transforms_and_invokes_asynchronously_locally(
     project_endpoints: AwsWorld, monkeypatch: pytest.MonkeyPatch, sentiment_archive: Path
 ) -> None:
     monkeypatch.setenv("BYOSERVE_NOTEBOOK_ARCHIVE", str(sentiment_archive))
@@ -155,3 +157,15 @@ def test_hosting_modes_notebook_transforms_locally(
     bucket = project_endpoints.bucket
     assert f"s3://{bucket}/transform/out/wednesday.jsonl.out: ['positive', '-', 'negative']" in text
     assert f"s3://{bucket}/transform/out/monday.jsonl.out: " in text
+    # asynchronous inference
+    assert "status 202" in text
+    output = re.search(r"output at (s3://\S+/sentiment-async/output/(\S+)\.out)", text)
+    assert output, text
+    assert "answer: [{'label': 'positive'" in text and "{'label': 'negative'" in text
+    assert re.search(r"failure: .*\"code\":\"\w+\"", text), text
+    assert "answers written: 0" in text
+    assert re.search(r'failure: s3://\S+-error\.out\n\[\{"label": ?"positive"', text), text
+    assert re.search(r"exit status 1: deploy: inference \S+ failed: ", text), text
+    assert "local server exited with 0" in text
+    key = output.group(1).removeprefix(f"s3://{bucket}/")
+    assert project_endpoints.client("s3").head_object(Bucket=bucket, Key=key)
