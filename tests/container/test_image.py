@@ -29,6 +29,7 @@ from tests.container.podman import (
 )
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import runtime_client
+from tests.integration.test_metrics_http import wait_all_ready
 
 pytestmark = pytest.mark.container
 
@@ -36,6 +37,12 @@ ENTRYPOINT = ["/opt/venv/bin/python", "/opt/program/container/serve"]
 BIND_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
 MME_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
 REVIEW = "This is an amazing movie."
+WORKERS = 2
+
+
+def _engine_env(engine: str) -> dict[str, str]:
+    """The container's environment for ``engine``, with a known number of workers."""
+    return {"BYOSERVE_HTTP_ENGINE": engine, "SAGEMAKER_MODEL_SERVER_WORKERS": str(WORKERS)}
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +142,9 @@ def test_sentiment_example(
     containers: Containers, request: pytest.FixtureRequest, layout: str, engine: str
 ) -> None:
     model: Path = request.getfixturevalue(layout)
-    server = containers.run(model, env={"BYOSERVE_HTTP_ENGINE": engine})
+    server = containers.run(model, env=_engine_env(engine))
     server.wait_ready()
+    wait_all_ready(server.url, WORKERS)  # granian's workers take requests while they load
     response = requests.post(
         f"{server.url}/invocations",
         data=REVIEW.encode(),
@@ -161,8 +169,9 @@ def test_bind_to_port_variable_moves_the_port(containers: Containers, slow_tree:
 def test_sigterm_during_a_request_lets_it_finish(
     containers: Containers, slow_tree: Path, engine: str
 ) -> None:
-    server = containers.run(slow_tree, env={"BYOSERVE_HTTP_ENGINE": engine})
+    server = containers.run(slow_tree, env=_engine_env(engine))
     server.wait_ready()
+    wait_all_ready(server.url, WORKERS)  # granian's workers take requests while they load
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
         connection.request(
