@@ -9,9 +9,11 @@ state_dict model, payloads decoded and encoded with the app's codecs.
 
 With the default ``input_fn`` and ``output_fn``, a request of several records (batch transform's
 ``MultiRecord``: CSV lines, JSON Lines, JSON documents one a line; serve/codecs/records.py)
-answered as JSON, JSON Lines or CSV is taken record by record: each decoded, given to
-``predict_fn`` and encoded as if it came alone, one answer line per record, in order; a record
-that fails fails the request, its message starting ``line K: ``.
+answered as JSON, JSON Lines or CSV answers one line per record, in order, each what the record
+would be answered alone. CSV and JSON Lines go to ``predict_fn`` once, as one array or list (as
+SageMaker's toolkit reads them), when the prediction has one item per record; otherwise each
+record is decoded, predicted and encoded alone. A record that fails fails the request, its message
+starting ``line K: ``.
 
 A ``predict_fn`` or ``transform_fn`` that returns a generator (or any other iterator) streams:
 each item goes through ``output_fn`` when the module has one, else is encoded as the type the
@@ -35,6 +37,7 @@ from handlers.builtins.base import model_failure
 from handlers.context import Context, build_response, user_error
 from handlers.torchmodel import device_for, load_model
 from serve.codecs import (
+    JSONLINES_TYPES,
     LINE_TYPES,
     CodecRegistry,
     Record,
@@ -74,6 +77,8 @@ HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transfo
 UTF8_TYPES = ("application/json", "text/csv")  # given to input_fn as str, as the toolkit does
 DEFAULT_SOURCE = "default handler"
 _MODEL_INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+# Request types SageMaker's toolkit reads as one batch (a 2-D array, a list): tried whole first.
+BATCHED_RECORD_TYPES = ("text/csv", *JSONLINES_TYPES)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -300,7 +305,22 @@ class ToolkitHandler:
         accept: str,
     ) -> InferenceResponse:
         """Each record decoded, predicted and encoded as if it came alone (as batch transform's
-        SingleRecord would send it), one answer line each, in order."""
+        SingleRecord would send it), one answer line each, in order.
+
+        CSV and JSON Lines are first tried as one batch, as SageMaker's toolkit reads them (one
+        array or list, one ``predict_fn`` call): when the prediction has one item per record,
+        item ``i`` (kept as a batch of one, ``prediction[i:i+1]``) is record ``i``'s answer,
+        the same as it would be alone. Otherwise (another length, a failure, a stream) each
+        record is run alone, which also names the line a failure comes from.
+        """
+        batched = self._batched(ctx, codecs, request, records)
+        if batched is not None:
+            body, content_type = encode_records(
+                zip((record.line for record in records), batched, strict=True),
+                parse_media_type(accept)[0],
+                codecs,
+            )
+            return build_response(ctx, 0, body, content_type)
         answers: list[tuple[int, Any]] = []
         for record in records:
             alone = dataclasses.replace(request, body=record.body, content_type=record.content_type)
@@ -322,6 +342,32 @@ class ToolkitHandler:
             answers.append((record.line, prediction))
         body, content_type = encode_records(answers, parse_media_type(accept)[0], codecs)
         return build_response(ctx, 0, body, content_type)
+
+    def _batched(
+        self,
+        ctx: Context,
+        codecs: CodecRegistry,
+        request: InferenceRequest,
+        records: Sequence[Record],
+    ) -> list[Any] | None:
+        """Each record's answer from one prediction over all of them, or None when that cannot
+        be had (see :meth:`_handle_records`)."""
+        if parse_media_type(request.content_type)[0] not in BATCHED_RECORD_TYPES:
+            return None
+        try:
+            prediction = self._predict(ctx, self._input(ctx, codecs, request))
+        except Exception as exc:  # run alone, each record says what is wrong with it
+            logger.debug("%s: the records as one batch failed (%s): one by one", self.source, exc)
+            return None
+        if _streams(prediction):
+            _close(prediction)
+            return None
+        try:
+            if len(prediction) != len(records) or isinstance(prediction, str | bytes | Mapping):
+                return None
+            return [prediction[index : index + 1] for index in range(len(records))]
+        except TypeError:  # no length, or no slices: not one item per record
+            return None
 
     def _stream(
         self,

@@ -5,11 +5,19 @@ request's records, one a line (records). Handlers import what they need from her
 from serve.codecs.formats import default_codecs
 from serve.codecs.media import parse_accept, parse_media_type
 from serve.codecs.pieces import encode_piece
-from serve.codecs.records import LINE_TYPES, Record, at_line, encode_records, split_records
+from serve.codecs.records import (
+    JSONLINES_TYPES,
+    LINE_TYPES,
+    Record,
+    at_line,
+    encode_records,
+    split_records,
+)
 from serve.codecs.registry import Codec, CodecRegistry
 from serve.codecs.values import decode_text, json_default, to_numpy
 
 __all__ = [
+    "JSONLINES_TYPES",
     "LINE_TYPES",
     "Codec",
     "CodecRegistry",

@@ -4,6 +4,7 @@ JSON, and the error a malformed payload gets."""
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,12 +58,18 @@ def decode_text(body: bytes, params: Mapping[str, str], media_type: str) -> str:
         media_type: the Content-Type without them, for the message.
     """
     charset = params.get("charset") or "utf-8"
+    unsupported = BadRequestError(f"unsupported charset {charset[:40]!r} for {media_type}")
     try:
+        # "undefined" is a codec that refuses everything; a name with a NUL is a ValueError
+        if codecs.lookup(charset).name == "undefined":
+            raise unsupported
         return body.decode(charset)
-    except LookupError as exc:
-        raise BadRequestError(f"unsupported charset {charset[:40]!r} for {media_type}") from exc
     except UnicodeDecodeError as exc:
         raise malformed(media_type, f"not valid {charset} at byte {exc.start}") from exc
+    except UnicodeError as exc:  # idna, punycode: text they cannot read, said otherwise
+        raise malformed(media_type, f"not valid {charset}: {exc}") from exc
+    except (LookupError, ValueError) as exc:  # unknown, or bytes-to-bytes (base64, zip, rot13)
+        raise unsupported from exc
 
 
 def json_default(value: Any) -> Any:

@@ -14,6 +14,7 @@ Bounded for CI (``FUZZ_EXAMPLES`` requests, 2000 by default, derandomized so a r
 
 from __future__ import annotations
 
+import encodings.aliases
 import io
 import json
 import os
@@ -116,8 +117,42 @@ def typed(draw: st.DrawFn) -> tuple[str, bytes]:
     )
 
 
+# Every codec name Python knows (text encodings, and bytes-to-bytes or text-to-text codecs that
+# cannot decode text: base64, zip, rot13, ...), "undefined", and generated names.
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+# Names Python cannot decode text with (bytes-to-bytes or text-to-text codecs, "undefined",
+# codecs of another platform) or decodes oddly, often; then every codec name it knows, and junk.
+AWKWARD_CHARSETS = (
+    "undefined", "base64", "zip", "rot13", "hex", "uu", "bz2", "quopri", "idna", "punycode",
+    "utf-7", "utf-16", "utf-32", "unicode_escape", "raw_unicode_escape", "mbcs", "oem",
+)  # fmt: skip
+CHARSETS = st.one_of(
+    st.sampled_from(AWKWARD_CHARSETS),
+    st.sampled_from(AWKWARD_CHARSETS),
+    st.sampled_from(sorted(set(encodings.aliases.aliases.values()))),
+    st.text(alphabet=PRINTABLE, max_size=24),
+)
+PARAMETER_VALUES = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=16
+)
+
+
+@st.composite
+def parameterised(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid request body, its type given a generated charset and other parameters (quoted or
+    not, repeated, empty)."""
+    content_type, body = draw(st.sampled_from(VALID))
+    parameters = [f"charset={draw(CHARSETS)}"]
+    for name in draw(st.lists(st.sampled_from(["charset", "boundary", "q", "x", ""]), max_size=3)):
+        value = draw(PARAMETER_VALUES)
+        parameters.append(f'{name}="{value}"' if draw(st.booleans()) else f"{name}={value}")
+    order = draw(st.permutations(parameters))
+    return "; ".join([content_type, *order]), body
+
+
 REQUESTS = st.one_of(
     typed(),
+    parameterised(),
     st.tuples(st.sampled_from([t for t, _ in VALID]), st.binary(max_size=2048)),
     st.tuples(
         st.one_of(st.sampled_from(CONTENT_TYPES), st.from_regex(MEDIA, fullmatch=True)),
@@ -256,3 +291,46 @@ def test_generated_bad_requests_never_get_a_5xx(fuzz_server: ServerProcess, engi
     assert all(grown < 256 * 2**20 for grown in growth), growth
     assert "Traceback" not in fuzz_server.log(), "a client's mistake was logged with a traceback"
     assert seen.get(200) and len(seen) >= 4, seen  # they reached the models, and their checks
+
+
+TEXT_BODIES = [
+    (t, body)
+    for t, body in VALID
+    if t in ("application/json", "application/jsonlines", "text/plain", "text/csv")
+]
+
+
+def test_every_charset_python_cannot_decode_text_with_is_a_client_error(
+    fuzz_server: ServerProcess,
+) -> None:
+    """Each awkward charset on each text type to each model: a 4xx with the JSON error (or 200
+    where the charset reads the body after all), never a 5xx; then generated parameters."""
+    seen: dict[int, int] = {}
+
+    def check(target: str, content_type: str, body: bytes) -> None:
+        answer = send(fuzz_server.port, target, content_type, "application/json", body, "length")
+        assert answer is not None, content_type
+        seen[answer.status] = seen.get(answer.status, 0) + 1
+        assert answer.status < 500, (target, content_type, answer.status, answer.body[:300])
+        if answer.status >= 400:
+            assert json.loads(answer.body)["error"]["code"], answer.body
+
+    for target in MODELS:
+        for media_type, body in TEXT_BODIES:
+            for charset in AWKWARD_CHARSETS:
+                check(target, f"{media_type}; charset={charset}", body)
+
+    @settings(
+        max_examples=EXAMPLES // 4,
+        deadline=None,
+        derandomize=os.environ.get("FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(target=st.sampled_from(MODELS), request=parameterised())
+    def one(target: str, request: tuple[str, bytes]) -> None:
+        check(target, *request)
+
+    one()
+    print(f"fuzz charsets: {dict(sorted(seen.items()))}")
+    assert seen.get(400) and seen.get(200), seen
+    assert "Traceback" not in fuzz_server.log(), "a client's mistake was logged with a traceback"

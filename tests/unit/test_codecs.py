@@ -292,6 +292,16 @@ def test_json_round_trip_with_numpy_and_charset(codecs: CodecRegistry) -> None:
         (b'"\xff"', "application/json", "not valid utf-8 at byte 1"),
         (b"{}", "application/json; charset=klingon", "unsupported charset 'klingon'"),
         (b"{}", "application/json; charset=base64", "unsupported charset 'base64'"),
+        (b"{}", "application/json; charset=undefined", "unsupported charset 'undefined'"),
+        (b"{}", "application/json; charset=rot13", "unsupported charset 'rot13'"),
+        (b"{}", "application/json; charset=zip", "unsupported charset 'zip'"),
+        (b"{}", 'application/json; charset="utf-8\x00"', "unsupported charset"),
+        (b"{}", "application/json; charset=mbcs", "unsupported charset 'mbcs'"),
+        (
+            b"xn--\xff",
+            "text/csv; charset=punycode",
+            "malformed text/csv payload: not valid punycode",
+        ),
     ],
 )
 def test_malformed_json_is_400(

@@ -409,6 +409,68 @@ def test_default_handler_answers_one_line_per_record(model_dir: ModelDir) -> Non
     assert str(bad).startswith("line 3: ")
 
 
+COUNTING_PREDICT = """
+import os
+
+import numpy as np
+
+
+def model_fn(model_dir):
+    return os.path.join(model_dir, "calls")
+
+
+def predict_fn(data, model):
+    rows = np.asarray(data, dtype=np.float32)
+    with open(model, "a") as calls:  # how many rows each call got, one line per call
+        calls.write(f"{len(rows)}\\n")
+    if rows.ndim != 2 or rows.shape[1] != 2:
+        raise ValueError(f"expected rows of 2 numbers, got shape {rows.shape}")
+    if len(rows) == 3:
+        return rows.sum(axis=1)[:2]  # a model that drops a row: not one answer per record
+    return rows.sum(axis=1, keepdims=True)
+"""
+
+
+def test_toolkit_records_are_predicted_as_one_batch_with_the_answers_of_each_alone(
+    model_dir: ModelDir,
+) -> None:
+    """CSV and JSON Lines records go to predict_fn once, as SageMaker's toolkit reads them; each
+    answer line is what the record gets alone. A failing batch, or one whose prediction is not
+    one item per record, is run record by record, which names the failing line."""
+    model_dir.write("code/inference.py", COUNTING_PREDICT)
+    handler = model_dir.loaded()
+
+    def calls() -> list[int]:
+        path = model_dir.root / "calls"
+        made = [int(line) for line in path.read_text().split()] if path.exists() else []
+        path.unlink(missing_ok=True)
+        return made
+
+    rows = [[1, 2], [3, 4], [5, 6], [7, 8]]
+    csv_body = "\n".join(f"{a},{b}" for a, b in rows) + "\n"
+
+    batch = answer(handler, request(csv_body, "text/csv", accept="application/jsonlines"))
+    assert calls() == [4]
+    alone = [
+        answer(handler, request(f"{a},{b}\n", "text/csv", accept="application/jsonlines"))
+        .body_bytes()
+        .rstrip(b"\n")
+        for a, b in rows
+    ]
+    assert calls() == [1, 1, 1, 1]
+    assert batch.body_bytes().splitlines() == alone == [b"[3.0]", b"[7.0]", b"[11.0]", b"[15.0]"]
+
+    lines = "\n".join(json.dumps(row) for row in rows)
+    as_lines = answer(handler, request(lines, "application/jsonlines", accept="text/csv"))
+    assert calls() == [4] and as_lines.body_bytes() == b"3.0\n7.0\n11.0\n15.0\n"
+
+    dropped = answer(handler, request("1,2\n3,4\n5,6\n", "text/csv", accept="text/csv"))
+    assert calls() == [3, 1, 1, 1] and dropped.body_bytes() == b"3.0\n7.0\n11.0\n"
+
+    bad = failure(handler, request("1,2\n3,4\n5,6,7\n8,9\n", "text/csv", accept="text/csv"))
+    assert isinstance(bad, ServingError) and str(bad).startswith("line 3: "), bad
+
+
 def test_default_handler_refuses_a_bad_accept_before_predicting(model_dir: ModelDir) -> None:
     scripted_linear(model_dir.root / "model.pt")
     handler = model_dir.loaded()
