@@ -213,3 +213,33 @@ def test_without_the_files_the_app_is_served_as_is() -> None:
 
     assert not log_files_on()
     assert access_logged(app) is app
+
+
+def test_the_metric_lines_observer_hands_every_event_on(log_files: LogFiles) -> None:
+    from serve.observe.metriclines import MetricLinesObserver, with_metric_lines
+    from serve.observe.metrics import PrometheusObserver
+
+    prometheus = PrometheusObserver()
+    assert with_metric_lines(prometheus) is prometheus  # no log files: nothing added
+    configure_log_files(log_files, logging.INFO)
+    observer = with_metric_lines(prometheus)
+    assert isinstance(observer, MetricLinesObserver)
+    observer.model_loaded("echo", 1.5, 0)
+    observer.batch_done("echo", 2, 0.25)
+    observer.request_done("invocations", 200, 0.3, None, "echo")
+    exposition = observer.exposition()
+    assert exposition is not None
+    text = exposition[0].decode()
+    for sample in (
+        'byoserve_model_load_seconds{model="echo"} 1.5',
+        'byoserve_batch_size_count{model="echo"} 1.0',
+        'byoserve_requests_total{model="echo",route="invocations",status="200"} 1.0',
+    ):
+        assert sample in text
+    server = _lines(log_files.metrics / "ts_metrics.log")
+    assert len(server) == 1 and " - WorkerLoadTime.Milliseconds:1500.0|#WorkerName:W-" in server[0]
+    model = _lines(log_files.metrics / "model_metrics.log")
+    assert [line.split(" - ")[1].split("|")[0] for line in model] == [
+        "HandlerTime.ms:250.0",
+        "PredictionTime.ms:250.0",
+    ]
