@@ -24,6 +24,7 @@ from serve.http.invocation import BodyRules
 from serve.model.directory import activate_code_paths, prepare_model_dir
 from serve.model.settings import ModelOverrides, ModelsJson, Registration, SettingError
 from serve.model.store import ModelStore, parse_models
+from serve.observe.metriclines import with_metric_lines
 from serve.observe.observer import Observer
 from serve.process.sockets import recycle_worker, stop_server
 from serve.runtime.inference import OpenedModel
@@ -95,6 +96,7 @@ def build_server(
         from serve.observe.metrics import PrometheusObserver
 
         observer = PrometheusObserver.create(config.metrics_dir)
+    observer = with_metric_lines(observer)  # serve --start: TorchServe's metric lines too
     shared = SharedModels.create()
     store = ModelStore(config.model_store) if config.model_store is not None else None
     registry = ModelRegistry(

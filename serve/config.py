@@ -494,7 +494,13 @@ class ServingConfig:
         None,
         "LOG_LOCATION",
         parse=_path,
-        help="serve --start in the background: where its log goes (default ./logs)",
+        help="serve --start: where TorchServe's log files go (default ./logs)",
+    )
+    metrics_location: Path | None = setting(
+        None,
+        "METRICS_LOCATION",
+        parse=_path,
+        help="serve --start: where TorchServe's metric logs go (default ./logs)",
     )
     allow_pickled_models: bool = setting(
         False,

@@ -48,6 +48,7 @@ from serve.dialect import daemon
 from serve.dialect.properties import load_properties
 from serve.errors import StartupError
 from serve.flags import build_parser, flag_values
+from serve.observe.logfiles import LogFiles, configure_log_files
 from serve.observe.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -132,11 +133,24 @@ def main(argv: Sequence[str], start: Callable[[ServingConfig], int]) -> int:
     configure_logging(config.log_level, config.log_format)
     for note in notes:
         logger.warning("%s", note)
+    files = log_files(config, mms=bool(args.mms_config))
     if args.foreground:
+        try:
+            configure_log_files(files, config.log_level)
+        except OSError as exc:
+            print(f"serve: cannot write the logs in {files.logs}: {exc}", file=sys.stderr)
+            return StartupError.exit_code
         return daemon.run_foreground(config, pid_file, start)
-    log_name = "mms_log.log" if args.mms_config else "ts_log.log"
-    log_file = (config.log_location or Path("logs").absolute()) / log_name
-    return daemon.start_background(config, [*argv, "--foreground"], pid_file, log_file)
+    return daemon.start_background(config, [*argv, "--foreground"], pid_file, files.server_path)
+
+
+def log_files(config: ServingConfig, mms: bool) -> LogFiles:
+    """Where TorchServe's (or MMS's) log files go: ``LOG_LOCATION`` and ``METRICS_LOCATION``,
+    each ``./logs`` by default."""
+    logs = config.log_location or Path("logs")
+    metrics = config.metrics_location or Path("logs")
+    make = LogFiles.mms if mms else LogFiles
+    return make(logs.absolute(), metrics.absolute())
 
 
 def torchserve_config(

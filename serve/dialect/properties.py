@@ -74,6 +74,9 @@ APPLIED: Mapping[str, Apply] = {
     "default_startup_timeout": _to("startup_timeout"),
     "install_py_dep_per_model": _to("install_requirements"),
     "enable_metrics_api": _to("metrics"),
+    # byoserve's: TorchServe reads only the variables LOG_LOCATION and METRICS_LOCATION
+    "log_location": _to("log_location"),
+    "metrics_location": _to("metrics_location"),
 }
 ENVVARS = "enable_envvars_config"
 ENV_ALLOWED_URLS = "use_env_allowed_urls"

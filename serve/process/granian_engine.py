@@ -46,6 +46,7 @@ from serve.config import ConfigError, ServingConfig
 from serve.http.invocation import BodyRules
 from serve.http.listeners import WSGIApp, serving_app, side_apps
 from serve.http.streaming import StreamAbortedError
+from serve.observe.access import access_logged
 from serve.process.probe import pid_alive
 from serve.process.sockets import (
     BACKLOG,
@@ -131,8 +132,9 @@ class GranianEngine:
         """Serve until SIGTERM/SIGINT: the serving port with granian, the side addresses from
         every worker; a failure to start is what the registry records, so None."""
         observer = app.extensions.get("byoserve.observer")
-        serving = serving_app(app, config, registry, observer)
+        serving = access_logged(serving_app(app, config, registry, observer))
         sides = side_apps(config, registry, observer, app.extensions["byoserve.body"])
+        sides = {address: access_logged(side) for address, side in sides.items()}
         run_granian(serving, sides, registry, config)
         return None
 

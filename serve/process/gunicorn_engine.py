@@ -30,6 +30,7 @@ from gunicorn.http.errors import ParseException
 from serve.config import ServingConfig
 from serve.http.invocation import BodyRules
 from serve.http.listeners import WSGIApp, serving_app, side_apps
+from serve.observe.access import access_logged
 from serve.observe.observer import Observer
 from serve.process.sockets import (
     BACKLOG,
@@ -135,7 +136,8 @@ class ServeApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         observer = self.application.extensions.get("byoserve.observer")
-        return listening_app(self.application, self.serving, self.registry, observer)
+        app = listening_app(self.application, self.serving, self.registry, observer)
+        return access_logged(app)
 
 
 def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[str, Any]:

@@ -6,13 +6,14 @@ directories (TMPDIR, the working directory)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,35 @@ BROKEN = """
 def handle(data, context):
     raise RuntimeError("weights are corrupt")
 """
+
+LOUD = """
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def handle(data, context):
+    if data is None:
+        print("loud is ready")
+        return None
+    logger.info("a batch of %d\\nin two lines", len(data))
+    return [json.dumps({"ok": True}) for _ in data]
+"""
+
+LOG_FILES = ("ts_log.log", "model_log.log", "access_log.log")
+METRIC_FILES = ("ts_metrics.log", "model_metrics.log")
+ISO8601 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3}"  # log4j2's %d{ISO8601}
+LEVEL = r"\[(?:TRACE|DEBUG|INFO |WARN |ERROR|FATAL)\]"  # %-5p
+SERVER_LINE = re.compile(rf"^{ISO8601} {LEVEL} (\S+) (\S+) - (.*)$")  # %t %c - %m
+MODEL_LINE = re.compile(rf"^{ISO8601} {LEVEL} W-\d+-(?:(\S+)-)?std(?:out|err) MODEL_LOG - (.*)$")
+PLAIN_LINE = re.compile(rf"^{ISO8601} - (.*)$")  # the access and metric logs
+ACCESS = re.compile(r'^/[0-9a-f.:]+ "([A-Z]+) (\S+) HTTP/1\.1" (\d{3}) (\d+)$')
+# TorchServe's frontend parser of metric lines (Metric.PATTERN)
+METRIC = re.compile(
+    r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?\|#hostname:([^,]+),"
+    r"([^,]+)(,(.*))?"
+)
 
 MODELS_JSON = """models={\\
   "echo": {\\
@@ -74,10 +104,12 @@ class TorchServeCli:
     store: Path
     ports: dict[str, int]
 
+    extra_env: dict[str, str] = field(default_factory=dict)
+
     @property
     def env(self) -> dict[str, str]:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "TMPDIR": str(self.temp), "PYTHONPATH": path}
+        return {**os.environ, "TMPDIR": str(self.temp), "PYTHONPATH": path, **self.extra_env}
 
     @property
     def pid_file(self) -> Path:
@@ -188,7 +220,7 @@ def test_start_serves_the_mar_in_the_background_until_stop(cli: TorchServeCli) -
     assert not cli.pid_file.exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{cli.url}/ping", timeout=5)
-    assert "serve.cli: stopped" in log.read_text()
+    assert " serve.cli - stopped" in log.read_text()
 
 
 @pytest.mark.slow
@@ -209,7 +241,13 @@ def test_foreground_serves_in_its_own_process_and_stop_ends_it(cli: TorchServeCl
         assert stopped.returncode == 0 and "has stopped" in stopped.stdout
         assert server.wait(30) == 0
         assert not cli.pid_file.exists()
-        assert not (cli.work / "logs").exists()  # the foreground writes to its own output
+        # TorchServe's files, and the console in the server log's shape
+        logs = {path.name for path in (cli.work / "logs").iterdir()}
+        assert logs == {*LOG_FILES, *METRIC_FILES}
+        console = (cli.work / "foreground.log").read_text().splitlines()
+        assert any(line.endswith(" serve.cli - stopped") for line in console)
+        server_log = (cli.work / "logs" / "ts_log.log").read_text().splitlines()
+        assert sorted(server_log) == sorted(console)  # the workers' lines may interleave otherwise
     finally:
         if server.poll() is None:
             server.kill()
@@ -244,10 +282,92 @@ def test_a_start_up_model_that_fails_stops_the_start_naming_it(cli: TorchServeCl
     assert started.stderr.count("cannot start") == 1
     assert "Traceback" not in started.stderr  # it is in the log, not said to the user
     assert "Traceback" in log.read_text()
+    # in the model log as TorchServe's frontend writes a worker's output: a prefix on each line
+    model_log = (cli.work / "logs" / "model_log.log").read_text().splitlines()
+    assert all(MODEL_LINE.match(line) for line in model_log), model_log
+    said = [line.split(" MODEL_LOG - ", 1)[1] for line in model_log]
+    assert "Traceback (most recent call last):" in said
+    assert "RuntimeError: weights are corrupt" in said
     assert not cli.pid_file.exists()
     assert not list(cli.temp.iterdir())  # the server ended and left nothing behind
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{cli.url}/ping", timeout=5)
+
+
+def _parsed(path: Path, pattern: re.Pattern[str]) -> list[re.Match[str]]:
+    lines = path.read_text().splitlines()
+    matches = [pattern.match(line) for line in lines]
+    assert lines and all(matches), f"{path.name}: {lines}"
+    return [match for match in matches if match]
+
+
+@pytest.mark.slow
+def test_torchserves_log_files_in_its_line_shapes(cli: TorchServeCli) -> None:
+    archive(cli.store, "loud", LOUD, cli.work)
+    config = cli.properties()
+    args = ["--start", "--model-store", str(cli.store), "--models", "loud.mar"]
+    started = cli.run(*args, "--ts-config", config)
+    assert started.returncode == 0, started.stderr
+    management = f"http://127.0.0.1:{cli.ports['management']}"
+    assert requests.post(f"{cli.url}/predictions/loud", json=[1], timeout=30).status_code == 200
+    assert requests.get(f"{management}/models?limit=5", timeout=30).status_code == 200
+    assert requests.get(f"{cli.url}/predictions/nobody", timeout=30).status_code == 404
+    assert cli.run("--stop").returncode == 0
+    logs = cli.work / "logs"
+    assert {path.name for path in logs.iterdir()} == {*LOG_FILES, *METRIC_FILES}
+
+    access = [ACCESS.match(line.group(1)) for line in _parsed(logs / "access_log.log", PLAIN_LINE)]
+    assert all(access)
+    requested = [line.group(1, 2, 3) for line in access if line and line.group(2) != "/ping"]
+    assert requested == [
+        ("POST", "/predictions/loud", "200"),
+        ("GET", "/models?limit=5", "200"),
+        ("GET", "/predictions/nobody", "404"),
+    ]
+    said = [(line.group(1), line.group(2)) for line in _parsed(logs / "model_log.log", MODEL_LINE)]
+    assert ("loud", "loud is ready") in said  # the handler's print
+    assert ("loud", "a batch of 1") in said and ("loud", "in two lines") in said  # its logger
+    server = _parsed(logs / "ts_log.log", SERVER_LINE)
+    loggers = {line.group(2) for line in server}
+    assert {"serve.cli", "ACCESS_LOG", "MODEL_LOG", "TS_METRICS", "MODEL_METRICS"} <= loggers
+
+    counters = [
+        METRIC.fullmatch(line.group(1)) for line in _parsed(logs / "ts_metrics.log", PLAIN_LINE)
+    ]
+    assert all(counters)
+    names = [(line.group(1), line.group(4)) for line in counters if line]
+    assert names.count(("Requests4XX", "Level:Host")) == 1
+    assert ("Requests2XX", "Level:Host") in names
+    assert [name for name, _ in names].count("WorkerLoadTime") == 1
+    model_metrics = _parsed(logs / "model_metrics.log", PLAIN_LINE)
+    timed = [METRIC.fullmatch(line.group(1)) for line in model_metrics]
+    assert [line.group(1, 2, 4) for line in timed if line] == [
+        ("HandlerTime", "ms", "ModelName:loud,Level:Model"),
+        ("PredictionTime", "ms", "ModelName:loud,Level:Model"),
+    ]
+
+
+@pytest.mark.slow
+def test_log_location_and_metrics_location_move_the_files(cli: TorchServeCli) -> None:
+    archive(cli.store, "echo", ECHO, cli.work)
+    moved, metrics = cli.work / "moved", cli.work / "metrics"
+    cli.extra_env = {"LOG_LOCATION": str(moved), "METRICS_LOCATION": str(metrics)}
+    args = ["--start", "--model-store", str(cli.store), "--models", "echo.mar"]
+    started = cli.run(*args, "--ts-config", cli.properties())
+    assert started.returncode == 0, started.stderr
+    assert f"log: {moved / 'ts_log.log'}" in started.stdout
+    assert cli.run("--stop").returncode == 0
+    assert {path.name for path in moved.iterdir()} == set(LOG_FILES)
+    assert {path.name for path in metrics.iterdir()} == set(METRIC_FILES)
+    assert not (cli.work / "logs").exists()
+
+    cli.extra_env = {}
+    config = cli.properties("log_location=elsewhere\n")
+    started = cli.run(*args, "--ts-config", config)
+    assert started.returncode == 0, started.stderr
+    assert cli.run("--stop").returncode == 0
+    assert {path.name for path in (cli.work / "elsewhere").iterdir()} == set(LOG_FILES)
+    assert {path.name for path in (cli.work / "logs").iterdir()} == set(METRIC_FILES)
 
 
 @pytest.mark.engines("gunicorn", reason="starts no server")

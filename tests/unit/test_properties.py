@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from serve.config import MIB, ConfigError, ServingConfig
-from serve.dialect.cli import build_torchserve_parser, is_torchserve_command, torchserve_config
+from serve.dialect.cli import (
+    build_torchserve_parser,
+    is_torchserve_command,
+    log_files,
+    torchserve_config,
+)
 from serve.dialect.javaprops import PropertiesError, parse_properties, read_properties
 from serve.dialect.properties import load_properties
 from serve.model.settings import ModelOverrides, ModelsJson, Registration
@@ -386,3 +391,17 @@ def test_torchserve_command_lines_are_recognised() -> None:
     assert is_torchserve_command(["--foreground", "--model-store", "s"])
     assert not is_torchserve_command(["--model-store", "s", "--models", "a.mar"])
     assert not is_torchserve_command(["--model-dir", "m", "--port", "9000"])
+
+
+def test_log_files_go_to_log_location_and_metrics_location(tmp_path: Path) -> None:
+    args = ["--model-store", str(tmp_path)]
+    files = log_files(start_config(args)[0], mms=False)
+    assert (files.logs, files.metrics) == (Path("logs").absolute(), Path("logs").absolute())
+    assert (files.server_log, files.metrics_log) == ("ts_log.log", "ts_metrics.log")
+    environ = {"LOG_LOCATION": str(tmp_path / "a"), "METRICS_LOCATION": str(tmp_path / "m")}
+    files = log_files(start_config(args, environ)[0], mms=True)
+    assert (files.logs, files.metrics) == (tmp_path / "a", tmp_path / "m")
+    assert (files.server_log, files.metrics_log) == ("mms_log.log", "mms_metrics.log")
+    path = write(tmp_path, f"log_location={tmp_path / 'b'}\nmetrics_location=metrics\n")
+    files = log_files(start_config([*args, "--ts-config", str(path)], environ)[0], mms=False)
+    assert (files.logs, files.metrics) == (tmp_path / "b", Path("metrics").absolute())
