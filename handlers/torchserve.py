@@ -2,7 +2,9 @@
 
 Both get a batch as TorchServe gives it: ``handle(data, context)`` with ``data`` a list holding one
 ``{"body": payload, "data": payload}`` dict per request, and return a list with one entry per
-request. Payloads are decoded, and results serialised, the way TorchServe does it.
+request. Payloads are decoded, and results serialised, the way TorchServe does it. The context is
+TorchServe's (handlers/context.py), or MMS's for a handler written for MMS
+(handlers/mmscontext.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from handlers.context import Context, build_response, user_error
 from handlers.intermediate import PieceSocket, frame_piece
+from handlers.mmscontext import MMSContext, written_for_mms
 from handlers.results import JSON_TYPE, serialize
 from serve.codecs import decode_text, parse_media_type
 from serve.codecs.forms import form_fields, is_form
@@ -89,16 +92,20 @@ class BatchHandler:
     """
 
     max_batch_size = BATCH_CAPACITY
+    function = False  # a handle function (MMS's style), not a class
 
     def __init__(self, source: str, options: Mapping[str, Any] | None = None) -> None:
         self.source = source
         self.options: Mapping[str, Any] = MappingProxyType(dict(options or {}))
         self._load: LoadContext | None = None
         self._entry: Entry | None = None
+        self._context: type[Context] = Context
 
     def load(self, context: LoadContext) -> None:
-        """Initialise the handler in this worker with a load-time context."""
-        self._entry = self._initialize(Context(context))
+        """Initialise the handler in this worker with a load-time context: MMS's for a handler
+        written for MMS, else TorchServe's."""
+        self._context = MMSContext if written_for_mms(context.manifest, self.function) else Context
+        self._entry = self._initialize(self._context(context))
         self._load = context
 
     def _initialize(self, context: Context) -> Entry:
@@ -126,7 +133,7 @@ class BatchHandler:
             data.append(row)
         if accepted:
             batch = [requests[index] for index in accepted]
-            context = Context(self._load, batch)
+            context = self._context(self._load, batch)
             context.cl_socket = PieceSocket(context)
             outcomes = self._run(self._entry, context, data)
             for index, outcome in zip(accepted, outcomes, strict=True):
@@ -221,6 +228,8 @@ class FunctionHandler(BatchHandler):
     As in MMS, it is first called as ``handle(None, context)`` to initialise; that return value
     is ignored.
     """
+
+    function = True
 
     def __init__(
         self, function: Callable[..., Any], source: str, options: Mapping[str, Any] | None = None

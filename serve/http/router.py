@@ -16,8 +16,10 @@ The routes it takes, and how each picks its model:
   SageMaker runtime answers boto3's ``invoke_endpoint_with_response_stream`` (an event stream,
   serve/http/eventstream.py; errors as its ``ModelError``);
 - ``/models/{name}/invoke`` (POST): ``name``;
-- ``/predictions/{model}[/{version}]`` and ``/explanations/...`` (GET, HEAD, POST, PUT, DELETE,
-  PATCH): ``model`` at ``version``, with errors in TorchServe's shape;
+- ``/predictions/{model}[/{version}[/{more...}]]`` and ``/explanations/...`` (GET, HEAD, POST,
+  PUT, DELETE, PATCH): ``model`` at ``version``, with errors in TorchServe's shape; the handler
+  gets TorchServe's ``url_path`` header (the path after the version, ``v1/chat/completions``;
+  its vLLM handler routes on it) and ``explain`` (``True`` or ``False``);
 - ``/ping`` (GET, HEAD).
 
 Another method on these paths is a 405 that names the methods allowed (OPTIONS lists them, as
@@ -132,16 +134,18 @@ class Router:
         self, environ: dict[str, Any], start_response: StartResponse, path: str
     ) -> Iterable[bytes]:
         kind, _, rest = path[1:].partition("/")
-        parts = _decoded(rest).split("/")
-        if len(parts) > 2 or not all(parts):
+        if not rest.strip("/"):
             return self.app(environ, start_response)  # no such route: the Flask app's 404
+        model, version, url_path = torchserve_path(_decoded(rest))
+        if version == "":  # no model has an empty version (TorchServe: a 404 too)
+            return self.app(environ, start_response)
         if environ.get("REQUEST_METHOD") not in PREDICT:
             return self._not_allowed(environ, start_response, PREDICT, torchserve=True)
-        model, version = parts[0], parts[1] if len(parts) == 2 else None
         route = f"{kind}_version" if version is not None else kind
         pick: Pick = lambda registry: registry.version(model, version)  # noqa: E731
         parameters = _query(environ)
-        extra = (("explain", "True"),) if kind == "explanations" else ()
+        explain = "True" if kind == "explanations" else "False"
+        extra = (("url_path", url_path), ("explain", explain))
         answer = self.invocations(environ, route, pick, parameters, extra, torchserve=True)
         return self._reply(start_response, answer)
 
@@ -224,6 +228,18 @@ def _model_error(status: int, body: bytes, headers: list[tuple[str, str]]) -> An
     kept = [(name, value) for name, value in headers if name.lower() != "retry-after"]
     kept.append(("x-amzn-ErrorType", "ModelError"))
     return 424, json.dumps(document).encode(), JSON, kept
+
+
+def torchserve_path(rest: str) -> tuple[str, str | None, str]:
+    """The model, version and ``url_path`` of ``/predictions/{rest}``, as TorchServe's frontend
+    reads them (InferenceRequestHandler.handlePredictions): the segment after the model is
+    always the version, whatever it looks like (``m/v1/chat`` asks for version ``v1``); the
+    segments after it, joined by ``/`` with no leading one, are the ``url_path``, empty when
+    there are none. Empty segments at the end are dropped, as Java's ``String.split`` drops
+    them (``m/`` is ``m``); an empty one inside is kept."""
+    segments = rest.rstrip("/").split("/")
+    version = segments[1] if len(segments) > 1 else None
+    return segments[0], version, "/".join(segments[2:])
 
 
 def _decoded(path: str) -> str:

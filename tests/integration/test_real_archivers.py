@@ -20,11 +20,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,7 @@ import requests
 
 from tests.fixtures.handler_styles import MMS_SERVICE, copy_handler
 from tests.fixtures.models import DigitsModel
-from tests.fixtures.server import REPO, ServerProcess, start_server
+from tests.fixtures.server import REPO, ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +44,7 @@ TORCH_FORMATS = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-a
 MMS_FORMATS = {"default": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 BUILT = [("torch", fmt) for fmt in TORCH_FORMATS] + [("mms", fmt) for fmt in MMS_FORMATS]
 READY_S = 240.0
+MMS_TEMPLATE = REPO / "tests" / "fixtures" / "mms_template" / "model_handler.py"
 
 
 @pytest.fixture(scope="session")
@@ -229,3 +232,45 @@ def test_tgz_as_sagemaker_extracts_it(
     check_answers(f"{url}/invocations", digits)
     log = servers[-1].log()
     assert f"model directory {opt_ml_model} holds only {name}/ with the model in it" in log
+
+
+def test_mms_template_batches_four_requests_at_once(
+    mms_archiver: tuple[list[str], dict[str, str]], tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    """MMS's own ``model_service_template`` (tests/fixtures/mms_template/), archived by MMS's
+    model-archiver and registered with ``batch_size=4`` on one worker: four requests sent
+    together are one batch of four (its preprocess asserts that the batch is full). A lone
+    request then fails that assertion, and the template's error path, which calls
+    ``context.request_processor.report_status(500, ...)`` on MMS 1.0's whole-batch object, runs:
+    what fails it is the template's own four answers for one request."""
+    model_path = tmp_path / "template"
+    model_path.mkdir()
+    shutil.copyfile(MMS_TEMPLATE, model_path / "model_handler.py")
+    store = tmp_path / "store"
+    store.mkdir()
+    executable, environ = mms_archiver
+    flags = ["--model-name", "template", "--model-path", str(model_path)]
+    flags += ["--handler", "model_handler", "--export-path", str(store)]
+    subprocess.run([*executable, *flags], check=True, cwd=tmp_path, env=environ)
+    management = f"http://127.0.0.1:{free_port()}"
+    args = ("--model-store", str(store), "--management-address", management)
+    url = serve(servers, tmp_path, None, *args)
+    registered = requests.post(
+        f"{management}/models",
+        params={"url": "template.mar", "batch_size": 4, "max_batch_delay": 5000,
+                "initial_workers": 1, "synchronous": "true"},
+        timeout=120,
+    )  # fmt: skip
+    assert registered.status_code == 200, registered.text
+
+    def predict(_: int) -> requests.Response:
+        return requests.post(f"{url}/predictions/template", json=[1.0], timeout=60)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(predict, range(4)))
+    assert [(answer.status_code, answer.text) for answer in answers] == [(200, "OK")] * 4
+    lone = predict(0)
+    assert lone.status_code == 500, lone.text
+    assert "handle returned 4 results for 1 requests" in lone.json()["message"]
+    log = servers[-1].log()
+    assert "Invalid input batch size: 1" in log and "report_status" not in log

@@ -11,6 +11,7 @@ import json
 import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow
 ECHO = '''
 class Echo:
     """Answers what TorchServe's backend handed it: each key of the request dict, its type, and
-    (text) its value; and whether the request was an explanation."""
+    (text) its value; whether the request was an explanation, and the path after the version."""
 
     def initialize(self, context):
         self.initialized = True
@@ -44,6 +45,7 @@ class Echo:
                 "types": {key: type(value).__name__ for key, value in row.items()},
                 "values": values,
                 "explain": context.get_request_header(index, "explain"),
+                "url_path": context.get_request_header(index, "url_path"),
             })
         return answers
 '''
@@ -203,7 +205,7 @@ def test_request_dict_form_fields_query_parameters_and_explanations(
     answer = form.json()
     assert answer["types"] == {"threshold": "bytearray", "meta": "bytearray", "data": "bytearray"}
     assert answer["values"]["threshold"] == "0.5" and answer["values"]["meta"] == "note"
-    assert answer["values"]["data"].startswith("\x89PNG") and answer["explain"] is None
+    assert answer["values"]["data"].startswith("\x89PNG") and answer["explain"] == "False"
 
     posted = requests.post(
         f"{torchserve.url}/explanations/echo", json={"text": "hello"}, timeout=30
@@ -223,6 +225,40 @@ def test_request_dict_form_fields_query_parameters_and_explanations(
         timeout=30,
     )
     assert ts_error(broken, 400, "BadRequestException").startswith("multipart/form-data")
+
+
+def test_the_path_after_the_version_reaches_the_handler_as_url_path(
+    torchserve: TorchServe,
+) -> None:
+    """TorchServe's test_url_path.py, and its vLLM handler's routes: the segment after the model
+    is the version; what follows is the ``url_path`` header, with no leading slash."""
+    registered = torchserve.register(url="echo", batch_size=2, max_batch_delay=500,
+                                     synchronous="true")  # fmt: skip
+    assert registered.status_code == 200, registered.text
+
+    def echoed(path: str, method: str = "POST") -> dict[str, Any]:
+        response = requests.request(
+            method, f"{torchserve.url}/{path}", json={"prompt": "Hello world"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    first = echoed("predictions/echo/1.0/v1/chat/completion", "GET")
+    assert (first["url_path"], first["explain"]) == ("v1/chat/completion", "False")
+    explained = echoed("explanations/echo/1.0/v1/completions/")
+    assert (explained["url_path"], explained["explain"]) == ("v1/completions", "True")
+    assert echoed("predictions/echo")["url_path"] == ""
+    assert echoed("predictions/echo/1.0")["url_path"] == ""
+    paths = ["v1/chat/completion", "v1/completion"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda p: echoed(f"predictions/echo/1.0/{p}"), paths))
+    assert [answer["url_path"] for answer in answers] == paths
+
+    unversioned = requests.post(f"{torchserve.url}/predictions/echo/v1/chat", timeout=10)
+    message = ts_error(unversioned, 404, "ModelVersionNotFoundException")
+    assert message == "Model version: v1 does not exist for model: echo"
+    unknown = requests.post(f"{torchserve.url}/predictions/nothing/1.0/v1/chat", timeout=10)
+    assert ts_error(unknown, 404, "ModelNotFoundException") == "Model not found: nothing"
 
 
 def test_descriptions_metrics_port_and_refusals(torchserve: TorchServe) -> None:

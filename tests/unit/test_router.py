@@ -12,12 +12,14 @@ import pytest
 from werkzeug.test import Client
 
 from serve.contract import INFERENCE_ID, InferenceRequest, InferenceResponse, Result
+from serve.http.router import torchserve_path
 from tests.fixtures.apps import AppModel, make_app
 from tests.unit.test_app import EchoHandler, error_of
 
 
 class ParametersHandler(EchoHandler):
-    """Answers what the pipeline handed it: query parameters, the explain header, the body."""
+    """Answers what the pipeline handed it: query parameters, the explain and url_path headers,
+    the body."""
 
     def handle(self, requests: Sequence[InferenceRequest]) -> Sequence[Result]:
         return [
@@ -26,6 +28,7 @@ class ParametersHandler(EchoHandler):
                     {
                         "parameters": [list(pair) for pair in request.parameters],
                         "explain": request.headers.get("explain"),
+                        "url_path": request.headers.get("url_path"),
                         "body": request.body.decode(),
                     }
                 ),
@@ -75,10 +78,44 @@ def test_predictions_get_the_query_and_explanations_the_explain_header(
 ) -> None:
     test_client, _ = served
     predicted = test_client.post("/predictions/model?a=1&a=2&b=", data=b"x").get_json()
-    assert predicted == {"parameters": [["a", "1"], ["a", "2"], ["b", ""]], "explain": None,
-                         "body": "x"}  # fmt: skip
+    assert predicted == {"parameters": [["a", "1"], ["a", "2"], ["b", ""]], "explain": "False",
+                         "url_path": "", "body": "x"}  # fmt: skip
     explained = test_client.post("/explanations/model", data=b"x").get_json()
     assert explained["explain"] == "True" and explained["parameters"] == []
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("m", ("m", None, "")),
+        ("m/", ("m", None, "")),
+        ("m/1.0", ("m", "1.0", "")),
+        ("m/1.0/v1/chat/completions", ("m", "1.0", "v1/chat/completions")),
+        ("m/1.0/v1/models/", ("m", "1.0", "v1/models")),
+        ("m/1.0/a//b", ("m", "1.0", "a//b")),
+        ("m/v1/chat", ("m", "v1", "chat")),  # the segment after the model is the version
+        ("m//x", ("m", "", "x")),
+    ],
+)
+def test_the_path_after_the_model_is_read_as_torchserve_reads_it(
+    rest: str, expected: tuple[str, str | None, str]
+) -> None:
+    assert torchserve_path(rest) == expected
+
+
+def test_a_path_after_the_model_is_a_version_and_more(served: tuple[Client, AppModel]) -> None:
+    """The route takes it (the url_path it carries is checked end to end, with a model that has
+    versions: tests/integration/test_torchserve_api.py)."""
+    test_client, _ = served
+    for kind in ("predictions", "explanations"):
+        answer = test_client.post(f"/{kind}/model/9.9/v1/chat/completions", data=b"x")
+        assert answer.status_code == 404
+        assert answer.get_json()["message"] == "Model version: 9.9 does not exist for model: model"
+    unknown = test_client.post("/predictions/nothing/1.0/v1/models", data=b"x")
+    assert unknown.status_code == 404
+    assert unknown.get_json()["type"] == "ModelNotFoundException"
+    assert test_client.post("/predictions/model/", data=b"x").status_code == 200
+    assert test_client.post("/predictions/model//x", data=b"x").status_code == 404
 
 
 def test_a_missing_model_is_404_in_each_routes_shape(served: tuple[Client, AppModel]) -> None:
@@ -136,7 +173,7 @@ def test_what_is_not_an_invocation_goes_to_the_flask_app(served: tuple[Client, A
     assert test_client.get("/models").status_code == 200
     described = test_client.get("/models/model/invoke")  # GET: a model called "model/invoke"
     assert described.status_code == 404
-    too_deep = test_client.post("/predictions/model/1.0/extra", data=b"x")
-    assert too_deep.status_code == 404
-    assert too_deep.get_json()["type"] == "ResourceNotFoundException"
+    bare = test_client.post("/predictions/", data=b"x")
+    assert bare.status_code == 404
+    assert bare.get_json()["type"] == "ResourceNotFoundException"
     assert test_client.get("/execution-parameters").status_code == 200
