@@ -24,6 +24,8 @@ from serve.http.invocation import BodyRules
 from serve.model.directory import activate_code_paths, prepare_model_dir
 from serve.model.settings import ModelOverrides, ModelsJson, Registration, SettingError
 from serve.model.store import ModelStore, parse_models
+from serve.observe.logfiles import log_files_on
+from serve.observe.logs import log_model
 from serve.observe.metriclines import with_metric_lines
 from serve.observe.observer import Observer
 from serve.process.sockets import recycle_worker, stop_server
@@ -151,6 +153,10 @@ def _add_startup_models(
             logger.info("model %s: handler %s", model.name, opened.handler.source)
         except (StartupError, ServingError) as exc:
             failures.append(f"model {model.name} ({model.path}): {exc}")
+            if log_files_on():  # TorchServe's model log holds a failed load's traceback
+                log_model(model.name)
+                logger.error("model %s failed to load", model.name, exc_info=exc)
+                log_model("")
     if failures:
         raise StartupError("; ".join(failures))
 

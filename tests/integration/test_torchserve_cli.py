@@ -40,6 +40,14 @@ def handle(data, context):
     raise RuntimeError("weights are corrupt")
 """
 
+BROKEN_IMPORT = """
+raise RuntimeError("weights are corrupt")
+
+
+def handle(data, context):
+    return None
+"""
+
 LOUD = """
 import json
 import logging
@@ -267,18 +275,27 @@ def test_stop_with_none_running_says_so(cli: TorchServeCli) -> None:
 
 
 @pytest.mark.slow
-def test_a_start_up_model_that_fails_stops_the_start_naming_it(cli: TorchServeCli) -> None:
+@pytest.mark.parametrize(
+    ("code", "failure"),
+    [(BROKEN, "handle(None, context) failed"), (BROKEN_IMPORT, "import failed")],
+    ids=["handle", "import"],
+)
+def test_a_start_up_model_that_fails_stops_the_start_naming_it(
+    cli: TorchServeCli, code: str, failure: str
+) -> None:
     archive(cli.store, "echo", ECHO, cli.work)
-    archive(cli.store, "broken", BROKEN, cli.work)
+    archive(cli.store, "broken", code, cli.work)
     config = cli.properties(name="mms.properties")
     args = ["--start", "--model-store", str(cli.store), "--models", "echo.mar", "broken.mar"]
     started = cli.run(*args, "--mms-config", config)
     assert started.returncode == 1
     log = cli.work / "logs" / "mms_log.log"
-    assert started.stderr.strip().splitlines()[-1] == (
-        "serve: cannot start: model broken: broken.py: handle(None, context) failed: "
-        f"RuntimeError: weights are corrupt (log: {log})"
-    )
+    said_last = started.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"serve: cannot start: model broken( \(\S+\))?: broken\.py: {re.escape(failure)}: "
+        rf"RuntimeError: weights are corrupt \(log: {re.escape(str(log))}\)",
+        said_last,
+    ), said_last
     assert started.stderr.count("cannot start") == 1
     assert "Traceback" not in started.stderr  # it is in the log, not said to the user
     assert "Traceback" in log.read_text()
