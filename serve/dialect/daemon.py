@@ -27,6 +27,7 @@ from types import FrameType
 
 from serve.config import ConfigError, ServingConfig
 from serve.errors import StartupError
+from serve.http.auth import KEY_FILE_NAME, key_header
 from serve.process.probe import pid_alive, wait_for_ping
 
 PID_NAME = ".byoserve.pid"
@@ -150,7 +151,12 @@ def start_background(
 def _await_up(server: subprocess.Popen[bytes], config: ServingConfig) -> bool:
     """Whether the server's /ping answers 200 before it exits or the start-up time is over."""
     deadline = time.monotonic() + config.startup_timeout + START_MARGIN_S
-    return wait_for_ping(_url(config), deadline, lambda: server.poll() is None, POLL_S)
+    alive = lambda: server.poll() is None  # noqa: E731
+    if not config.token_auth:
+        return wait_for_ping(_url(config), deadline, alive, POLL_S)
+    key_file = Path.cwd() / KEY_FILE_NAME  # the server's: it runs in this directory
+    headers = lambda: key_header(key_file, "inference")  # noqa: E731
+    return wait_for_ping(_url(config), deadline, alive, POLL_S, headers)
 
 
 def stop(pid_file: Path) -> int:
