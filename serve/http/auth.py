@@ -52,12 +52,18 @@ TOKEN_API_REFUSED = (  # TorchServe's token API says "Authentication" here
 )
 _BEARER = re.compile(r"^Bearer\s+(\S+)$", re.ASCII)
 _JSON = "application/json"
+_OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # never write the keys through a planted link
 _INFERENCE_ID_KEY = "HTTP_" + INFERENCE_ID.upper().replace("-", "_")
 
 
 def new_key() -> str:
     """A key as TorchServe makes them: 6 random bytes, URL-safe base64 (8 characters)."""
     return secrets.token_urlsafe(6)
+
+
+def _same(token: str, key: str) -> bool:
+    """In constant time (bytes: a header's text may be any character)."""
+    return hmac.compare_digest(token.encode(), key.encode())
 
 
 def _instant(moment: datetime) -> str:
@@ -91,13 +97,13 @@ class Keys:
     def accepts(self, kind: Kind | Literal["api"], token: str) -> bool:
         """Whether ``token`` is ``kind``'s key and has not expired (the API key never does)."""
         if kind == "api":
-            return hmac.compare_digest(token, self.api)
+            return _same(token, self.api)
         key, expires = (
             (self.management, self.management_expires)
             if kind == "management"
             else (self.inference, self.inference_expires)
         )
-        return hmac.compare_digest(token, key) and datetime.now(UTC) < expires
+        return _same(token, key) and datetime.now(UTC) < expires
 
     def dumps(self) -> str:
         """The key file's text, as TorchServe writes it (Gson's pretty print)."""
@@ -157,7 +163,7 @@ class KeyFile:
             OSError: the file cannot be written.
         """
         keys = Keys.issue(self.lifetime)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, _OPEN, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -193,7 +199,7 @@ class KeyFile:
         Raises:
             OSError: the file cannot be written.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, _OPEN, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:

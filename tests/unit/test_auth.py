@@ -112,6 +112,7 @@ def test_requests_need_their_ports_key_and_are_refused_as_torchserve_does(
         (inference, auth(document["management"]["key"])),  # another port's key
         (inference, auth(document["API"]["key"])),
         (inference, {"Authorization": document["inference"]["key"]}),  # no Bearer
+        (inference, auth("ключ")),
         (management, auth(document["inference"]["key"])),
     ]:
         refused = client.get("/ping", headers=headers)
@@ -279,3 +280,12 @@ def test_token_expiration_min_is_read_and_checked(tmp_path: Path) -> None:
         start_config(tmp_path, [], "token_expiration_min=soon\n")
     with pytest.raises(ValueError, match="disable_token_authorization='yes'"):
         start_config(tmp_path, [], "disable_token_authorization=yes\n")
+
+
+def test_the_key_file_is_never_written_through_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("precious")
+    (tmp_path / "key_file.json").symlink_to(target)
+    with pytest.raises(OSError):
+        KeyFile(tmp_path / "key_file.json", HOUR).write_new()
+    assert target.read_text() == "precious"
