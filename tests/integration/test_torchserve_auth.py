@@ -17,6 +17,7 @@ import requests
 
 from serve.http.auth import REFUSED
 from tests.fixtures.server import start_server
+from tests.integration.test_metrics_http import wait_all_ready
 from tests.integration.test_torchserve_cli import ECHO, TorchServeCli, archive
 from tests.integration.test_torchserve_cli import cli as cli  # a fixture
 
@@ -47,6 +48,9 @@ def start(cli: TorchServeCli, *args: str, env: dict[str, str] | None = None) -> 
     flags = ["--start", "--model-store", str(cli.store), "--models", "echo.mar", "--workers", "2"]
     started = cli.run(*flags, "--ts-config", config, *args)
     assert started.returncode == 0, started.stderr
+    # granian's workers take requests while they load: wait for both (the metrics port's
+    # /metrics needs no key)
+    wait_all_ready(f"http://127.0.0.1:{cli.ports['metrics']}", 2)
 
 
 def test_every_request_needs_its_ports_key_and_the_token_api_replaces_one(
