@@ -3,8 +3,10 @@ does them (``ts/model_server.py``): a pid file in the temp directory, one server
 
 - In the background the server is a new session (setsid) running ``serve ... --foreground``, its
   output appended to ``logs/ts_log.log`` (``LOG_LOCATION``). Unlike ``torchserve``, which returns
-  at once, ``--start`` returns once the server's ``/ping`` answers 200, or fails with the line
-  that says why (a model that does not load, an address in use), leaving nothing running.
+  at once, ``--start`` returns once the server's ``/ping`` answers 200 (asked with the
+  inference key of the ``key_file.json`` it writes, when token authorization is on), or fails
+  with the line that says why (a model that does not load, an address in use), leaving nothing
+  running.
 - The pid file is ``$TMPDIR/.byoserve.pid``: TorchServe's name (``.model_server.pid``) would let
   ``torchserve --stop`` and ``serve --stop`` stop each other's servers. A pid file whose process is
   gone, or is not a serve, is stale and removed.
