@@ -469,6 +469,20 @@ class ServingConfig:
         parse=_bool,
         help="false: the management API's register and unregister answer 405",
     )
+    token_auth: bool = setting(
+        False,
+        "BYOSERVE_TOKEN_AUTH",
+        parse=_bool,
+        help="TorchServe 0.12's token authorization (key_file.json, Authorization: Bearer): on "
+        "with serve --start unless --disable-token-auth or disable_token_authorization=true; "
+        "off for serve, whose SageMaker front door authorizes",
+    )
+    token_expiration_min: float = setting(
+        60.0,
+        "BYOSERVE_TOKEN_EXPIRATION_MIN",
+        parse=_positive_float,
+        help="minutes an inference or management key lasts (TorchServe's token_expiration_min)",
+    )
     allowed_urls: tuple[str, ...] = setting(
         (),
         "BYOSERVE_ALLOWED_URLS",

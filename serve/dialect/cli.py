@@ -25,7 +25,9 @@ Where each setting comes from, first found wins; TorchServe's own order (fronten
    (``install_py_dep_per_model=false``), 6553500-byte requests. Unlike TorchServe 0.12, the
    model API (register, unregister) is on unless ``enable_model_api=false``: the tutorials users
    replay register models without ``--enable-model-api``, and the management port is bound to
-   loopback unless configured otherwise.
+   loopback unless configured otherwise. Token authorization is on, as in TorchServe 0.12
+   (``--disable-token-auth``, ``disable_token_authorization=true``; off with ``--mms-config``:
+   MMS has none); the key file is written here, before the workers start (serve/http/auth.py).
 6. serve's defaults.
 
 TorchServe flags with nothing to do here (``--log-config``, ``--ncs``, ...) are accepted and
@@ -48,6 +50,7 @@ from serve.dialect import daemon
 from serve.dialect.properties import load_properties
 from serve.errors import StartupError
 from serve.flags import build_parser, flag_values
+from serve.http.auth import issue_key_file
 from serve.observe.logfiles import LogFiles, configure_log_files
 from serve.observe.logs import configure_logging
 
@@ -61,6 +64,7 @@ TORCHSERVE_DEFAULTS: Mapping[str, str] = {
     "timeout": "120",
     "install_requirements": "false",
     "max_request_size": "6553500",
+    "token_auth": "true",  # TorchServe 0.12's default; MMS has none (--mms-config: off)
 }
 SET_TOO: Mapping[str, tuple[str, ...]] = {"max_request_size": ("max_payload_mb",)}  # variables
 DEFAULT_CONFIG_FILE = Path("config.properties")
@@ -71,7 +75,6 @@ IGNORED_FLAGS: Mapping[str, str] = {
     "cpp_log_config": "--cpp-log-config",
     "workflow_store": "--workflow-store",
     "plugins_path": "--plugins-path",
-    "disable_token_auth": "--disable-token-auth",
 }
 TORCHSERVE_FLAGS = frozenset(
     {
@@ -104,7 +107,9 @@ def build_torchserve_parser() -> argparse.ArgumentParser:
     for flag in ("--log-config", "--cpp-log-config", "--workflow-store"):
         parser.add_argument(flag, help="(no effect)")
     parser.add_argument("--plugins-path", "--ppath", dest="plugins_path", help="(no effect)")
-    parser.add_argument("--disable-token-auth", "--dt", action="store_true", help="(no effect)")
+    parser.add_argument(
+        "--disable-token-auth", "--dt", action="store_true", help="no token authorization"
+    )
     return parser
 
 
@@ -140,7 +145,7 @@ def main(argv: Sequence[str], start: Callable[[ServingConfig], int]) -> int:
         except OSError as exc:
             print(f"serve: cannot write the logs in {files.logs}: {exc}", file=sys.stderr)
             return StartupError.exit_code
-        return daemon.run_foreground(config, pid_file, start)
+        return _serve_foreground(config, pid_file, start)
     return daemon.start_background(config, [*argv, "--foreground"], pid_file, files.server_path)
 
 
@@ -153,6 +158,24 @@ def log_files(config: ServingConfig, mms: bool) -> LogFiles:
     return make(logs.absolute(), metrics.absolute())
 
 
+def _serve_foreground(
+    config: ServingConfig, pid_file: Path, start: Callable[[ServingConfig], int]
+) -> int:
+    """Serve in this process, with TorchServe's key file (serve/http/auth.py) written before
+    the workers start and removed when the server ends."""
+    try:
+        key_file = issue_key_file(config)
+    except OSError as exc:
+        logger.error("%s: cannot write the key file: %s", StartupError.reason, exc)
+        return StartupError.exit_code
+    server = os.getpid()
+    try:
+        return daemon.run_foreground(config, pid_file, start)
+    finally:
+        if key_file is not None and os.getpid() == server:  # not a worker leaving
+            key_file.unlink(missing_ok=True)
+
+
 def torchserve_config(
     args: argparse.Namespace, environ: Mapping[str, str]
 ) -> tuple[ServingConfig, list[str]]:
@@ -163,9 +186,10 @@ def torchserve_config(
         ConfigError: a bad value (named with its file and key, flag or variable), an unknown key,
             or no model store.
     """
+    defaults = {**TORCHSERVE_DEFAULTS, **({"token_auth": "false"} if args.mms_config else {})}
     values: dict[str, Any] = {
         name: ServingConfig.parse_setting(name, "TorchServe's default", raw)
-        for name, raw in TORCHSERVE_DEFAULTS.items()
+        for name, raw in defaults.items()
         if not any(
             ServingConfig.set_in_environment(setting, environ)
             for setting in (name, *SET_TOO.get(name, ()))
@@ -227,6 +251,8 @@ def _command_line(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.enable_model_api:
         values["enable_model_api"] = True
+    if args.disable_token_auth:
+        values["token_auth"] = False
     return values
 
 

@@ -3,8 +3,10 @@ does them (``ts/model_server.py``): a pid file in the temp directory, one server
 
 - In the background the server is a new session (setsid) running ``serve ... --foreground``, its
   output appended to ``logs/ts_log.log`` (``LOG_LOCATION``). Unlike ``torchserve``, which returns
-  at once, ``--start`` returns once the server's ``/ping`` answers 200, or fails with the line
-  that says why (a model that does not load, an address in use), leaving nothing running.
+  at once, ``--start`` returns once the server's ``/ping`` answers 200 (asked with the
+  inference key of the ``key_file.json`` it writes, when token authorization is on), or fails
+  with the line that says why (a model that does not load, an address in use), leaving nothing
+  running.
 - The pid file is ``$TMPDIR/.byoserve.pid``: TorchServe's name (``.model_server.pid``) would let
   ``torchserve --stop`` and ``serve --stop`` stop each other's servers. A pid file whose process is
   gone, or is not a serve, is stale and removed.
@@ -27,6 +29,7 @@ from types import FrameType
 
 from serve.config import ConfigError, ServingConfig
 from serve.errors import StartupError
+from serve.http.auth import KEY_FILE_NAME, key_header
 from serve.process.probe import pid_alive, wait_for_ping
 
 PID_NAME = ".byoserve.pid"
@@ -150,7 +153,12 @@ def start_background(
 def _await_up(server: subprocess.Popen[bytes], config: ServingConfig) -> bool:
     """Whether the server's /ping answers 200 before it exits or the start-up time is over."""
     deadline = time.monotonic() + config.startup_timeout + START_MARGIN_S
-    return wait_for_ping(_url(config), deadline, lambda: server.poll() is None, POLL_S)
+    alive = lambda: server.poll() is None  # noqa: E731
+    if not config.token_auth:
+        return wait_for_ping(_url(config), deadline, alive, POLL_S)
+    key_file = Path.cwd() / KEY_FILE_NAME  # the server's: it runs in this directory
+    headers = lambda: key_header(key_file, "inference")  # noqa: E731
+    return wait_for_ping(_url(config), deadline, alive, POLL_S, headers)
 
 
 def stop(pid_file: Path) -> int:

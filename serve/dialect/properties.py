@@ -48,6 +48,11 @@ def _models(source: str, raw: str) -> dict[str, Any]:
     return {"model_config": document}
 
 
+def _token_auth(source: str, raw: str) -> dict[str, Any]:
+    """``disable_token_authorization``: the token_auth setting, the other way round."""
+    return {"token_auth": not ServingConfig.parse_setting("token_auth", source, raw)}
+
+
 def _load_models(source: str, raw: str) -> dict[str, Any]:
     """``standalone`` (none), ``all``/``ALL``, or ``NAME=PATH``/``PATH`` separated by commas."""
     words = raw.replace(",", " ").split()
@@ -77,6 +82,8 @@ APPLIED: Mapping[str, Apply] = {
     # byoserve's: TorchServe reads only the variables LOG_LOCATION and METRICS_LOCATION
     "log_location": _to("log_location"),
     "metrics_location": _to("metrics_location"),
+    "disable_token_authorization": _token_auth,
+    "token_expiration_min": _to("token_expiration_min"),
 }
 ENVVARS = "enable_envvars_config"
 ENV_ALLOWED_URLS = "use_env_allowed_urls"
@@ -101,12 +108,12 @@ NOT_APPLYING = frozenset(
         "model_snapshot", "cpp_log_config",
         # CPU launcher and IPEX
         "ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable", "cpu_launcher_args",
-        # gRPC, workflows, tokens, sequences, the open inference protocol
+        # gRPC, workflows, sequences, the open inference protocol
         "grpc_inference_address", "grpc_management_address", "grpc_inference_port",
         "grpc_management_port", "grpc_inference_max_connection_age_ms",
         "grpc_management_max_connection_age_ms", "grpc_inference_max_connection_age_grace_ms",
         "grpc_management_max_connection_age_grace_ms", "enable_grpc_ssl", "workflow_store",
-        "disable_token_authorization", "token_expiration_min", "ts_open_inference_protocol",
+        "ts_open_inference_protocol",
         "ts_header_key_sequence_id", "ts_header_key_sequence_start",
         "ts_header_key_sequence_end",
     }

@@ -13,6 +13,7 @@ from flask import Flask
 
 from serve.config import ServingConfig
 from serve.http.app import base_app
+from serve.http.auth import protect
 from serve.http.invocation import BodyRules, Invocations
 from serve.http.management import create_management_app
 from serve.http.router import Router
@@ -38,7 +39,8 @@ def side_apps(
     apps: dict[tuple[str, int], WSGIApp] = {}
     if config.management_address is not None:
         management = create_management_app(config, registry, observer, body)
-        apps[config.management_address] = management
+        watcher = observer or registry.observer
+        apps[config.management_address] = protect(management, config, "management", watcher)
     if config.metrics_address is not None:
         apps[config.metrics_address] = metrics_app(config, registry, observer)
     return apps
@@ -51,4 +53,5 @@ def serving_app(
     to the request pipeline and answers /ping (serve/http/router.py)."""
     body: BodyRules = serving.extensions["byoserve.body"]
     invocations = Invocations(registry, config, observer or registry.observer, body)
-    return Router(serving, invocations, unhealthy=500 if config.dialect == "torchserve" else 503)
+    router = Router(serving, invocations, unhealthy=500 if config.dialect == "torchserve" else 503)
+    return protect(router, config, "inference", invocations.observer)

@@ -13,7 +13,7 @@ import http.client
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,8 +28,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def ping(url: str, timeout: float = 2.0) -> bool:
-    """Whether ``GET <url>/ping`` answers 200.
+def ping(url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None) -> bool:
+    """Whether ``GET <url>/ping`` (with ``headers``) answers 200.
 
     Plain ``http.client``, so that no proxy variable of the environment is honoured: the server
     is local.
@@ -39,7 +39,7 @@ def ping(url: str, timeout: float = 2.0) -> bool:
         parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
     )
     try:
-        connection.request("GET", parts.path.rstrip("/") + "/ping")
+        connection.request("GET", parts.path.rstrip("/") + "/ping", headers=dict(headers or {}))
         return connection.getresponse().status == 200
     except (OSError, http.client.HTTPException):
         return False
@@ -48,14 +48,19 @@ def ping(url: str, timeout: float = 2.0) -> bool:
 
 
 def wait_for_ping(
-    url: str, deadline: float, alive: Callable[[], bool], interval: float = POLL_S
+    url: str,
+    deadline: float,
+    alive: Callable[[], bool],
+    interval: float = POLL_S,
+    headers: Callable[[], Mapping[str, str]] = dict,
 ) -> bool:
     """Poll ``<url>/ping`` until it answers 200 (True), the server dies (``alive()`` is false) or
-    ``time.monotonic()`` passes ``deadline`` (False: ask ``alive()`` which)."""
+    ``time.monotonic()`` passes ``deadline`` (False: ask ``alive()`` which); ``headers()`` gives
+    each poll's headers (a key the server writes as it starts)."""
     while time.monotonic() < deadline:
         if not alive():
             return False
-        if ping(url):
+        if ping(url, headers=headers()):
             return True
         time.sleep(interval)
     return False

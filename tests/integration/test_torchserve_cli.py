@@ -105,12 +105,17 @@ def archive(store: Path, name: str, handler: str, work: Path) -> Path:
 @dataclass
 class TorchServeCli:
     """``python -m serve ...`` run as a user runs ``torchserve``: in ``work`` (where ./logs
-    goes), with a temp directory of its own (where the pid file goes)."""
+    and key_file.json go), with a temp directory of its own (where the pid file goes).
+
+    As TorchServe's own tests start it (``test_utils.start_torchserve``), ``--start`` gets
+    ``--disable-token-auth`` unless ``token_auth`` (tests/integration/test_torchserve_auth.py
+    checks token authorization)."""
 
     work: Path
     temp: Path
     store: Path
     ports: dict[str, int]
+    token_auth: bool = False
 
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -127,8 +132,12 @@ class TorchServeCli:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['inference']}"
 
+    def command(self, args: tuple[str, ...]) -> list[str]:
+        off = "--start" in args and not self.token_auth
+        return [sys.executable, "-m", "serve", *args, *(["--disable-token-auth"] if off else [])]
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "serve", *args]
+        command = self.command(args)
         return subprocess.run(
             command, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -136,7 +145,7 @@ class TorchServeCli:
     def popen(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "serve", *args],
+                self.command(args),
                 cwd=self.work,
                 env=self.env,
                 stdout=out,

@@ -354,7 +354,7 @@ def test_flags_and_keys_that_do_not_apply_are_one_line_each_source(tmp_path: Pat
     _, notes = start_config([*args, "--disable-token-auth"])
     assert notes == [
         f"{path}: ignored, they do not apply here: async_logging, number_of_netty_threads",
-        "ignored, they do not apply here: --ncs, --log-config, --disable-token-auth",
+        "ignored, they do not apply here: --ncs, --log-config",
     ]
 
 
