@@ -124,10 +124,10 @@ class ModelManager:
             failed to load (the reason; no traceback).
         """
         check_name(name)
+        _check_free(self.shared.read(), name, version)  # a name taken is 409 whatever the url
         path = Path(url)
         if not path.exists():
             raise ModelNotFoundError(f"model url {url[:200]!r} does not exist")
-        _check_free(self.shared.read(), name, version)
         estimate = tree_bytes(self._prepare(path).root)
         deadline = self.deadline()
         if evict:
