@@ -203,9 +203,10 @@ def _in_store(url: str, store: ModelStore | None) -> str:
         return url
     root = store.root.resolve()
     try:
-        return Path(url).resolve().relative_to(root).as_posix()
+        relative = Path(url).resolve().relative_to(root).as_posix()
     except ValueError:
         return url
+    return url if relative == "." else relative  # the store itself is no model
 
 
 def _register_later(name: str, url: str, registered: Registration, version: str) -> None:

@@ -241,8 +241,9 @@ def test_torchserve_registers_with_a_handler_and_from_an_absolute_store_path(
     assert described["modelUrl"] == str(archive)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    refused = manage.post(f"/models?url={outside}&model_name=x")
-    assert "model store" in ts_error(refused, 400, "BadRequestException")
+    for path in (outside, store):
+        refused = manage.post(f"/models?url={path}&model_name=x")
+        assert "model store" in ts_error(refused, 400, "BadRequestException")
 
 
 def test_sagemaker_answers_as_the_toolkit_container(served: Served) -> None:
