@@ -204,7 +204,7 @@ def _in_store(url: str, store: ModelStore | None) -> str:
     root = store.root.resolve()
     try:
         relative = Path(url).resolve().relative_to(root).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside, a NUL, a symlink loop: locate refuses
         return url
     return url if relative == "." else relative  # the store itself is no model
 

@@ -43,7 +43,7 @@ def _check_free(desired: DesiredSet, name: str, version: str) -> str:
             raise ConflictError(f"model {name!r} is already loaded")
         return name
     if any(spec.version == version for spec in desired.versions(name)):
-        raise ConflictError(f"model version {version} is already registered for model {name}")
+        raise ConflictError(f"Model version {version} is already registered for model {name}")
     key = name if name not in desired.models and not desired.versions(name) else f"{name}/{version}"
     if desired.find(key) is not None:
         raise ConflictError(f"model {key!r} is already loaded")

@@ -153,7 +153,8 @@ def test_torchserve_registration_answers(served: Served) -> None:
     taken = manage.post("/models?url=nothing-there&model_name=t")
     ts_error(taken, 404, "ModelNotFoundException")
     again = manage.post("/models?url=triple&model_name=t")
-    ts_error(again, 409, "ConflictStatusException")
+    message = ts_error(again, 409, "ConflictStatusException")
+    assert message == "Model version 1.0 is already registered for model t"
 
 
 def test_torchserve_scale_answers(served: Served) -> None:
