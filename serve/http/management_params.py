@@ -66,7 +66,9 @@ def register_params(request: Request) -> RegisterParams:
     url = given.get("url")
     if url is None:
         raise BadRequestError("Parameter url is required.")
-    if not isinstance(url, str) or not url:
+    if not isinstance(url, str):
+        raise BadRequestError(f"url must be text, not {url!r}"[:200])
+    if not url:
         raise ModelNotFoundError("empty url")
     runtime = str(given.get("runtime") or "python")
     if runtime.lower() not in RUNTIMES:
