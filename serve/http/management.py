@@ -1,17 +1,21 @@
 """TorchServe's management API, on a port of its own (``management_address``, TorchServe's
 http://127.0.0.1:8081 with ``serve --start``): register, list, describe, scale, unregister, and
-model versions with ``set-default``; every error in TorchServe's shape.
+model versions with ``set-default``; each answer with TorchServe 0.12's status, text and shape,
+every error in its shape.
 
 Registrations go through the same manager as SageMaker's ``POST /models`` (serve/runtime/
-management.py): every worker loads the model before a synchronous registration answers. What does
-not map one to one:
+management.py). Every worker of the server serves every model, so (docs/torchserve.md,
+"Management API answers"):
 
-- Workers: every worker of the server serves every model, so a model's workers are the
-  server's (``--workers``). ``initial_workers`` and the scale call's ``min_worker``/``max_worker``
-  are recorded and shown (``requestedMinWorkers``, ``requestedMaxWorkers``) but change no process
-  count; ``minWorkers``/``maxWorkers`` report the workers that actually hold the model.
-- ``synchronous=false`` (TorchServe's default) answers 202 at once and loads in the background;
-  a load that fails is logged and the model is taken out again.
+- A registration loads the model in every worker. Without ``initial_workers`` (or with 0 or less)
+  it answers 200 once they have, as TorchServe answers 200 for its zero workers; with
+  ``initial_workers`` and ``synchronous=false`` 202 "Processing worker updates..." at once, the
+  load going on in the background (a load that fails is logged and the model taken out again).
+  The 200 says how many workers hold the model.
+- A scale call records ``min_worker``/``max_worker`` (describe shows them as
+  ``requestedMinWorkers``, ``requestedMaxWorkers``) and changes no process count: 202 when
+  asynchronous (TorchServe's default), 200 with the number of workers that hold the model when
+  synchronous.
 - With ``enable_model_api=false`` register and unregister answer 405, as in TorchServe 0.12; here
   the default is true (the port is bound to loopback unless configured otherwise).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -35,7 +40,7 @@ from serve.errors import (
 from serve.http.app import base_app
 from serve.http.context import config, registry
 from serve.http.invocation import BodyRules
-from serve.http.management_params import check_scale, register_params
+from serve.http.management_params import int_param, register_params, scale_params
 from serve.http.torchserve import add_description_routes
 from serve.model.settings import Registration
 from serve.model.sources import locate, peek_manifest
@@ -62,16 +67,20 @@ def create_management_app(
     app = base_app(
         "byoserve-management", config, registry, observer, error_shape="torchserve", body=body
     )
-    add = app.add_url_rule
-    add("/models", "ts_list", _list, methods=["GET"])
-    add("/models", "ts_register", _register, methods=["POST"])
-    add("/models/<model>", "ts_describe", _describe, methods=["GET"])
-    add("/models/<model>/<version>", "ts_describe_version", _describe, methods=["GET"])
-    add("/models/<model>", "ts_scale", _scale, methods=["PUT"])
-    add("/models/<model>/<version>", "ts_scale_version", _scale, methods=["PUT"])
-    add("/models/<model>", "ts_unregister", _unregister, methods=["DELETE"])
-    add("/models/<model>/<version>", "ts_unregister_version", _unregister, methods=["DELETE"])
-    add("/models/<model>/<version>/set-default", "ts_set_default", _set_default, methods=["PUT"])
+
+    def add(rule: str, endpoint: str, view: Any, method: str) -> None:
+        # TorchServe splits the path on "/" and drops a trailing empty part: /models/x/ is x
+        app.add_url_rule(rule, endpoint, view, methods=[method], strict_slashes=False)
+
+    add("/models", "ts_list", _list, "GET")
+    add("/models", "ts_register", _register, "POST")
+    add("/models/<model>", "ts_describe", _describe, "GET")
+    add("/models/<model>/<version>", "ts_describe_version", _describe, "GET")
+    add("/models/<model>", "ts_scale", _scale, "PUT")
+    add("/models/<model>/<version>", "ts_scale_version", _scale, "PUT")
+    add("/models/<model>", "ts_unregister", _unregister, "DELETE")
+    add("/models/<model>/<version>", "ts_unregister_version", _unregister, "DELETE")
+    add("/models/<model>/<version>/set-default", "ts_set_default", _set_default, "PUT")
     add_description_routes(app)
     return app
 
@@ -98,15 +107,18 @@ def _version(spec: ModelSpec) -> str:
 
 
 def _list() -> Response:
-    limit = _int_arg("limit", DEFAULT_LIMIT)
-    offset = _int_arg("next_page_token", 0, minimum=0)
+    """TorchServe's paging (ApiUtils.getModelList): a limit outside 0..100 is 100, a negative
+    token 0; a next token whenever the page reaches its limit, even at the very end."""
+    limit = int_param(request.args, "limit", DEFAULT_LIMIT)
+    limit = limit if 0 <= limit <= DEFAULT_LIMIT else DEFAULT_LIMIT
+    offset = max(int_param(request.args, "next_page_token", 0), 0)
     specs = [spec for spec in registry().manager.specs() if spec.default]
     specs.sort(key=lambda spec: spec.model_name)
     page = specs[offset : offset + limit]
     body: dict[str, Any] = {
         "models": [{"modelName": spec.model_name, "modelUrl": _url(spec)} for spec in page]
     }
-    if offset + limit < len(specs):
+    if offset + limit <= len(specs):
         body["nextPageToken"] = str(offset + limit)
     return jsonify(body)
 
@@ -169,24 +181,32 @@ def _register() -> Response:
         raise _model_api_off()
     params = register_params(request)
     store = ModelStore(settings.model_store) if settings.model_store else None
-    path = locate(params.url, store, settings.allowed_urls)
+    path = locate(_in_store(params.url, store), store, settings.allowed_urls)
     manifest = peek_manifest(path)
-    named, versioned, handler = manifest.model_name, manifest.model_version, manifest.handler
-    name = params.model_name or named or model_name(path.name)
-    version = versioned or DEFAULT_VERSION
-    if params.handler and handler and params.handler != handler:
-        raise BadRequestError(
-            f"handler {params.handler!r}: the archive's manifest names {handler!r}; "
-            "archive the handler with the model instead of overriding it"
-        )
+    name = params.model_name or manifest.model_name or model_name(path.name)
+    version = manifest.model_version or DEFAULT_VERSION
     log_model(name)
     registered = Registration(overrides=params.overrides, url=params.url, handler=params.handler)
-    if not params.synchronous:
+    if params.initial_workers > 0 and not params.synchronous:
         _register_later(name, str(path), registered, version)
-        return _status(f'Model "{name}" Version: {version} registration is in progress', 202)
+        return _status("Processing worker updates...", 202)
     spec = registry().manager.register(name, str(path), registered, version=version)
     workers = len(registry().manager.describe(spec.name)[1])
     return _status(f'Model "{name}" Version: {version} registered with {workers} initial workers')
+
+
+def _in_store(url: str, store: ModelStore | None) -> str:
+    """An absolute path inside the model store as the store path it names (TorchServe's
+    stateful examples register ``$PWD/model_store/x.mar``); anything else as given, for
+    :func:`locate` to take or refuse."""
+    if store is None or not url.startswith("/") or ".." in url:
+        return url
+    root = store.root.resolve()
+    try:
+        relative = Path(url).resolve().relative_to(root).as_posix()
+    except (ValueError, OSError, RuntimeError):  # outside, a NUL, a symlink loop: locate refuses
+        return url
+    return url if relative == "." else relative  # the store itself is no model
 
 
 def _register_later(name: str, url: str, registered: Registration, version: str) -> None:
@@ -202,15 +222,22 @@ def _register_later(name: str, url: str, registered: Registration, version: str)
 
 
 def _scale(model: str, version: str | None = None) -> Response:
+    params = scale_params(request.args)
+    version = version or request.args.get("model_version") or None
     spec = _pick(model, version)
-    low, high = check_scale(request.args)
+    registry().manager.record_scale(spec.name, params.min_worker, params.max_worker)
+    if not params.synchronous:
+        return _status("Processing worker updates...", 202)
     workers = len(registry().manager.describe(spec.name)[1])
-    registry().manager.record_scale(spec.name, low, high)
-    return _status(
-        f"Workers scaled to {workers} for model: {model}, version: {_version(spec)} "
-        f"(every one of the server's {workers} workers serves every model; "
-        f"min_worker={low} max_worker={high} recorded)"
-    )
+    message = f"Workers scaled to {workers} for model: {model}"
+    if version is not None:
+        message += f", version: {version}"
+    if workers != params.min_worker:
+        message += (
+            f" (every worker serves every model; min_worker={params.min_worker} "
+            f"max_worker={params.max_worker} recorded)"
+        )
+    return _status(message)
 
 
 def _unregister(model: str, version: str | None = None) -> Response:
@@ -239,12 +266,3 @@ def _model_api_off() -> MethodNotAllowedError:
     return MethodNotAllowedError(
         "registering and unregistering models is off (enable_model_api=false)"
     )
-
-
-def _int_arg(name: str, default: int, minimum: int = 1) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or int(raw) < minimum:
-        raise BadRequestError(f"{name} must be a whole number of at least {minimum}")
-    return int(raw)

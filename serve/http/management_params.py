@@ -1,5 +1,8 @@
-"""The parameters of TorchServe's register and scale calls: from the query string or (register)
-a JSON body, each checked, unknown ones refused."""
+"""The parameters of TorchServe's register and scale calls, read as TorchServe 0.12 reads them
+(``NettyUtils.getIntParameter``, ``Boolean.parseBoolean``): a number that does not parse takes
+the parameter's default, ``synchronous`` is true only for ``true``. Unknown parameters are still
+refused: a misspelt setting TorchServe would drop silently (``batchsize=8``) is the user's to know
+about."""
 
 from __future__ import annotations
 
@@ -10,34 +13,48 @@ from typing import Any
 
 from flask import Request
 
-from serve.errors import BadRequestError
+from serve.errors import BadRequestError, ModelNotFoundError
 from serve.model.settings import ModelOverrides, SettingError, spellings
 
 MAX_BODY = 64 * 1024
-# TorchServe's register parameters that are not model settings (serve/model/settings.py has
-# those), checked and not kept: every worker serves every model, within the server's start-up time.
-COUNTS: Mapping[str, int] = {"initial_workers": 0, "startup_timeout": 1}
-TEXT = ("url", "model_name", "handler", "runtime", "synchronous")
+JAVA_INT = 2**31
+# Register parameters that are not model settings (serve/model/settings.py has those): read and
+# answered for, not kept; every worker serves every model, within the server's start-up time.
+COUNTS = ("initial_workers", "startup_timeout")
+TEXT = ("url", "model_name", "handler", "runtime", "synchronous", "s3_sse_kms")
 ACCEPTED = (*TEXT, *spellings("register"), *COUNTS)
+SCALE = ("min_worker", "max_worker", "synchronous", "timeout", "number_gpu", "model_version")
 RUNTIMES = ("python", "python3")
 
 
 @dataclass(frozen=True, slots=True)
 class RegisterParams:
-    """A registration: where the model is, its name if given, and its settings."""
+    """A registration: where the model is, its name and handler if given, its settings, and the
+    workers asked for (``initial_workers``, 0 when not given or not a positive number)."""
 
     url: str
     model_name: str = ""
     handler: str = ""
-    synchronous: bool = False
+    synchronous: bool = True
+    initial_workers: int = 0
     overrides: ModelOverrides = ModelOverrides()
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleParams:
+    """A scale call: the workers asked for, and whether to answer once they are there."""
+
+    min_worker: int
+    max_worker: int
+    synchronous: bool
 
 
 def register_params(request: Request) -> RegisterParams:
     """The register call's parameters (TorchServe takes the query string or a JSON body).
 
     Raises:
-        BadRequestError: no url, an unknown parameter, or a value of the wrong kind.
+        BadRequestError: no url, an unknown parameter, an unknown runtime, or a setting out of its
+            range. ModelNotFoundError: an empty url (TorchServe's 404 "empty url").
     """
     given: dict[str, Any] = dict(request.args.items())
     if request.content_length or request.headers.get("Transfer-Encoding"):
@@ -47,41 +64,63 @@ def register_params(request: Request) -> RegisterParams:
         accepted = ", ".join(ACCEPTED)
         raise BadRequestError(f"unknown parameters {', '.join(unknown)}; accepted: {accepted}")
     url = given.get("url")
-    if not isinstance(url, str) or not url:
+    if url is None:
         raise BadRequestError("Parameter url is required.")
+    if not isinstance(url, str):
+        raise BadRequestError(f"url must be text, not {url!r}"[:200])
+    if not url:
+        raise ModelNotFoundError("empty url")
     runtime = str(given.get("runtime") or "python")
-    if runtime not in RUNTIMES:
+    if runtime.lower() not in RUNTIMES:
         raise BadRequestError(f"runtime {runtime!r}: only python is served here")
-    for name, minimum in COUNTS.items():
-        if name in given:
-            _number(name, given[name], minimum)
+    # What does not parse, and TorchServe's negative "not given", leave the setting to the archive
+    settings = {
+        name: number
+        for name, value in given.items()
+        if name in spellings("register") and (number := _whole(value, None)) is not None
+        if number >= 0
+    }
     try:
-        overrides = ModelOverrides.from_register_params(given)
+        overrides = ModelOverrides.from_register_params(settings)
     except SettingError as exc:
         raise BadRequestError(str(exc)) from exc
     return RegisterParams(
         url=url,
         model_name=str(given.get("model_name") or ""),
         handler=str(given.get("handler") or ""),
-        synchronous=_flag("synchronous", given.get("synchronous", False)),
+        synchronous=_flag(given.get("synchronous"), default=True),
+        initial_workers=max(_whole(given.get("initial_workers"), 0) or 0, 0),
         overrides=overrides,
     )
 
 
-def check_scale(args: Mapping[str, str]) -> tuple[int, int]:
-    """``min_worker`` and ``max_worker`` of a scale call (``max_worker`` defaults to the min).
+def scale_params(args: Mapping[str, str]) -> ScaleParams:
+    """``min_worker`` (default 1) and ``max_worker`` (default the min) of a scale call; what does
+    not parse takes the default, as TorchServe has it. ``number_gpu`` and ``timeout`` are taken
+    and have nothing to change here.
 
     Raises:
-        BadRequestError: not whole numbers, max below min, or unknown parameters.
+        BadRequestError: unknown parameters, max below min, or a negative min (TorchServe answers
+            500 for that one, after trying to start workers).
     """
-    unknown = sorted(set(args) - {"min_worker", "max_worker", "synchronous", "timeout"})
+    unknown = sorted(set(args) - set(SCALE))
     if unknown:
-        raise BadRequestError(f"unknown parameters {', '.join(unknown)}")
-    low = _number("min_worker", args.get("min_worker", "1"), 0)
-    high = _number("max_worker", args.get("max_worker", str(low)), 0)
+        raise BadRequestError(f"unknown parameters {', '.join(unknown)}; accepted: {SCALE}")
+    low = _whole(args.get("min_worker"), 1)
+    high = _whole(args.get("max_worker"), low)
+    assert low is not None and high is not None
     if high < low:
-        raise BadRequestError(f"max_worker {high} is below min_worker {low}")
-    return low, high
+        raise BadRequestError("max_worker cannot be less than min_worker.")
+    if low < 0:
+        raise BadRequestError(f"min_worker must be 0 or more, not {low}")
+    return ScaleParams(low, high, _flag(args.get("synchronous"), default=False))
+
+
+def int_param(args: Mapping[str, str], name: str, default: int) -> int:
+    """A query parameter read as TorchServe reads numbers: ``default`` when absent or not one."""
+    value = _whole(args.get(name), default)
+    assert value is not None
+    return value
 
 
 def _json_body(request: Request) -> dict[str, Any]:
@@ -98,20 +137,23 @@ def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _number(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise BadRequestError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
-    return value
+def _whole(value: Any, default: int | None) -> int | None:
+    """Java's ``Integer.parseInt`` with a fallback: ``default`` for anything it refuses."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.lstrip("+-").isascii() and value.lstrip("+-").isdigit():
+        if value.count("-") + value.count("+") > 1:
+            return default
+        number = int(value)
+    else:
+        return default
+    return number if -JAVA_INT <= number < JAVA_INT else default
 
 
-def _flag(name: str, value: Any) -> bool:
+def _flag(value: Any, default: bool) -> bool:
+    """Java's ``Boolean.parseBoolean``: true for ``true`` in any case, false for anything else."""
+    if value is None:
+        return default
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0", ""):
-        return False
-    raise BadRequestError(f"{name} must be true or false, not {value!r}")
+    return str(value).strip().lower() == "true"

@@ -4,7 +4,10 @@ Always: ``GET /models`` (paged: ``limit``, ``next_page_token``), ``GET /models/{
 ``POST /models/{name}/invoke`` (``/invocations`` for that model, answered by the request pipeline:
 serve/http/router.py). With ``manage`` (the server runs
 as a SageMaker multi-model endpoint, ``SAGEMAKER_MULTI_MODEL=true``): ``POST /models`` to load and
-``DELETE /models/{name}`` to unload, each returning once every worker has done it.
+``DELETE /models/{name}`` to unload, each returning once every worker has done it, answered as
+the SageMaker inference toolkit's container answers (``Model "x" Version: 1.0 registered with 1
+initial workers``, the number being the workers that hold it; ``Model "x" unregistered``); a name
+already loaded is 409 before its url is looked at.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from serve.runtime.shared import ModelSpec
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
+DEFAULT_VERSION = "1.0"  # what TorchServe's archiver writes when no version is given
 MAX_PAGE = 1000
 MAX_BODY = 64 * 1024
 
@@ -69,14 +73,18 @@ def _load() -> Response:
     g.model = name
     log_model(name)
     spec = registry().manager.register(name, url, _settings(body))
-    return jsonify({"status": f"model {name!r} loaded", **_summary(spec)})
+    workers = len(registry().manager.describe(spec.name)[1])
+    version = spec.version or DEFAULT_VERSION
+    return jsonify(
+        {"status": f'Model "{name}" Version: {version} registered with {workers} initial workers'}
+    )
 
 
 def _unload(name: str) -> Response:
     g.model = name
     log_model(name)
     registry().manager.unregister(name)
-    return jsonify({"status": f"model {name!r} unloaded"})
+    return jsonify({"status": f'Model "{name}" unregistered'})
 
 
 def _summary(spec: ModelSpec) -> dict[str, Any]:

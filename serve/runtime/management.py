@@ -43,7 +43,7 @@ def _check_free(desired: DesiredSet, name: str, version: str) -> str:
             raise ConflictError(f"model {name!r} is already loaded")
         return name
     if any(spec.version == version for spec in desired.versions(name)):
-        raise ConflictError(f"model version {version} is already registered for model {name}")
+        raise ConflictError(f"Model version {version} is already registered for model {name}")
     key = name if name not in desired.models and not desired.versions(name) else f"{name}/{version}"
     if desired.find(key) is not None:
         raise ConflictError(f"model {key!r} is already loaded")
@@ -124,10 +124,10 @@ class ModelManager:
             failed to load (the reason; no traceback).
         """
         check_name(name)
+        _check_free(self.shared.read(), name, version)  # a name taken is 409 whatever the url
         path = Path(url)
         if not path.exists():
             raise ModelNotFoundError(f"model url {url[:200]!r} does not exist")
-        _check_free(self.shared.read(), name, version)
         estimate = tree_bytes(self._prepare(path).root)
         deadline = self.deadline()
         if evict:

@@ -151,7 +151,16 @@ def test_register_predict_describe_scale_unregister(torchserve: TorchServe) -> N
     scaled = requests.put(
         f"{torchserve.management}/models/tagged", params={"min_worker": 3}, timeout=10
     )
-    assert scaled.status_code == 200 and "min_worker=3" in scaled.json()["status"]
+    assert scaled.status_code == 202 and scaled.json() == {"status": "Processing worker updates..."}
+    waited = requests.put(
+        f"{torchserve.management}/models/tagged/",
+        params={"min_worker": 3, "synchronous": "true", "number_gpu": 1},
+        timeout=10,
+    )
+    assert waited.status_code == 200 and waited.json() == {
+        "status": "Workers scaled to 2 for model: tagged "
+        "(every worker serves every model; min_worker=3 max_worker=3 recorded)"
+    }
     described = requests.get(f"{torchserve.management}/models/tagged", timeout=10).json()
     assert described[0]["requestedMinWorkers"] == 3
 
@@ -159,7 +168,9 @@ def test_register_predict_describe_scale_unregister(torchserve: TorchServe) -> N
     assert listed == {"models": [{"modelName": "tagged", "modelUrl": "tagged-v1"}]}
     assert torchserve.register(url="tagged-v1", synchronous="true").status_code == 409
 
-    gone = requests.delete(f"{torchserve.management}/models/tagged", timeout=60)
+    gone = requests.delete(
+        f"{torchserve.management}/models/tagged/", params={"synchronous": "true"}, timeout=60
+    )
     assert gone.json() == {"status": 'Model "tagged" unregistered'}
     missing = requests.post(f"{torchserve.url}/predictions/tagged", data=image, timeout=10)
     assert ts_error(missing, 404, "ModelNotFoundException") == "Model not found: tagged"
@@ -279,6 +290,8 @@ def test_descriptions_metrics_port_and_refusals(torchserve: TorchServe) -> None:
     assert "allowed_urls" in ts_error(remote, 403, "ForbiddenException")
     absent = torchserve.register(url="nothing.mar", synchronous="true")
     ts_error(absent, 404, "ModelNotFoundException")
+    empty = torchserve.register(url="", model_name="x")
+    assert ts_error(empty, 404, "ModelNotFoundException") == "empty url"
     no_url = torchserve.register(model_name="x")
     assert ts_error(no_url, 400, "BadRequestException") == "Parameter url is required."
     unknown = requests.get(f"{torchserve.management}/models/none", timeout=10)
