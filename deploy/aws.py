@@ -102,6 +102,19 @@ class Aws:
             if not token:
                 return
 
+    def objects(self, bucket: str, prefix: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every object of ``ListObjectsV2`` under ``prefix`` in ``bucket``, across its pages."""
+        return self.pages(
+            "s3",
+            "list_objects_v2",
+            "Contents",
+            request_token="ContinuationToken",
+            response_token="NextContinuationToken",
+            Bucket=bucket,
+            Prefix=prefix,
+            **params,
+        )
+
     def account_id(self) -> str:
         """The caller's account id (moto answers 123456789012)."""
         return str(self.call("sts", "get_caller_identity")["Account"])

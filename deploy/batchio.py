@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from deploy.aws import Aws
 from deploy.errors import DeployError
+from deploy.s3paths import S3Path
 
 OUT_SUFFIX = ".out"
 
@@ -83,18 +84,7 @@ class S3Store:
         return self.prefix[: self.prefix.rfind("/") + 1]
 
     def names(self) -> list[str]:
-        keys = [
-            str(item["Key"])
-            for item in self.aws.pages(
-                "s3",
-                "list_objects_v2",
-                "Contents",
-                request_token="ContinuationToken",
-                response_token="NextContinuationToken",
-                Bucket=self.bucket,
-                Prefix=self.prefix,
-            )
-        ]
+        keys = [str(item["Key"]) for item in self.aws.objects(self.bucket, self.prefix)]
         keys = [key for key in keys if not key.endswith("/")]
         if not keys:
             raise DeployError(f"--input {self.url}: no objects under this prefix")
@@ -115,7 +105,10 @@ def open_store(url: str, aws: Aws | None) -> ObjectStore:
     """A :class:`S3Store` for ``s3://BUCKET/PREFIX`` (needs ``aws``), else a directory."""
     if not url.startswith("s3://"):
         return DirectoryStore(Path(url))
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    if not bucket or aws is None:
+    try:
+        where = S3Path.parse(url, url)
+    except DeployError as exc:
+        raise DeployError(f"{url}: expected s3://BUCKET/PREFIX") from exc
+    if aws is None:
         raise DeployError(f"{url}: expected s3://BUCKET/PREFIX")
-    return S3Store(aws, bucket, prefix)
+    return S3Store(aws, where.bucket, where.key)

@@ -109,16 +109,7 @@ def live_prefix(aws: Aws, endpoint: str) -> ModelPrefix | None:
 
 def list_targets(aws: Aws, prefix: ModelPrefix) -> list[dict[str, Any]]:
     """The archives directly under ``prefix`` (``ListObjectsV2``): name, size, last modified."""
-    objects = aws.pages(
-        "s3",
-        "list_objects_v2",
-        "Contents",
-        request_token="ContinuationToken",
-        response_token="NextContinuationToken",
-        Bucket=prefix.bucket,
-        Prefix=prefix.prefix,
-        Delimiter="/",
-    )
+    objects = aws.objects(prefix.bucket, prefix.prefix, Delimiter="/")
     return [
         {
             "Name": item["Key"][len(prefix.prefix) :],

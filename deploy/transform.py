@@ -19,6 +19,7 @@ from deploy.definitions import EndpointDefinition
 from deploy.endpoints import Waiting
 from deploy.errors import DeployError
 from deploy.release import ENDPOINT_TAG, Release, create_model
+from deploy.s3paths import S3Path
 
 SPLIT_TYPES = ("None", "Line")
 STRATEGIES = ("SingleRecord", "MultiRecord")
@@ -185,17 +186,9 @@ def wait_for_job(aws: Aws, name: str, waiting: Waiting) -> dict[str, Any]:
 
 def output_objects(aws: Aws, output: str) -> list[tuple[str, int]]:
     """``(s3 url, size)`` of every object under the ``s3://`` prefix ``output``."""
-    bucket, _, prefix = output.removeprefix("s3://").partition("/")
-    found = aws.pages(
-        "s3",
-        "list_objects_v2",
-        "Contents",
-        request_token="ContinuationToken",
-        response_token="NextContinuationToken",
-        Bucket=bucket,
-        Prefix=prefix,
-    )
-    return [(f"s3://{bucket}/{item['Key']}", int(item["Size"])) for item in found]
+    where = S3Path.parse(output, "--output")
+    found = aws.objects(where.bucket, where.key)
+    return [(str(S3Path(where.bucket, str(item["Key"]))), int(item["Size"])) for item in found]
 
 
 def report_job(aws: Aws, found: dict[str, Any], waiting: Waiting) -> None:
