@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,16 +62,61 @@ def _is_document(text: str) -> bool:
     return True
 
 
-def _json_lines(lines: Sequence[str], text: str) -> bool:
+_NON_BLANK = re.compile(rb"\S")
+
+
+def _numbered(text: str) -> list[tuple[int, str]]:
+    """The lines of ``text`` that are not blank, with their 1-based numbers."""
+    return [
+        (number, line.removesuffix("\r"))
+        for number, line in enumerate(text.split("\n"), 1)
+        if line.strip()
+    ]
+
+
+def _head(body: bytes, count: int) -> bytes:
+    """``body`` up to the end of its ``count``-th line that is not blank (ASCII whitespace)."""
+    start = found = 0
+    while (end := body.find(b"\n", start)) >= 0:
+        if _NON_BLANK.search(body, start, end):
+            found += 1
+            if found == count:
+                return body[:end]
+        start = end + 1
+    return body
+
+
+def _first_lines(body: bytes, params: dict[str, str]) -> list[str]:
+    """The first two lines of an ``application/json`` body that are not blank.
+
+    Where the charset writes a line break as the byte ``\\n`` (UTF-8 and the other
+    ASCII-compatible ones), only the head of the body that holds them is decoded: a large
+    pretty-printed document is not copied line by line to find out that it is one.
+    """
+    try:
+        ascii_breaks = "\n".encode(params.get("charset") or "utf-8") == b"\n"
+    except (LookupError, ValueError, UnicodeError):  # decode_text below says why
+        ascii_breaks = False
+    head = _head(body, 2) if ascii_breaks else body
+    lines = _numbered(decode_text(head, params, JSON_TYPE))[:2]
+    if len(lines) < 2 and len(head) < len(body):  # a line blank only beyond ASCII
+        lines = _numbered(decode_text(body, params, JSON_TYPE))[:2]
+    return [line for _, line in lines]
+
+
+def _json_lines(body: bytes, params: dict[str, str]) -> bool:
     """Whether an ``application/json`` body of several lines is JSON documents one a line.
 
     A document that spans lines never has a whole document on its first line (what followed
     would make it invalid), so a first line that parses alone settles it. A first line that does
     not parse is a bad first record when the second parses alone and the body is no document.
     """
+    lines = _first_lines(body, params)
+    if len(lines) < 2:
+        return False
     if _is_document(lines[0]):
         return True
-    return _is_document(lines[1]) and not _is_document(text)
+    return _is_document(lines[1]) and not _is_document(decode_text(body, params, JSON_TYPE))
 
 
 def split_records(body: bytes, content_type: str) -> list[Record] | None:
@@ -87,17 +133,12 @@ def split_records(body: bytes, content_type: str) -> list[Record] | None:
     if media_type not in RECORD_TYPES:
         return None
     first_break = body.find(b"\n")
-    if first_break < 0 or not body[first_break:].strip():
+    if first_break < 0 or not _NON_BLANK.search(body, first_break):
         return None  # one line (and blank ones after it): one record at most
-    text = decode_text(body, params, media_type)
-    numbered = [
-        (number, line.removesuffix("\r"))
-        for number, line in enumerate(text.split("\n"), 1)
-        if line.strip()
-    ]
-    if len(numbered) < 2:
+    if media_type == JSON_TYPE and not _json_lines(body, params):
         return None
-    if media_type == JSON_TYPE and not _json_lines([line for _, line in numbered[:2]], text):
+    numbered = _numbered(decode_text(body, params, media_type))
+    if len(numbered) < 2:
         return None
     record_type = f"{media_type}; charset=utf-8"
     return [Record(number, line.encode("utf-8"), record_type) for number, line in numbered]

@@ -73,6 +73,21 @@ def test_json_lines_with_a_bad_first_line_are_still_records() -> None:
     assert lines_of(b'{"a": \n{"b": 2}\n', "application/json") == [(1, b'{"a": '), (2, b'{"b": 2}')]
 
 
+def test_json_is_told_apart_from_its_first_lines_in_any_charset() -> None:
+    lines = '{"a": "\u00e9"}\n\n{"a": 2}\n'
+    document = '{\n  "a": [\n' + ",\n".join(["    1"] * 1000) + "\n  ]\n}\n"
+    for charset in ("utf-8", "latin-1", "utf-16", "utf-16-be", "utf-32"):
+        content_type = f"application/json; charset={charset}"
+        records = split_records(lines.encode(charset), content_type) or []
+        assert [(r.line, json.loads(r.body)) for r in records] == [(1, {"a": "é"}), (3, {"a": 2})]
+        assert split_records(document.encode(charset), content_type) is None
+    # a line blank only beyond ASCII (a no-break space) is blank: the next one is the second
+    spaced = '{"a": 1}\n\u00a0\n{"a": 2}\n'.encode()
+    assert [r.line for r in split_records(spaced, "application/json") or []] == [1, 3]
+    nbsp_first = '\u00a0\n{"a": 1}\n{"a": 2}\n'.encode()
+    assert [r.line for r in split_records(nbsp_first, "application/json") or []] == [2, 3]
+
+
 def test_records_are_read_in_the_bodys_charset_and_passed_on_in_utf8() -> None:
     body = "é,1\nü,2\n".encode("latin-1")
     records = split_records(body, "text/csv; charset=latin-1") or []
