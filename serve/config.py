@@ -473,8 +473,9 @@ class ServingConfig:
         False,
         "BYOSERVE_TOKEN_AUTH",
         parse=_bool,
-        help="TorchServe 0.12's token authorization (key_file.json, Authorization: Bearer): on "
-        "with serve --start unless --disable-token-auth or disable_token_authorization=true; "
+        help="TorchServe 0.12's token authorization (key_file.json, Authorization: Bearer): with "
+        "serve --start, on when the inference or management port is bound beyond loopback and "
+        "off on loopback unless asked for (disable_token_authorization=false, or true here); "
         "off for serve, whose SageMaker front door authorizes",
     )
     token_expiration_min: float = setting(

@@ -25,9 +25,13 @@ Where each setting comes from, first found wins; TorchServe's own order (fronten
    (``install_py_dep_per_model=false``), 6553500-byte requests. Unlike TorchServe 0.12, the
    model API (register, unregister) is on unless ``enable_model_api=false``: the tutorials users
    replay register models without ``--enable-model-api``, and the management port is bound to
-   loopback unless configured otherwise. Token authorization is on, as in TorchServe 0.12
-   (``--disable-token-auth``, ``disable_token_authorization=true``; off with ``--mms-config``:
-   MMS has none); the key file is written here, before the workers start (serve/http/auth.py).
+   loopback unless configured otherwise. Token authorization (serve/http/auth.py) is on, as in
+   TorchServe 0.12, when the inference or the management port is bound beyond loopback; on
+   loopback alone it is off unless asked for, so that the tutorials' command lines and ``curl``
+   calls, written before TorchServe had tokens, work as written (:func:`token_auth_default`).
+   Said either way, it is what was said: ``--disable-token-auth``,
+   ``disable_token_authorization=true|false``, ``BYOSERVE_TOKEN_AUTH``; off with
+   ``--mms-config`` (MMS has none). The key file is written here, before the workers start.
 6. serve's defaults.
 
 TorchServe flags with nothing to do here (``--log-config``, ``--ncs``, ...) are accepted and
@@ -37,8 +41,11 @@ named in one log line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -64,7 +71,6 @@ TORCHSERVE_DEFAULTS: Mapping[str, str] = {
     "timeout": "120",
     "install_requirements": "false",
     "max_request_size": "6553500",
-    "token_auth": "true",  # TorchServe 0.12's default; MMS has none (--mms-config: off)
 }
 SET_TOO: Mapping[str, tuple[str, ...]] = {"max_request_size": ("max_payload_mb",)}  # variables
 DEFAULT_CONFIG_FILE = Path("config.properties")
@@ -187,6 +193,7 @@ def torchserve_config(
             or no model store.
     """
     defaults = {**TORCHSERVE_DEFAULTS, **({"token_auth": "false"} if args.mms_config else {})}
+    # token_auth: when nothing sets it, token_auth_default decides once the addresses are known
     values: dict[str, Any] = {
         name: ServingConfig.parse_setting(name, "TorchServe's default", raw)
         for name, raw in defaults.items()
@@ -212,11 +219,30 @@ def torchserve_config(
     if ignored:
         notes.append(f"ignored, they do not apply here: {', '.join(ignored)}")
     config = ServingConfig.from_env(environ, **values)
+    if "token_auth" not in values and not ServingConfig.set_in_environment("token_auth", environ):
+        config = dataclasses.replace(config, token_auth=token_auth_default(config))
     if config.model_store is None:
         raise ConfigError("--model-store DIR is needed (or model_store in the config file)")
     if not config.model_store.is_dir():
         raise ConfigError(f"--model-store directory not found: {config.model_store}")
     return config, notes
+
+
+def token_auth_default(config: ServingConfig) -> bool:
+    """Token authorization where nothing says: on when the inference or the management port
+    can be reached from another machine (TorchServe 0.12 turns it on everywhere; its tutorials,
+    and the scripts and clients written from them, send no key to a server on loopback)."""
+    addresses = [(config.host, config.port), config.management_address]
+    return any(address is not None and not _loopback(address[0]) for address in addresses)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or a name: every address it resolves to) is loopback."""
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except OSError:  # checked when the address was read; gone since: count it as outside
+        return False
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
 
 
 def _config_file(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Path | None, str]:

@@ -309,6 +309,10 @@ def issue_key_file(config: ServingConfig) -> Path | None:
         OSError: the file cannot be written.
     """
     if not config.token_auth:
+        logger.info(
+            "token authorization is off (with serve --start: on loopback unless "
+            "disable_token_authorization=false; docs/torchserve.md#token-authorization)"
+        )
         return None
     path = Path.cwd() / KEY_FILE_NAME
     KeyFile(path, lifetime(config)).write_new()

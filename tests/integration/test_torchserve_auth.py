@@ -1,10 +1,11 @@
 """Token authorization as TorchServe 0.12 has it, for real: ``serve --start`` with two workers
-writes ``key_file.json`` in its working directory, every port's request needs that port's key
-(TorchServe's 400 ``InvalidKeyException`` otherwise), the token API replaces a key for every
-worker, ``--disable-token-auth``, ``disable_token_authorization=true`` and
-``TS_DISABLE_TOKEN_AUTHORIZATION=true`` turn it off, and the SageMaker path (``serve`` without
-``--start``) asks for no key. The checks of TorchServe's test/pytest/test_token_authorization.py,
-on byoserve's command line."""
+and its management port beyond loopback writes ``key_file.json`` in its working directory, every
+port's request needs that port's key (TorchServe's 400 ``InvalidKeyException`` otherwise), the
+token API replaces a key for every worker, ``--disable-token-auth``,
+``disable_token_authorization=true`` and ``TS_DISABLE_TOKEN_AUTHORIZATION=true`` turn it off
+there, ``disable_token_authorization=false`` turns it on for a server on loopback (where it is
+off unless asked for), and the SageMaker path (``serve`` without ``--start``) asks for no key.
+The checks of TorchServe's test/pytest/test_token_authorization.py, on byoserve's command line."""
 
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ def statuses(url: str, headers: dict[str, str], method: str = "GET") -> set[int]
     }
 
 
-def start(cli: TorchServeCli, *args: str, env: dict[str, str] | None = None) -> None:
+ASKED = "disable_token_authorization=false\n"  # on, though every port is on loopback
+
+
+def start(cli: TorchServeCli, *args: str, properties: str = ASKED, host: str = "127.0.0.1") -> None:
     archive(cli.store, "echo", ECHO, cli.work)
-    config = cli.properties()
+    config = cli.properties(properties, management_host=host)
     flags = ["--start", "--model-store", str(cli.store), "--models", "echo.mar", "--workers", "2"]
     started = cli.run(*flags, "--ts-config", config, *args)
     assert started.returncode == 0, started.stderr
@@ -56,8 +60,9 @@ def start(cli: TorchServeCli, *args: str, env: dict[str, str] | None = None) -> 
 def test_every_request_needs_its_ports_key_and_the_token_api_replaces_one(
     cli: TorchServeCli,
 ) -> None:
-    cli.token_auth = True
-    start(cli)  # returns once /ping answers 200: with the inference key of the file it wrote
+    # the management port reachable from elsewhere: on, with nothing said
+    start(cli, properties="", host="0.0.0.0")
+    # (start returns once /ping answers 200: with the inference key of the file it wrote)
     key_file = cli.work / "key_file.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     first = keys(cli)
@@ -118,11 +123,11 @@ def test_turned_off_no_key_is_needed_and_none_is_written(
     properties: str,
     env: dict[str, str],
 ) -> None:
-    cli.token_auth = True  # no --disable-token-auth but the test's own
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     archive(cli.store, "echo", ECHO, cli.work)
-    config = cli.properties(properties)
+    # beyond loopback, where it would be on
+    config = cli.properties(properties, management_host="0.0.0.0")
     flags = ["--start", "--model-store", str(cli.store), "--models", "echo.mar"]
     started = cli.run(*flags, "--ts-config", config, *args)
     assert started.returncode == 0, started.stderr
@@ -151,7 +156,6 @@ def test_the_sagemaker_path_needs_no_key(cli: TorchServeCli) -> None:
 def test_start_waits_for_its_own_key_not_a_stale_files(cli: TorchServeCli) -> None:
     """A key file a killed server left behind is overwritten, and --start still sees /ping."""
     (cli.work / "key_file.json").write_text('{"inference": {"key": "stale"}}')
-    cli.token_auth = True
     start(cli)
     fresh = keys(cli)["inference"]
     assert requests.get(f"{cli.url}/ping", headers=bearer(fresh), timeout=10).status_code == 200

@@ -105,17 +105,14 @@ def archive(store: Path, name: str, handler: str, work: Path) -> Path:
 @dataclass
 class TorchServeCli:
     """``python -m serve ...`` run as a user runs ``torchserve``: in ``work`` (where ./logs
-    and key_file.json go), with a temp directory of its own (where the pid file goes).
-
-    As TorchServe's own tests start it (``test_utils.start_torchserve``), ``--start`` gets
-    ``--disable-token-auth`` unless ``token_auth`` (tests/integration/test_torchserve_auth.py
-    checks token authorization)."""
+    and key_file.json go), with a temp directory of its own (where the pid file goes). Its
+    ports are on loopback, where token authorization is off unless asked for
+    (tests/integration/test_torchserve_auth.py checks it)."""
 
     work: Path
     temp: Path
     store: Path
     ports: dict[str, int]
-    token_auth: bool = False
 
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -133,8 +130,7 @@ class TorchServeCli:
         return f"http://127.0.0.1:{self.ports['inference']}"
 
     def command(self, args: tuple[str, ...]) -> list[str]:
-        off = "--start" in args and not self.token_auth
-        return [sys.executable, "-m", "serve", *args, *(["--disable-token-auth"] if off else [])]
+        return [sys.executable, "-m", "serve", *args]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         command = self.command(args)
@@ -153,11 +149,13 @@ class TorchServeCli:
                 start_new_session=True,
             )
 
-    def properties(self, extra: str = "", name: str = "config.properties") -> str:
+    def properties(
+        self, extra: str = "", name: str = "config.properties", management_host: str = "127.0.0.1"
+    ) -> str:
         """A config.properties in the working directory with every address on a free port."""
         text = (
             f"inference_address=http://127.0.0.1:{self.ports['inference']}\n"
-            f"management_address=http://127.0.0.1:{self.ports['management']}\n"
+            f"management_address=http://{management_host}:{self.ports['management']}\n"
             f"metrics_address: http://127.0.0.1:{self.ports['metrics']}\n"
             "default_workers_per_model=1\n" + extra
         )

@@ -210,8 +210,10 @@ def test_protect_adds_nothing_when_off(tmp_path: Path, monkeypatch: pytest.Monke
     assert isinstance(protect(app, on, "inference", Observer()), TokenGuard)
 
 
-# serve --start: on by default, and what turns it off (TorchServe's order: TS_ variables with
-# enable_envvars_config, then the command line, then config.properties)
+# serve --start: on where a port is reachable from elsewhere, and what turns it on and off
+# (TorchServe's order: TS_ variables with enable_envvars_config, then the command line, then
+# config.properties)
+OUTSIDE = "management_address=http://0.0.0.0:8081\n"
 
 
 def start_config(
@@ -230,11 +232,19 @@ def start_config(
     return config
 
 
-def test_start_turns_token_authorization_on_and_serve_does_not(tmp_path: Path) -> None:
-    config = start_config(tmp_path, [])
-    assert config.token_auth is True and config.token_expiration_min == 60
+def test_start_turns_it_on_beyond_loopback_and_serve_does_not(tmp_path: Path) -> None:
+    assert start_config(tmp_path, [], OUTSIDE).token_auth is True
+    inference_outside = start_config(tmp_path, [], "inference_address=http://10.1.2.3:8080\n")
+    assert inference_outside.token_auth is True
+    config = start_config(tmp_path, [])  # TorchServe's defaults: every port on 127.0.0.1
+    assert config.token_auth is False and config.token_expiration_min == 60
+    # a name counts by the addresses it resolves to
+    for loopback in ("http://localhost:8081", "http://127.0.0.2:8081", "http://[::1]:8081"):
+        assert start_config(tmp_path, [], f"management_address={loopback}\n").token_auth is False
+    # the metrics port has no keys in TorchServe either: it does not count
+    assert start_config(tmp_path, [], "metrics_address=http://0.0.0.0:8082\n").token_auth is False
     assert ServingConfig.from_env({}).token_auth is False  # the SageMaker path
-    (tmp_path / "mms.properties").write_text("")
+    (tmp_path / "mms.properties").write_text(OUTSIDE)
     mms = start_config(tmp_path, ["--mms-config", str(tmp_path / "mms.properties")])
     assert mms.token_auth is False  # MMS has none
 
@@ -242,10 +252,10 @@ def test_start_turns_token_authorization_on_and_serve_does_not(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("args", "properties", "environ", "on"),
     [
-        (["--disable-token-auth"], None, {}, False),
-        (["--dt"], None, {}, False),
-        ([], "disable_token_authorization=true\n", {}, False),
-        ([], "disable_token_authorization=false\n", {}, True),
+        (["--disable-token-auth"], OUTSIDE, {}, False),
+        (["--dt"], OUTSIDE, {}, False),
+        ([], OUTSIDE + "disable_token_authorization=true\n", {}, False),
+        ([], "disable_token_authorization=false\n", {}, True),  # asked for on loopback
         # TorchServe's test_priority: the command line over the file
         (["--disable-token-auth"], "disable_token_authorization=false\n", {}, False),
         # test_priority_env: the variable over the file
@@ -263,8 +273,10 @@ def test_start_turns_token_authorization_on_and_serve_does_not(tmp_path: Path) -
             True,
         ),
         # without enable_envvars_config the variable is not read
-        ([], "", {"TS_DISABLE_TOKEN_AUTHORIZATION": "true"}, True),
-        ([], None, {"BYOSERVE_TOKEN_AUTH": "false"}, False),
+        ([], OUTSIDE, {"TS_DISABLE_TOKEN_AUTHORIZATION": "true"}, True),
+        ([], "", {"TS_DISABLE_TOKEN_AUTHORIZATION": "false"}, False),
+        ([], OUTSIDE, {"BYOSERVE_TOKEN_AUTH": "false"}, False),
+        ([], None, {"BYOSERVE_TOKEN_AUTH": "true"}, True),
     ],
 )
 def test_what_turns_it_off(
