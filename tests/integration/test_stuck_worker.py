@@ -125,7 +125,6 @@ def answered_elsewhere(url: str, stuck: int, engine: str, keep: requests.Session
     worker accepts none); on granian the kernel spreads connections over both workers' sockets,
     so one may reach the stuck worker: it answers 503 at once, and a retry reaches the sibling.
     ``keep`` ends up holding a connection to the sibling."""
-    sibling = 0
     for _ in range(20):
         started = time.monotonic()
         answer = keep.post(f"{url}/invocations", json={}, timeout=30)
@@ -133,11 +132,8 @@ def answered_elsewhere(url: str, stuck: int, engine: str, keep: requests.Session
         if engine == "gunicorn" or answer.status_code == 200:
             assert answer.status_code == 200, answer.text
             assert answer.json()["pid"] != stuck
-            sibling += 1
-        else:
-            stuck_answer(answer)
-        if answer.status_code == 200:
-            return  # (kept: a connection to the sibling)
+            return
+        stuck_answer(answer)
         keep.close()  # a new connection next time
     pytest.fail("no request was answered by the sibling")
 
@@ -153,31 +149,53 @@ def served_again(url: str, stuck: int) -> None:
         assert time.monotonic() < deadline, "the worker that was stuck takes no connections"
 
 
+def same_worker(url: str, held: requests.Session, other: requests.Session) -> None:
+    """Have ``other`` hold a connection to the worker ``held``'s goes to (granian: the kernel
+    picks a worker per connection)."""
+    pid = held.post(f"{url}/invocations", json={}, timeout=30).json()["pid"]
+    for _ in range(50):
+        if other.post(f"{url}/invocations", json={}, timeout=30).json()["pid"] == pid:
+            return
+        other.close()  # a new connection next time
+    pytest.fail("50 connections in a row went to the other worker")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_stuck_worker_says_so_at_once_and_serves_again_when_the_call_returns(
     tmp_path: Path, workers: int, engine: str
 ) -> None:
-    with serving(tmp_path, workers) as (server, gate), requests.Session() as held:
+    with (
+        serving(tmp_path, workers) as (server, gate),
+        requests.Session() as held,
+        requests.Session() as other,
+        requests.Session() as sibling,
+    ):
         all_loaded(server, workers)
+        if engine == "granian" and workers == 2:
+            same_worker(server.url, held, other)
         stuck, release = block(held, server.url, gate)
         ping = until_ping(held, server.url, 503)
         assert ping.json()["status"] == "Unhealthy"
         assert "past its 1 s timeout" in ping.json()["message"]
-        with requests.Session() as sibling:
-            if workers == 2:
-                answered_elsewhere(server.url, stuck, engine, sibling)
-                for _ in range(10):  # on gunicorn every new connection goes to the sibling
-                    answer = requests.post(f"{server.url}/invocations", json={}, timeout=30)
-                    if engine == "gunicorn":
-                        assert answer.status_code == 200 and answer.json()["pid"] != stuck
-            if workers == 1 or engine == "granian":  # the held connection is still the worker's
-                started = time.monotonic()
-                stuck_answer(held.post(f"{server.url}/invocations", json={}, timeout=30))
-                assert time.monotonic() - started < TIMEOUT_S
-            os.close(release)  # the call returns within the grace
-            if workers == 1 or engine == "granian":
-                until_ping(held, server.url, 200)
-            served_again(server.url, stuck)  # (gunicorn: the sibling holds more connections)
+        if workers == 1:  # its connections are its own: the model's requests fail fast
+            started = time.monotonic()
+            stuck_answer(held.post(f"{server.url}/invocations", json={}, timeout=30))
+            assert time.monotonic() - started < TIMEOUT_S
+        else:
+            answered_elsewhere(server.url, stuck, engine, sibling)
+            for _ in range(10):  # on gunicorn every new connection goes to the sibling
+                answer = requests.post(f"{server.url}/invocations", json={}, timeout=30)
+                if engine == "gunicorn":
+                    assert answer.status_code == 200 and answer.json()["pid"] != stuck
+        if engine == "granian" and workers == 2:  # a connection it holds: 503, and closed
+            logged(server, "has run past its 1 s timeout")
+            answer = other.post(f"{server.url}/invocations", json={}, timeout=30)
+            stuck_answer(answer)
+            assert answer.headers["Connection"] == "close"
+        os.close(release)  # the call returns within the grace
+        if workers == 1:
+            until_ping(held, server.url, 200)
+        served_again(server.url, stuck)  # (gunicorn: the sibling holds more connections)
         assert server.worker_pids().count(stuck) == 1, "the worker was replaced, not recovered"
         logged(server, "the handler call returned after")
 
