@@ -50,6 +50,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any
 
 from gunicorn import util
@@ -281,7 +282,8 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
     def wake(self) -> None:
         """Have the main thread look again at once whether this worker is ready (from any
         thread: a model became stuck, or serves again)."""
-        self.method_queue.defer(_nothing)
+        with suppress(OSError, TypeError):  # stopped meanwhile: its queue is closed
+            self.method_queue.defer(_nothing)
 
     def _share(self) -> None:
         if self.shares is None or self.slot is None:

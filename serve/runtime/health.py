@@ -119,8 +119,13 @@ class HealthWatch:
         self._stopping.set()
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.check()):
-            pass
+        wait = 0.0
+        while not self._stopping.wait(wait):
+            try:
+                wait = self.check()
+            except Exception:  # the watch must outlive a listener's failure
+                logger.exception("the hung-handler watch failed; it goes on")
+                wait = WATCH_S
 
     def check(self) -> float:
         """Look at every model's running call once: report the models that became stuck (and
@@ -163,9 +168,12 @@ class HealthWatch:
             shed = runtime.shed(now)
             if shed:
                 logger.warning("model %s: %d queued requests answered 503", runtime.name, shed)
+        held = set(self._runtimes())
         for runtime, started in self._stuck.items():
             if stuck.get(runtime) != started:  # it returned (a later call may be stuck too)
                 changed = True
+                if runtime not in held:
+                    continue  # unloaded meanwhile (serve/runtime/registry.py says so)
                 logger.warning(
                     "model %s: the handler call returned after %.1f s; serving again",
                     runtime.name,
