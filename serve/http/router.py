@@ -150,17 +150,25 @@ class Router:
         return self._reply(start_response, answer)
 
     def _ping(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """200 once this worker has loaded the models it started with, ``unhealthy`` before;
-        with TorchServe's body; does no work."""
+        """200 once this worker has loaded the models it started with and while it can answer
+        (:attr:`ModelRegistry.ready`), ``unhealthy`` otherwise; with TorchServe's body (and a
+        ``message`` saying why when a handler call is stuck); does no work."""
         if environ.get("REQUEST_METHOD") not in PING:
             return self._not_allowed(environ, start_response, PING)
         started = time.monotonic()
-        ready = self.registry.ready
-        status, body = (200, HEALTHY) if ready else (self.unhealthy, UNHEALTHY)
+        status, body = (200, HEALTHY) if self.registry.ready else self._unhealthy()
         rid = request_id(environ.get(INFERENCE_ID_KEY))
         self._reply(start_response, (status, body, JSON, [(REQUEST_ID_HEADER, rid)]))
         self.invocations.done(environ, "ping", status, started, None, "", rid)
         return [body]
+
+    def _unhealthy(self) -> tuple[int, bytes]:
+        """/ping's answer when this worker cannot serve: TorchServe's body while it loads; with
+        why when a handler call has overrun its timeout (serve/runtime/health.py)."""
+        why = self.registry.health.describe()
+        if why is None:
+            return self.unhealthy, UNHEALTHY
+        return self.unhealthy, json.dumps({"status": "Unhealthy", "message": why}).encode() + b"\n"
 
     def _not_allowed(
         self,

@@ -15,6 +15,11 @@ What gunicorn does that is done here another way, or not at all:
   Linux each of its workers listens on a ``SO_REUSEPORT`` socket of its own, and the kernel picks
   one per connection (a hash of its addresses), so the share-out between workers of
   serve/process/worker.py is gunicorn's alone.
+- *A stuck worker* (a handler call past its timeout: serve/runtime/health.py) cannot stop
+  accepting: its listener lives in granian's Rust server, which has no way to pause one worker.
+  It answers ``/ping`` and its stuck model's requests 503 at once, as gunicorn's does, and, with
+  siblings, every answer with ``Connection: close`` (:func:`closing_while_stuck`), so that a
+  client's next connection is hashed afresh and may reach a sibling.
 - *TorchServe's management and metrics addresses.* granian listens on one address; the master
   binds the others, and each worker serves them from a thread (werkzeug's threaded WSGI server
   accepting on the inherited socket), once its models are loaded, as a gunicorn worker does.
@@ -133,10 +138,30 @@ class GranianEngine:
         every worker; a failure to start is what the registry records, so None."""
         observer = app.extensions.get("byoserve.observer")
         serving = access_logged(serving_app(app, config, registry, observer))
+        if config.workers > 1:
+            serving = closing_while_stuck(serving, registry)
         sides = side_apps(config, registry, observer, app.extensions["byoserve.body"])
         sides = {address: access_logged(side) for address, side in sides.items()}
         run_granian(serving, sides, registry, config)
         return None
+
+
+def closing_while_stuck(app: WSGIApp, registry: ModelRegistry) -> WSGIApp:
+    """``app``, answering with ``Connection: close`` while a model of this worker is stuck in a
+    handler call (granian honours the header): the client reconnects, and the kernel may give
+    the new connection to a sibling (gunicorn's workers hand connections over themselves)."""
+    health = registry.health
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not health.reported:
+            return app(environ, start_response)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+        return app(environ, start)
+
+    return serve
 
 
 def on_sigterm(callback: Callable[[], None]) -> None:

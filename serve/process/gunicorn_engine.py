@@ -156,7 +156,10 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
         # Request threads hand each request to the inference thread and back: with Python's
         # default 5 ms GIL switch interval every hand-off can cost milliseconds of p99.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        worker.is_ready = lambda: registry.ready
+        # A worker stuck in a handler call takes no new connections while a sibling can
+        # (serve/runtime/health.py); its main thread is told at once, not at its next poll.
+        worker.is_ready = lambda: registry.accepting
+        registry.health.on_change(worker.wake)
         worker.on_exit = lambda: registry.end_streams_after(graceful - STREAM_END_MARGIN)
         index = worker.slot if worker.slot is not None else worker.age - 1
         registry.start(worker_index=index)

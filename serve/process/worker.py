@@ -19,7 +19,11 @@ while it holds more than a sibling that is ready to serve; it accepts again as s
 no longer so, checked at least every few milliseconds. Connections made while a sibling was
 still loading its model would stay where they landed; so a worker holding two or more above a
 sibling answers its next request with ``Connection: close``, and the client's new connection
-goes to the sibling.
+goes to the sibling. A worker whose handler call has overrun its timeout (serve/runtime/health.py)
+is not ready in this sense: it stops accepting at once while a sibling is ready, and answers
+every request on the connections it holds with ``Connection: close``, so they move to the
+sibling; with no ready sibling (one worker) it goes on accepting, and answers ``/ping`` and the
+stuck model's requests with 503 at once.
 
 **What gunicorn refuses itself is answered like the app's errors.** A request line or header it
 cannot parse, an unknown transfer coding, headers over the limits never reach the app; gunicorn
@@ -46,6 +50,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any
 
 from gunicorn import util
@@ -182,6 +187,10 @@ def closing(app: WsgiApp, stopping: Callable[[], bool]) -> WsgiApp:
     return serve
 
 
+def _nothing() -> None:
+    """What :meth:`KeepAliveThreadWorker.wake` has the main thread run: waking is the point."""
+
+
 def _postpone(conns: deque[Any]) -> None:
     """Give the connections whose time is up ``STOP_LINGER_S`` more; the deque stays sorted."""
     now = time.monotonic()
@@ -269,6 +278,12 @@ class KeepAliveThreadWorker(ThreadWorker):  # type: ignore[misc]
             if not self._fair or not self.is_ready():  # loading: say "ready" as soon as it is
                 timeout = min(timeout, RECHECK_S)
         super().wait_for_and_dispatch_events(timeout)
+
+    def wake(self) -> None:
+        """Have the main thread look again at once whether this worker is ready (from any
+        thread: a model became stuck, or serves again)."""
+        with suppress(OSError, TypeError):  # stopped meanwhile: its queue is closed
+            self.method_queue.defer(_nothing)
 
     def _share(self) -> None:
         if self.shares is None or self.slot is None:

@@ -160,6 +160,26 @@ class BatchQueue:
             if pending.state == _WAITING:
                 pending.state = _CANCELLED
 
+    def shed(self, error: Callable[[], BaseException]) -> int:
+        """Answer every request still waiting with ``error()`` now, rather than let them wait
+        out their timeout behind a handler call that overran its own (serve/runtime/health.py);
+        returns how many. Safe while the inference thread gathers: each request is taken by
+        one of the two."""
+        shed = 0
+        markers: list[object] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, Pending):
+                markers.append(item)  # a wake or the stop: kept for the inference thread
+            elif self._claim(item) and item.finish(None, error()):
+                shed += 1
+        for marker in markers:
+            self._queue.put(marker)
+        return shed
+
     def close(self) -> None:
         """Take nothing more; :meth:`gather` returns None once the queue is drained."""
         with self._state:

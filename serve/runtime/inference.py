@@ -172,13 +172,35 @@ class ModelRuntime:
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def hung_for(self, now: float) -> float:
-        """How long the handler call now running has overrun the model's timeout plus
-        BYOSERVE_HUNG_GRACE; 0 when none has (or none runs)."""
+    def overdue_for(self, now: float) -> float:
+        """How long the handler call now running has overrun the model's timeout; 0 when none
+        has (or none runs). While it is over 0 the model is stuck: nothing queued behind the
+        call can be answered in time (serve/runtime/health.py)."""
         started = self.busy_since
         if started is None:
             return 0.0
-        return max(0.0, now - started - self.settings.timeout - self.config.hung_grace)
+        return max(0.0, now - started - self.settings.timeout)
+
+    def hung_for(self, now: float) -> float:
+        """How long the handler call now running has overrun the model's timeout plus
+        BYOSERVE_HUNG_GRACE; 0 when none has (or none runs)."""
+        return max(0.0, self.overdue_for(now) - self.config.hung_grace)
+
+    def stuck_error(self, now: float) -> NotReadyError:
+        """The 503 a request for this model gets while a handler call has overrun its timeout:
+        at once, rather than after waiting out its own timeout behind that call."""
+        started = self.busy_since
+        ran = now - started if started is not None else self.settings.timeout
+        return NotReadyError(
+            f"model {self.name!r} is stuck: a handler call has run {ran:.1f} s, past its "
+            f"{self.settings.timeout:g} s timeout; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    def shed(self, now: float) -> int:
+        """Answer every request queued for this model with :meth:`stuck_error` now; returns
+        how many."""
+        return self._queue.shed(lambda: self.stuck_error(now))
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Take no more requests, let the queued ones finish, end the inference thread; True when
@@ -274,9 +296,16 @@ class ModelRuntime:
             self._open_streams -= 1
 
     def ensure_ready(self) -> None:
-        """Raise NotReadyError (503) unless the model is loaded in this worker."""
+        """Raise NotReadyError (503) unless the model is loaded in this worker and no handler
+        call has overrun its timeout on its inference thread (:meth:`stuck_error`)."""
         if self._ready.is_set():
-            return
+            started = self.busy_since
+            if started is None:
+                return
+            now = time.monotonic()
+            if now - started <= self.settings.timeout:
+                return
+            raise self.stuck_error(now)
         if self.load_error is not None:
             raise NotReadyError(f"model {self.name!r} failed to load; see the server log")
         raise NotReadyError(f"model {self.name!r} is still loading")

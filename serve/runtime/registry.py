@@ -39,6 +39,7 @@ from serve.model.settings import Registration
 from serve.model.store import ModelStore
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
+from serve.runtime.health import HealthWatch
 from serve.runtime.inference import ModelRuntime, OpenedModel
 from serve.runtime.management import DRAIN_GRACE_S, ModelManager
 from serve.runtime.memory import tree_bytes
@@ -83,6 +84,8 @@ class ModelRegistry:
         on_startup_failure: called once this worker has tried every model the server started
             with and one or more failed (the reason is recorded in the shared directory first):
             the server stops, as it does for one model.
+        on_hung: called once a handler call has overrun its timeout by BYOSERVE_HUNG_GRACE
+            (serve/runtime/health.py): the worker is to be recycled.
     """
 
     def __init__(
@@ -104,8 +107,7 @@ class ModelRegistry:
         self.manager = ModelManager(config, shared)
         self._opener = opener
         self._on_startup_failure = on_startup_failure
-        self._on_hung = on_hung
-        self._hung = False
+        self.health = HealthWatch(config, self.runtimes, on_hung)
         self._prepared: dict[tuple[str, int], OpenedModel] = {}  # opened in the master
         self._runtimes: dict[str, ModelRuntime] = {}  # the routing table: read without a lock
         self._aliases: dict[str, str] = {}
@@ -151,9 +153,16 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Whether this worker has loaded the models it started with and none of its inference
-        threads is stuck in a handler call (its /ping)."""
-        return self._ready.is_set() and not self._hung
+        """Whether this worker has loaded the models it started with and can answer (its
+        /ping): not hung, and no model stuck in a handler call past its timeout unless another
+        model is loaded and free (serve/runtime/health.py)."""
+        return self._ready.is_set() and not self.health.hung and self.health.serving()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether this worker should take new connections: ready, and no model stuck (its
+        siblings hold the same models, with free inference threads)."""
+        return self._ready.is_set() and not self.health.hung and not self.health.stuck()
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
@@ -168,6 +177,7 @@ class ModelRegistry:
             self._apply(desired)
             self._check_booted()
         threading.Thread(target=self._watch, name="byoserve-models", daemon=True).start()
+        self.health.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Take no more requests for any model and let queued ones finish (worker exit)."""
@@ -175,6 +185,7 @@ class ModelRegistry:
             if self._socket is not None:  # leaving on purpose: nothing it loads is to blame
                 self.shared.publish(WorkerReport(os.getpid(), ready=False))
             self._stopping.set()
+        self.health.stop()
         if self._socket is not None:
             self._socket.close()  # ends the watcher
         runtimes = list(self._runtimes.values())
@@ -315,7 +326,6 @@ class ModelRegistry:
                 if desired.version != self._version and not self._stopping.is_set():
                     self._apply(desired)
                 self._report_usage()
-            self._check_hung()
 
     def _apply(self, desired: DesiredSet) -> None:
         for name, runtime in list(self._runtimes.items()):
@@ -406,30 +416,6 @@ class ModelRegistry:
         with self._lock:
             self._held.pop(key, None)
             self._publish()
-
-    def _check_hung(self) -> None:
-        """A handler call past its timeout and BYOSERVE_HUNG_GRACE holds its model's inference
-        thread for good, and no thread can be stopped from outside: this worker says it is not
-        ready (/ping 503, no new connections) and is recycled; its replacement loads the models
-        again (as TorchServe restarts a worker after its response_timeout)."""
-        if self._hung:
-            return
-        now = time.monotonic()
-        hung = [runtime for runtime in self._runtimes.values() if runtime.hung_for(now) > 0]
-        if not hung:
-            return
-        self._hung = True
-        for runtime in hung:
-            logger.error(
-                "model %s: a handler call has run for %.0f s, past its %g s timeout and "
-                "BYOSERVE_HUNG_GRACE=%g s; this worker stops and another takes its place",
-                runtime.name,
-                now - (runtime.busy_since or now),
-                runtime.settings.timeout,
-                self.config.hung_grace,
-            )
-        if self._on_hung is not None:
-            self._on_hung()
 
     def _check_booted(self) -> None:
         """Once every start-up model has loaded or failed: ready, or (with failures) stop."""
