@@ -89,6 +89,9 @@ def prepare() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
+    # One worker process, as TorchServe gives a model registered with initial_workers=1 (what
+    # most of these tests ask for): half the processes to start and stop on a 2-core machine.
+    os.environ.setdefault("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
     if SITE.is_dir():
         sys.path.append(str(SITE))
     os.chdir(UPSTREAM_TESTS)
