@@ -94,10 +94,14 @@ def prepare() -> None:
     os.environ.setdefault("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
     if SITE.is_dir():
         sys.path.append(str(SITE))
-    os.chdir(UPSTREAM_TESTS)
 
 
 prepare()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Into ``test/pytest``, once pytest has resolved the paths it was given (--junitxml, ...)."""
+    os.chdir(UPSTREAM_TESTS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
