@@ -11,6 +11,7 @@ torchserve.md has the table): a skip would fail ``make test``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -79,6 +80,10 @@ def prepare() -> None:
     the conftest files under it (``test/pytest/conftest.py`` imports ``test_utils``, which reads
     the temp directory and imports orjson) before any ``pytest_configure`` hook runs."""
     TMP.mkdir(parents=True, exist_ok=True)
+    # A fresh /tmp/workspace/model_store, as TorchServe's ts_scripts/regression_utils.py makes it
+    # before it runs these tests (test_metrics.py writes its config files beside it).
+    shutil.rmtree(TMP / "workspace", ignore_errors=True)
+    (TMP / "workspace" / "model_store").mkdir(parents=True)
     os.environ["TMPDIR"] = str(TMP)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     # The shim first, then this venv's scripts (test_utils runs torch-model-archiver by name).
