@@ -22,13 +22,14 @@ export BUILDAH_FORMAT := docker
 export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint docs-reference model clean containers build push deploy run-local test-compat bench bench-gpu bench-transform soak
+.PHONY: help install serve test test-quick lint docs-reference model clean containers build push deploy run-local test-compat test-peers bench bench-gpu bench-transform soak
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
 	@echo "make serve       train/package the example model (MODEL=$(MODEL)) and serve it on :$(PORT)"
 	@echo "make test        lint, type-check and run every test (containers included): what CI runs"
 	@echo "make test-quick  lint, type-check, the docs and the unit tests (tests/unit): under 2 minutes"
+	@echo "make test-peers  TorchServe's own tests and management collection against byoserve (tests/peers)"
 	@echo "make lint        ruff, mypy and mkdocs build --strict (docs/, mkdocs.yml)"
 	@echo "make docs-reference  write docs/reference/configuration.md from serve/config.py"
 	@echo "make model       train and archive the examples into build/ (sentiment, digits, textgen)"
@@ -172,10 +173,29 @@ test: lint containers java
 	  > build/compat-prep.log 2>&1 & prep=$$!; \
 	$(VENV)/bin/pytest $(addprefix --ignore=,$(PODMAN_TESTS)) $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 0 ]; then $(MAKE) soak SOAK_SECONDS=60 || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(MAKE) test-peers || status=$$?; fi; \
 	if ! wait $$prep; then echo "compat preparation failed:"; tail -50 build/compat-prep.log; \
 	  [ $$status -ne 0 ] || status=1; fi; \
 	if [ $$status -eq 0 ]; then $(MAKE) test-compat || status=$$?; fi; \
 	exit $$status
+
+# TorchServe's own tests (pytorch/serve v0.12.0: test/pytest, its management postman collection)
+# against byoserve through a `torchserve` that is `python -m serve` (tests/peers, docs/torchserve.md).
+# newman from npm and orjson (which TorchServe's test_utils imports) go under build/, not the venv.
+NEWMAN_VERSION := 6.2.2
+ORJSON_VERSION := 3.10.18
+PEERS_NEWMAN := build/newman/.installed-$(NEWMAN_VERSION)
+PEERS_SITE := build/peers/site/.installed-$(ORJSON_VERSION)
+$(PEERS_NEWMAN):
+	npm install --prefix build/newman --no-audit --no-fund --loglevel=error newman@$(NEWMAN_VERSION)
+	touch $@
+
+$(PEERS_SITE): | $(STAMP)
+	$(PIP) install -q --no-deps --upgrade --target build/peers/site orjson==$(ORJSON_VERSION)
+	touch $@
+
+test-peers: $(STAMP) $(PEERS_NEWMAN) $(PEERS_SITE)
+	$(VENV)/bin/pytest tests/peers -o addopts="-ra" $(PYTEST_ARGS)
 
 # TorchServe's torchvision-based handlers (ImageClassifier, ...) next to ours: a separate venv with
 # torch 2.14.1 + torchvision 0.29.1 (a 5.5 GB CUDA build, from the machine's wheel cache).
