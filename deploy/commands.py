@@ -34,7 +34,6 @@ from deploy.asyncinvoke import (
 from deploy.aws import Aws, make_client
 from deploy.cloudwatch import format_tail
 from deploy.definitions import (
-    Autoscaling,
     EndpointDefinition,
     TargetArchive,
     check_target_name,
@@ -44,6 +43,7 @@ from deploy.dryrun import Plan
 from deploy.engine import BuildRequest
 from deploy.engines import open_engine
 from deploy.errors import DeployError
+from deploy.hostingtables import Autoscaling
 from deploy.invoke import Invocation, invoke, invoke_stream, runtime_client
 from deploy.release import Release, check_role, unique_name
 from deploy.repack import target_name
