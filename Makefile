@@ -54,10 +54,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The examples: trained here from data that ships in packages or in examples/, then archived.
-SENTIMENT_SRC := $(wildcard examples/sentiment/*.py examples/sentiment/data/*)
-DIGITS_SRC    := $(wildcard examples/digits/*.py)
+SENTIMENT_SRC := $(wildcard examples/sentiment/*.py examples/sentiment/data/*) examples/training.py
+DIGITS_SRC    := $(wildcard examples/digits/*.py) examples/training.py
 # The text generator learns the project's own docs, so it follows them.
-TEXTGEN_SRC   := $(wildcard examples/textgen/*.py docs/*.md) README.md
+TEXTGEN_SRC   := $(wildcard examples/textgen/*.py docs/*.md) README.md examples/training.py
 
 build/sentiment-model/model.pt: $(SENTIMENT_SRC) | $(STAMP)
 	$(PY) examples/sentiment/train.py --out build/sentiment-model

@@ -22,7 +22,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from deploy import commands
+from deploy import commands, invokecommand, transformcommand
 from deploy.errors import DeployError
 from deploy.settings import DeploySettings
 
@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print everything as JSON")
     lg = _verb(sub, "logs", commands.logs, common, "tail of /aws/sagemaker/Endpoints/NAME")
     lg.add_argument("--lines", type=int, default=50, help="how many lines")
-    inv = _verb(sub, "invoke", commands.invoke_endpoint, common, "send one request, print answer")
+    inv = _verb(
+        sub, "invoke", invokecommand.invoke_endpoint, common, "send one request, print answer"
+    )
     inv.add_argument("--body-file", help="request body file (default: stdin)")
     inv.add_argument("--body", help="request body as a string")
     inv.add_argument("--content-type", default="application/json")
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--poll", type=float, default=2.0,
                      help="--async --wait: seconds between looks in S3")  # fmt: skip
     text = "batch transform: a SageMaker job on s3://, or --local here"
-    _transform_flags(_verb(sub, "transform", commands.transform, common, text))
+    _transform_flags(_verb(sub, "transform", transformcommand.transform, common, text))
     loc = _verb(sub, "local", commands.run_local, common,
                 "serve the archive, or every archive of a multi-model endpoint, here")  # fmt: skip
     loc.add_argument("--no-docker", action="store_true", help="run python -m serve, no image")

@@ -16,8 +16,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploy.aws import Aws, error_code
-from deploy.definitions import AsyncInference, EndpointDefinition, Serverless
+from deploy.definitions import EndpointDefinition
 from deploy.errors import DeployError
+from deploy.hostingtables import AsyncInference, Serverless
 from serve.config import ServingConfig
 
 # SageMaker's asynchronous payload limit, 1 GB [smdg:async-inference.md].

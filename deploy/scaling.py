@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.aws import Aws
-from deploy.definitions import Autoscaling
+from deploy.hostingtables import Autoscaling
 
 VARIANT = "AllTraffic"
 NAMESPACE = "sagemaker"

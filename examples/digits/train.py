@@ -10,20 +10,22 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from dataset import load_split
 from model import DigitsCNN
 from torch import nn
+
+# examples/, for what the training scripts share (only this script's folder is on the path)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from training import configure_torch, parse_training_args
 
 HERE = Path(__file__).resolve().parent
 EPOCHS = 30
@@ -65,24 +67,9 @@ def save(model: DigitsCNN, out: Path) -> None:
     shutil.copy(HERE / "model.py", out / "model.py")
 
 
-def configure_torch(seed: int) -> None:
-    """Fix every random source training touches and keep CPU training fast."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    # Adam drives many weights toward zero; denormal floats make CPU steps ~5x slower.
-    torch.set_flush_denormal(True)
-    # The models are tiny: a second thread gains nothing and spin-waits badly on a busy machine.
-    torch.set_num_threads(1)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, evaluate on the held-out 20% and write the model directory."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output model directory")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_training_args(__doc__.splitlines()[0], argv)
     configure_torch(args.seed)
     started = time.perf_counter()
     train_x, held_x, train_y, held_y = (torch.from_numpy(a) for a in load_split())

@@ -13,10 +13,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
 import shutil
+import sys
 import time
 import warnings
 from collections import Counter
@@ -28,6 +27,10 @@ import torch
 from model import VOCAB_SIZE, SentimentClassifier
 from text_tokenizer import UNK, encode, tokenize
 from torch import nn
+
+# examples/, for what the training scripts share (only this script's folder is on the path)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from training import configure_torch, parse_training_args
 
 HERE = Path(__file__).resolve().parent
 LABELS = ("negative", "positive")
@@ -139,23 +142,9 @@ def save(model: SentimentClassifier, vocab: dict[str, int], out: Path) -> None:
         shutil.copy(HERE / source, out / source)
 
 
-def configure_torch(seed: int) -> None:
-    """Fix every random source training touches and keep CPU training fast."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    # Adam drives many weights toward zero; denormal floats make CPU steps ~5x slower.
-    torch.set_flush_denormal(True)
-    # The models are tiny: a second thread gains nothing and spin-waits badly on a busy machine.
-    torch.set_num_threads(1)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, evaluate on the held-out sentences and write the model directory."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output model directory")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_training_args(__doc__.splitlines()[0], argv)
     configure_torch(args.seed)
     started = time.perf_counter()
     sentences = [(tokenize(text), label) for text, label in read_tsv(HERE / "data" / "train.tsv")]

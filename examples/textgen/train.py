@@ -10,11 +10,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import random
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,10 @@ import torch
 from corpus import read_corpus, split
 from model import VOCAB_SIZE, CharGRU
 from torch import nn
+
+# examples/, for what the training scripts share (only this script's folder is on the path)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from training import configure_torch, parse_training_args
 
 HERE = Path(__file__).resolve().parent
 STEPS = 400
@@ -82,22 +85,9 @@ def save(model: CharGRU, vocab: Sequence[str], out: Path) -> None:
         shutil.copy(HERE / source, out / source)
 
 
-def configure_torch(seed: int) -> None:
-    """Fix every random source training touches and keep CPU training fast."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_flush_denormal(True)
-    # Small matrices: a second thread gains little and spin-waits badly on a busy machine.
-    torch.set_num_threads(1)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, measure the held-out loss, write the model directory with a sample."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output model directory")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_training_args(__doc__.splitlines()[0], argv)
     configure_torch(args.seed)
     started = time.perf_counter()
     vocab = vocabulary()

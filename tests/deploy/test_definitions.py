@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.definitions import (
-    AsyncInference,
-    DefinitionError,
-    EndpointDefinition,
-    Serverless,
-    load_definition,
-)
+from deploy.definitions import EndpointDefinition, load_definition
+from deploy.hostingtables import AsyncInference, Serverless
+from deploy.tomltables import DefinitionError
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:answers"
 MODEL = '[model]\narchive = "build/m.tar.gz"\n'

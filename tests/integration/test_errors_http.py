@@ -17,6 +17,7 @@ from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import ServerProcess, start_server
+from tests.fixtures.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -231,11 +232,13 @@ def _check_raw_error(
 
 def _log_after(server: ServerProcess, offset: int, expected: str) -> str:
     """The server's log from ``offset`` on, once ``expected`` is in it."""
-    deadline = time.monotonic() + 10
-    while expected not in (log := server.log()[offset:]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert expected in log, log
-    return log
+    wait_until(
+        lambda: expected in server.log()[offset:],
+        10,
+        f"{expected!r} in the log",
+        detail=lambda: server.log()[offset:],
+    )
+    return server.log()[offset:]
 
 
 def _check_logged_as_the_clients_mistake(log: str) -> None:

@@ -18,6 +18,7 @@ from serve.http.router import HEALTHY
 from serve.process.worker import STOP_LINGER_S
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -206,14 +207,15 @@ def _answer(sock: socket.socket) -> tuple[int, str, bytes]:
 
 def _wait_refused(port: int, within: float) -> None:
     """Until a new connection is refused (the worker closed its listener)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+
+    def refused() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except ConnectionRefusedError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"new connections still accepted {within} s after SIGTERM")
+            return True
+        return False
+
+    wait_until(refused, within, "new connections refused after SIGTERM", every=0.01)
 
 
 @pytest.mark.engines(
@@ -272,10 +274,7 @@ def test_granian_closes_idle_connections_at_once_and_finishes_the_one_in_flight(
             assert _exchange(sock, PING)[0] == 200
         started = tmp_path / "started"
         busy.sendall(_post(json.dumps({"sleep": 4, "started": str(started)}).encode()))
-        deadline = time.monotonic() + 20
-        while not started.exists():  # the model has the request
-            assert time.monotonic() < deadline, "the request never reached the model"
-            time.sleep(0.01)
+        wait_until(started.exists, 20, "the request reaching the model", every=0.01)
         stopped = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         _wait_refused(server.port, within=3.0)

@@ -22,6 +22,7 @@ from tests.fixtures import handler_styles as styles
 from tests.fixtures.modeldirs import model_dir, tar_gz
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import REPO, ServerProcess, free_port, run_serve, runtime_client
+from tests.fixtures.waiting import wait_until
 
 Serve = Callable[..., ServerProcess]
 
@@ -187,10 +188,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, serve_model: 
         )
     )
     request.start()
-    deadline = time.monotonic() + 20
-    while not started.exists():  # the model has the request
-        assert time.monotonic() < deadline, "the request never reached the model"
-        time.sleep(0.01)
+    wait_until(started.exists, 20, "the request reaching the model", every=0.01)
     server.proc.send_signal(signal.SIGTERM)
     request.join(30)
     assert server.wait_exit(30) == 0  # raises when it has not exited by then

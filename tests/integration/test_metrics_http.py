@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,7 @@ import requests
 
 from tests.fixtures import handler_styles as styles
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.waiting import wait_until
 from tests.unit.test_metrics import sample
 
 pytestmark = pytest.mark.slow
@@ -30,10 +30,9 @@ def slow_model(tmp_path: Path) -> Path:
 
 
 def wait_all_ready(url: str, workers: int) -> None:
-    deadline = time.monotonic() + 60
-    while sample(scrape(url), "byoserve_ready_workers") < workers:
-        assert time.monotonic() < deadline, "workers did not all load"
-        time.sleep(0.05)
+    wait_until(
+        lambda: sample(scrape(url), "byoserve_ready_workers") >= workers, 60, "every worker loaded"
+    )
 
 
 def send_known_traffic(url: str) -> None:

@@ -26,6 +26,7 @@ import requests
 from tests.fixtures import multimodel
 from tests.fixtures.models import DigitsModel
 from tests.fixtures.server import ServerProcess, runtime_client
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -317,10 +318,7 @@ def test_concurrent_loads_of_one_name_and_a_load_racing_an_unload(
 
     with ThreadPoolExecutor(1) as pool:
         loading = pool.submit(load, server, "raced", slow)
-        deadline = time.monotonic() + 10
-        while "raced" not in listed(server):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: "raced" in listed(server), 10, "raced listed", every=0.02)
         unloaded = requests.delete(f"{server.url}/models/raced", timeout=60)
         assert unloaded.status_code == 200
         raced = loading.result()

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from tests.fixtures import streaming
 from tests.fixtures.chunks import BodyCutShortError, ChunkedResponse
 from tests.fixtures.server import ServerProcess, runtime_client, start_server
+from tests.fixtures.waiting import wait_until
 
 Serve = Callable[..., ServerProcess]
 
@@ -40,10 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Se
 
 
 def _wait_for(path: Path, limit: float = 20.0) -> dict[str, object]:
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never written"
-        time.sleep(0.01)
+    wait_until(path.exists, limit, f"{path.name} written", every=0.01)
     loaded: dict[str, object] = json.loads(path.read_text())
     return loaded
 
@@ -113,11 +111,13 @@ def test_a_failure_mid_stream_ends_the_body_without_its_last_chunk(
 
 
 def _log_when(server: ServerProcess, *needles: str, limit: float = 10.0) -> str:
-    deadline = time.monotonic() + limit
-    while not all(needle in (log := server.log()) for needle in needles):
-        assert time.monotonic() < deadline, f"{needles} not in the log:\n{log}"
-        time.sleep(0.05)
-    return log
+    wait_until(
+        lambda: all(needle in server.log() for needle in needles),
+        limit,
+        f"{needles} in the log",
+        detail=server.log,
+    )
+    return server.log()
 
 
 def test_boto3_response_stream_decodes_every_piece(server: ServerProcess) -> None:

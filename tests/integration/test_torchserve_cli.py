@@ -22,6 +22,7 @@ import requests
 from serve.dialect.daemon import PID_NAME
 from serve.process.probe import pid_alive, ping
 from tests.fixtures.server import REPO, free_port
+from tests.fixtures.waiting import wait_until
 
 ECHO = """
 import json
@@ -244,12 +245,15 @@ def test_foreground_serves_in_its_own_process_and_stop_ends_it(cli: TorchServeCl
     config = cli.properties()
     args = ["--start", "--foreground", "--model-store", str(cli.store), "--models", "e=echo.mar"]
     server = cli.popen(*args, "--ts-config", config, log=cli.work / "foreground.log")
+
+    def answering() -> bool:
+        if cli.running_pid() is not None and ping(cli.url):
+            return True
+        assert server.poll() is None, (cli.work / "foreground.log").read_text()  # gave up
+        return False
+
     try:
-        deadline = time.monotonic() + 90
-        while cli.running_pid() is None or not ping(cli.url):
-            assert server.poll() is None, (cli.work / "foreground.log").read_text()
-            assert time.monotonic() < deadline, "no answer to /ping"
-            time.sleep(0.1)
+        wait_until(answering, 90, "an answer to /ping", every=0.1)
         assert cli.running_pid() == server.pid
         assert invoke(f"{cli.url}/models/e/invoke")["batch_size"] == 1
         stopped = cli.run("--stop")
