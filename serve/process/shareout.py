@@ -1,0 +1,171 @@
+"""granian's share-out of client connections between workers, as gunicorn's keep-alive worker
+does it (serve/process/worker.py), by other means.
+
+On Linux each granian worker listens on a ``SO_REUSEPORT`` socket of its own and the kernel picks
+the worker for each new connection from a hash of its addresses: 16 connections opened at once
+split 5/11 as often as 8/8 between 2 workers, and a worker holding fewer connections than the
+batch size waits out the batch delay for every batch. granian tells the app nothing about its
+connections (its WSGI environ has no ``REMOTE_PORT``), so each worker counts them itself: a thread
+(:class:`ShareOut`) looks at the process's sockets every ``PERIOD_S`` (:func:`held_connections`)
+and publishes the count in the same :class:`~serve.process.worker.ConnectionShares` gunicorn's
+workers use. While a worker holds 2 or more above its least loaded ready sibling, its next whole
+answers say ``Connection: close`` (:func:`handing_over`); the client reconnects and the kernel
+picks again. Unlike gunicorn, a worker cannot stop accepting, so a new connection lands on the
+surplus worker half the time with 2 workers: only ``excess // 2`` answers a period close (what an
+even split needs), and none in the period after one did (the siblings' counts catch up first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from serve.process.worker import ConnectionShares
+
+logger = logging.getLogger(__name__)
+
+PERIOD_S = 0.2  # a count costs about 1 ms at 256 connections (docs/benchmarks.md)
+SURPLUS = 2  # connections above the least loaded sibling's from which one is handed over
+FD_DIR = "/proc/self/fd"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+
+def held_connections(port: int, known: dict[int, bool] | None = None) -> int:
+    """How many TCP connections this process holds whose local port is ``port``, with a peer.
+
+    Reads the process's file descriptors (``/proc/self/fd``) rather than ``/proc/net/tcp``, which
+    lists every socket of the network namespace (measured: 113 ms for 3,300 sockets, which is
+    what psutil's ``net_connections`` reads). A socket is looked at once, through a duplicate of
+    its descriptor; ``known`` (socket inode: counted or not) remembers the answers between calls
+    and is updated to the sockets open now.
+    """
+    if known is None:
+        known = {}
+    seen: dict[int, bool] = {}
+    count = 0
+    for name in os.listdir(FD_DIR):
+        try:
+            status = os.fstat(int(name))
+        except (OSError, ValueError):  # closed since the listing, or not a descriptor
+            continue
+        if not stat.S_ISSOCK(status.st_mode):
+            continue
+        counted = known.get(status.st_ino)
+        if counted is None:
+            counted = _is_connection(int(name), port)
+        seen[status.st_ino] = counted
+        count += counted
+    known.clear()
+    known.update(seen)
+    return count
+
+
+def _is_connection(fd: int, port: int) -> bool:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))  # the duplicate is closed; ``fd`` is granian's
+    except OSError:
+        return False
+    with sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        if sock.type != socket.SOCK_STREAM:
+            return False
+        try:
+            return bool(sock.getsockname()[1] == port and sock.getpeername())
+        except OSError:  # a listening socket, or closed meanwhile
+            return False
+
+
+class ShareOut:
+    """One granian worker's part of the share-out: counts its connections on ``port`` in a
+    daemon thread, publishes them in ``shares`` (as not ready while ``ready()`` is false), and
+    sets how many of its next answers close their connection.
+
+    Args:
+        shares: the slots, created in the master before fork.
+        slot: this worker's slot.
+        port: the serving port.
+        ready: whether this worker's models are loaded.
+    """
+
+    def __init__(
+        self, shares: ConnectionShares, slot: int, port: int, ready: Callable[[], bool]
+    ) -> None:
+        self.shares = shares
+        self.slot = slot
+        self.port = port
+        self.ready = ready
+        self.to_close = 0  # read by every answer: an int compare while nothing is to move
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._known: dict[int, bool] = {}
+
+    def start(self) -> ShareOut:
+        """Start counting (in the worker, after fork)."""
+        name = f"byoserve-shareout-{self.slot}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop counting; the slot goes stale, and siblings stop comparing with it."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(PERIOD_S):
+            try:
+                self.count()
+            except Exception:  # never let the share-out end a worker
+                logger.exception("counting this worker's connections failed")
+
+    def count(self) -> int:
+        """Count and publish this worker's connections once; returns the count."""
+        held = held_connections(self.port, self._known)
+        ready = self.ready()
+        self.shares.publish(self.slot, held if ready else None)
+        excess = self.shares.excess(self.slot) if ready else 0
+        with self._lock:
+            closed_last_period = self.to_close < 0
+            if self.to_close > 0 or closed_last_period:
+                self.to_close = 0  # what was not used goes; the siblings have not caught up
+            elif excess >= SURPLUS:
+                self.to_close = excess // 2
+        return held
+
+    def take_one(self) -> bool:
+        """Whether this answer should close its connection (one of ``to_close``)."""
+        with self._lock:
+            if self.to_close <= 0:
+                return False
+            self.to_close -= 1
+            if self.to_close == 0:
+                self.to_close = -1  # closed some this period: wait one out before the next
+            return True
+
+
+def handing_over(app: WsgiApp, shareout: ShareOut) -> WsgiApp:
+    """``app``, whose whole answers (with a ``Content-Length``; a stream's connection is never
+    cut) say ``Connection: close`` while ``shareout`` has connections to hand over."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if shareout.to_close <= 0:
+            return app(environ, start_response)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if _whole(headers) and shareout.take_one():
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return serve
+
+
+def _whole(headers: Iterable[tuple[str, str]]) -> bool:
+    names = {name.lower() for name, _ in headers}
+    return "content-length" in names and "connection" not in names
