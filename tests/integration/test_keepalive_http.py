@@ -159,8 +159,8 @@ def _served_by(connections: list[http.client.HTTPConnection]) -> list[str]:
 
 @pytest.mark.engines(
     "gunicorn",
-    reason="the share-out is gunicorn's keep-alive worker's (serve/process/worker.py); granian's "
-    "workers accept while they load (/ping 503) and split connections unevenly (docs/engines.md)",
+    reason="a gunicorn worker takes no connection while it loads; granian's workers accept while "
+    "they load (/ping 503): the test after this one shares connections out on both",
 )
 def test_connections_are_shared_out_evenly_between_workers(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
