@@ -215,7 +215,7 @@ def _metric(connection: http.client.HTTPConnection, name: str) -> dict[str, floa
     return samples
 
 
-def test_connections_opened_at_once_end_up_shared_out_evenly(
+def test_keep_alive_connections_end_up_shared_out_evenly(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
 ) -> None:
     """16 keep-alive connections to 2 ready workers: whatever split the kernel (granian) or the
@@ -232,16 +232,13 @@ def test_connections_opened_at_once_end_up_shared_out_evenly(
         while _metric(connections[0], "byoserve_ready_workers").get("", 0) < 2:
             assert time.monotonic() < deadline, "the second worker never became ready"
             time.sleep(0.05)
-        requests = 0
         while True:  # http.client reconnects after "Connection: close", as wrk does
             pids = _served_by(connections)
-            requests += len(pids)
             split = sorted(pids.count(pid) for pid in set(pids))
             shown = sorted(_metric(connections[0], "byoserve_worker_connections").values())
             if split == [8, 8] and shown == [8, 8]:
                 break
             assert time.monotonic() < deadline, f"split {split}, shown {shown}"
-        assert requests >= 16
         assert _served_by(connections) == pids  # and then they stay where they are
     finally:
         for connection in connections:
