@@ -11,8 +11,9 @@ and publishes the count in the same :class:`~serve.process.worker.ConnectionShar
 workers use. While a worker holds 2 or more above its least loaded ready sibling, its next whole
 answers say ``Connection: close`` (:func:`handing_over`); the client reconnects and the kernel
 picks again. Unlike gunicorn, a worker cannot stop accepting, so a new connection lands on the
-surplus worker half the time with 2 workers: only ``excess // 2`` answers a period close (what an
-even split needs), and none in the period after one did (the siblings' counts catch up first).
+surplus worker half the time with 2 workers: at most ``excess // 2`` answers close (what an even
+split needs), and after one did, none until every sibling has counted again a period later (so
+no count from before the client reconnected sends more).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class ShareOut:
         self.port = port
         self.ready = ready
         self.to_close = 0  # read by every answer: an int compare while nothing is to move
+        self._closed_at: float | None = None  # when an answer last closed its connection
         self._lock = threading.Lock()
         self._known: dict[int, bool] = {}
 
@@ -125,13 +127,16 @@ class ShareOut:
         held = held_connections(self.port, self._known)
         ready = self.ready()
         self.shares.publish(self.slot, held if ready else None)
-        excess = self.shares.excess(self.slot) if ready else 0
         with self._lock:
-            closed_last_period = self.to_close < 0
-            if self.to_close > 0 or closed_last_period:
-                self.to_close = 0  # what was not used goes; the siblings have not caught up
-            elif excess >= SURPLUS:
-                self.to_close = excess // 2
+            closed_at = self._closed_at
+            if not ready:
+                self.to_close = 0
+            elif closed_at is None or self.shares.heard_since(self.slot, closed_at + PERIOD_S):
+                excess = self.shares.excess(self.slot)
+                self.to_close = excess // 2 if excess >= SURPLUS else 0
+                self._closed_at = None
+            else:
+                self.to_close = 0  # the siblings' counts may not hold the moved ones yet
         return held
 
     def take_one(self) -> bool:
@@ -140,8 +145,7 @@ class ShareOut:
             if self.to_close <= 0:
                 return False
             self.to_close -= 1
-            if self.to_close == 0:
-                self.to_close = -1  # closed some this period: wait one out before the next
+            self._closed_at = time.monotonic()
             return True
 
 
