@@ -442,6 +442,14 @@ class ServingConfig:
         flag="--http-engine",
         help="gunicorn (default) or granian (a Rust HTTP server; chunked bodies refused)",
     )
+    share_connections: bool = setting(
+        True,
+        "BYOSERVE_SHARE_CONNECTIONS",
+        parse=_bool,
+        help="share client connections out evenly between workers: a worker holding 2 or more "
+        "above a sibling answers with Connection: close, and the client reconnects (false: each "
+        "worker keeps the connections it gets)",
+    )
     dialect: Dialect = setting(
         "sagemaker",
         "BYOSERVE_DIALECT",

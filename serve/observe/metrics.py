@@ -13,10 +13,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from serve.observe.observer import Observer
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +199,7 @@ class PrometheusObserver(Observer):
         )
         self._children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._per_model: dict[str, tuple[Any, Any, Any]] = {}
+        self._connections: Collector | None = None
 
     @classmethod
     def create(cls, configured_dir: Path | None) -> PrometheusObserver:
@@ -289,6 +294,13 @@ class PrometheusObserver(Observer):
             self._children[key] = children
         return children
 
+    def track_connections(self, held: Callable[[], list[tuple[int, int]]]) -> None:
+        # a Collector but for its base class: this module imports prometheus_client only where
+        # it uses it
+        self._connections = cast("Collector", HeldConnections(held))
+        if self._registry is not None:
+            self._registry.register(self._connections)
+
     def worker_exited(self, pid: int) -> None:
         if self.multiprocess_dir is not None:
             from prometheus_client import multiprocess
@@ -310,4 +322,27 @@ class PrometheusObserver(Observer):
             multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 registry, path=str(self.multiprocess_dir)
             )
+            if self._connections is not None:
+                registry.register(self._connections)
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class HeldConnections:
+    """``byoserve_worker_connections``: the client connections each ready worker holds on the
+    serving port, by its slot, read at scrape time from the memory the workers share
+    (serve/process/worker.py ``ConnectionShares``), so it costs the serving path nothing."""
+
+    def __init__(self, held: Callable[[], list[tuple[int, int]]]) -> None:
+        self.held = held
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            f"{PREFIX}_worker_connections",
+            "Client connections a ready worker holds on the serving port, by worker slot.",
+            labels=["slot"],
+        )
+        for slot, count in self.held():
+            family.add_metric([str(slot)], count)
+        yield family

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class Observer:
     """Receives runtime events. The base class ignores them; subclasses record metrics.
@@ -51,6 +53,10 @@ class Observer:
         ``pieces`` pieces of ``size`` bytes in all, ``seconds`` after its request arrived;
         ``first_piece``: when its first piece was written, in seconds after the request
         arrived."""
+
+    def track_connections(self, held: Callable[[], list[tuple[int, int]]]) -> None:
+        """From now on ``held()`` says how many client connections each ready worker holds,
+        as ``(slot, connections)`` pairs (called in the master, before the workers start)."""
 
     def worker_exited(self, pid: int) -> None:
         """A worker process ended (called in the master); its live gauges no longer count."""

@@ -13,8 +13,9 @@ What gunicorn does that is done here another way, or not at all:
   granian worker accepts at once, and its ``/ping`` answers 503 until they are.
 - *Connection share-out and keep-alive.* granian keeps connections alive itself (HTTP/1.1); on
   Linux each of its workers listens on a ``SO_REUSEPORT`` socket of its own, and the kernel picks
-  one per connection (a hash of its addresses), so the share-out between workers of
-  serve/process/worker.py is gunicorn's alone.
+  one per connection (a hash of its addresses), so the split is uneven. Each worker counts its
+  connections from a thread and hands surplus ones over with ``Connection: close``
+  (serve/process/shareout.py), in the slots gunicorn's workers share theirs in.
 - *A stuck worker* (a handler call past its timeout: serve/runtime/health.py) cannot stop
   accepting: its listener lives in granian's Rust server, which has no way to pause one worker.
   It answers ``/ping`` and its stuck model's requests 503 at once, as gunicorn's does, and, with
@@ -53,6 +54,7 @@ from serve.http.listeners import WSGIApp, serving_app, side_apps
 from serve.http.streaming import StreamAbortedError
 from serve.observe.access import access_logged
 from serve.process.probe import pid_alive
+from serve.process.shareout import ShareOut, handing_over
 from serve.process.sockets import (
     BACKLOG,
     GIL_SWITCH_INTERVAL,
@@ -60,6 +62,7 @@ from serve.process.sockets import (
     check_addresses,
     socket_address,
 )
+from serve.process.worker import ConnectionShares
 from serve.runtime.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -256,6 +259,9 @@ def run_granian(
 
     directory = str(registry.shared.directory)
     sockets = {_listen(host, port): side_app for (host, port), side_app in side.items()}
+    shares = ConnectionShares(config.workers) if config.share_connections else None
+    if shares is not None:
+        registry.observer.track_connections(shares.held)
 
     def load() -> Any:  # in each worker, after fork
         slot = claim_slot(directory, config.workers, os.getpid())
@@ -265,7 +271,10 @@ def run_granian(
         graceful = max(1, int(config.graceful_timeout))
         on_sigterm(lambda: registry.end_streams_after(graceful - STREAM_END_MARGIN))
         _serve_side(sockets)
-        return app
+        if shares is None:
+            return app
+        shareout = ShareOut(shares, slot, config.port, lambda: registry.ready).start()
+        return handing_over(app, shareout)
 
     class AlwaysRespawn(Granian):  # type: ignore[misc, valid-type]
         """granian that tells the registry when a worker died, and has no crash-loop exit: a

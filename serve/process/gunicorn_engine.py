@@ -144,12 +144,14 @@ def gunicorn_settings(config: ServingConfig, registry: ModelRegistry) -> dict[st
     """The gunicorn settings for this configuration, one per line."""
 
     shares = ConnectionShares(config.workers)
+    if config.share_connections:
+        registry.observer.track_connections(shares.held)
     graceful = max(1, int(config.graceful_timeout))
 
     def pre_fork(server: Any, worker: Any) -> None:
         # A slot of its own: its share of connections, and its GPU (slot mod GPUs), which a
         # replacement worker takes over from the worker it replaces.
-        worker.shares = shares
+        worker.shares = shares if config.share_connections else None
         worker.slot = shares.claim(getattr(w, "slot", None) for w in server.WORKERS.values())
 
     def post_worker_init(worker: Any) -> None:

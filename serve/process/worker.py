@@ -136,6 +136,26 @@ class ConnectionShares:
         ]
         return self._counts[slot] - min(others) if others else 0
 
+    def heard_since(self, slot: int, since: float) -> bool:
+        """Whether every sibling of ``slot`` that is ready and was heard from lately has
+        published since ``since`` (``time.monotonic()``)."""
+        recent = time.monotonic() - STALE_S
+        return all(
+            self._seen[index] >= since
+            for index, count in enumerate(self._counts)
+            if index != slot and count != self.NOT_READY and self._seen[index] >= recent
+        )
+
+    def held(self) -> list[tuple[int, int]]:
+        """(slot, connections) of each worker that is ready and was heard from lately: what
+        ``byoserve_worker_connections`` shows."""
+        recent = time.monotonic() - STALE_S
+        return [
+            (slot, count)
+            for slot, count in enumerate(self._counts)
+            if count != self.NOT_READY and self._seen[slot] >= recent
+        ]
+
 
 def refusal(exc: BaseException) -> ServingError | None:
     """The answer to a client's request gunicorn could not take (its status on the class), or

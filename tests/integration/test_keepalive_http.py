@@ -160,8 +160,8 @@ def _served_by(connections: list[http.client.HTTPConnection]) -> list[str]:
 
 @pytest.mark.engines(
     "gunicorn",
-    reason="the share-out is gunicorn's keep-alive worker's (serve/process/worker.py); granian's "
-    "workers accept while they load (/ping 503) and split connections unevenly (docs/engines.md)",
+    reason="a gunicorn worker takes no connection while it loads; granian's workers accept while "
+    "they load (/ping 503): the test after this one shares connections out on both",
 )
 def test_connections_are_shared_out_evenly_between_workers(
     tmp_path: Path, serve_model: Callable[..., ServerProcess]
@@ -184,6 +184,62 @@ def test_connections_are_shared_out_evenly_between_workers(
                 break
             time.sleep(0.05)
         assert counts == [4, 4]
+        assert _served_by(connections) == pids  # and then they stay where they are
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+PID = """
+import os
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return str(os.getpid()), "text/plain"
+"""
+
+
+def _metric(connection: http.client.HTTPConnection, name: str) -> dict[str, float]:
+    """The samples of ``name`` on /metrics, by their labels, scraped over ``connection``."""
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    assert response.status == 200
+    samples = {}
+    for line in response.read().decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            samples[labels] = float(value)
+    return samples
+
+
+def test_keep_alive_connections_end_up_shared_out_evenly(
+    tmp_path: Path, serve_model: Callable[..., ServerProcess]
+) -> None:
+    """16 keep-alive connections to 2 ready workers: whatever split the kernel (granian) or the
+    accept race (gunicorn) gives them, the workers hand surplus ones over until each holds 8,
+    every request is answered 200 on the way, and byoserve_worker_connections shows the split."""
+    (tmp_path / "pid" / "code").mkdir(parents=True)
+    (tmp_path / "pid" / "code" / "inference.py").write_text(PID)
+    server = serve_model(tmp_path / "pid", workers=2)
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(16)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while _metric(connections[0], "byoserve_ready_workers").get("", 0) < 2:
+            assert time.monotonic() < deadline, "the second worker never became ready"
+            time.sleep(0.05)
+        while True:  # http.client reconnects after "Connection: close", as wrk does
+            pids = _served_by(connections)
+            split = sorted(pids.count(pid) for pid in set(pids))
+            shown = sorted(_metric(connections[0], "byoserve_worker_connections").values())
+            if split == [8, 8] and shown == [8, 8]:
+                break
+            assert time.monotonic() < deadline, f"split {split}, shown {shown}"
         assert _served_by(connections) == pids  # and then they stay where they are
     finally:
         for connection in connections:

@@ -143,3 +143,20 @@ def test_multiprocess_dir_is_emptied_and_removed(
     observer = PrometheusObserver(path, owned=False)
     observer.close()
     assert given.exists()
+
+
+def test_worker_connections_are_read_from_the_shares_at_each_scrape() -> None:
+    from serve.process.worker import ConnectionShares
+
+    shares = ConnectionShares(3)
+    observer = PrometheusObserver()
+    observer.track_connections(shares.held)
+    shares.publish(0, 7)
+    shares.publish(1, 9)
+    shares.publish(2, None)  # loading: not shown
+    text = observer.exposition()[0].decode()
+    assert sample(text, "byoserve_worker_connections", slot="0") == 7
+    assert sample(text, "byoserve_worker_connections", slot="1") == 9
+    assert 'slot="2"' not in text
+    shares.publish(0, 8)
+    assert sample(observer.exposition()[0].decode(), "byoserve_worker_connections", slot="0") == 8

@@ -170,3 +170,16 @@ def test_a_response_closes_when_stopping_or_when_the_body_could_not_be_read(
     served = closing(_app, lambda: stopping)
     assert served({"wsgi.input": _Body(failed)}, response.start_response) == [b"{}"]
     assert (response.status, response.closes) == ("400 BAD REQUEST", closes)
+
+
+def test_heard_since_waits_for_every_ready_sibling() -> None:
+    shares = ConnectionShares(3)
+    shares.publish(0, 4)
+    shares.publish(1, 2)
+    shares.publish(2, None)  # loading: not waited for
+    since = time.monotonic()
+    assert shares.heard_since(1, since - 1)
+    assert not shares.heard_since(1, since)
+    shares.publish(0, 4)
+    assert shares.heard_since(1, since)
+    assert shares.held() == [(0, 4), (1, 2)]
