@@ -1,0 +1,90 @@
+"""Whether a request that arrives now can be answered within its timeout: admission by the wait
+it can expect, for one model in one worker.
+
+The inference thread measures every batch it runs (:meth:`Admission.batch_done`): its wall time
+and how many requests it carried, each as an exponentially weighted mean, and, while streams are
+open, how long one round of their pieces takes between batches (:meth:`Admission.round_done`).
+A request that finds ``depth`` requests queued ahead of it waits for the rest of the batch
+running now, then for ``depth / size`` batches (each a batch's time plus a round of pieces); then
+its own batch runs. It is queued while that wait plus its own batch (and the batch delay) fits
+its timeout, and refused beyond it, told to come back once the excess has drained. Before the
+first batch is measured there is nothing to go by: every request is queued.
+
+The arithmetic is a handful of float operations on plain attributes: it runs under the queue's
+lock on every request, and the inference thread writes the measures without a lock (a reader
+that sees one measure a batch old is as right as an estimate can be).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WEIGHT = 0.2  # of the newest measure in the running means: a few batches follow a change of load
+
+
+@dataclass(slots=True)
+class Admission:
+    """The measured service of one model in one worker, and the admission rule drawn from it.
+
+    Attributes:
+        delay: the batch delay (seconds) a request may wait for its batch to fill.
+        batch_seconds: the mean wall time of a batch; 0 until one is measured.
+        batch_size: the mean requests per batch.
+        round_seconds: the mean time of one round of the open streams' pieces; 0 without streams.
+        running_since: when the batch now running began (monotonic), or None.
+    """
+
+    delay: float = 0.0
+    batch_seconds: float = 0.0
+    batch_size: float = 1.0
+    round_seconds: float = 0.0
+    running_since: float | None = None
+
+    def batch_started(self, now: float) -> None:
+        self.running_since = now
+
+    def batch_done(self, size: int, seconds: float) -> None:
+        """A batch of ``size`` requests took ``seconds``; the first measure sets the means."""
+        self.running_since = None
+        if self.batch_seconds == 0.0:
+            self.batch_seconds, self.batch_size = max(seconds, 1e-9), float(max(1, size))
+            return
+        self.batch_seconds += WEIGHT * (seconds - self.batch_seconds)
+        self.batch_size += WEIGHT * (max(1, size) - self.batch_size)
+
+    def round_done(self, seconds: float, streams: int) -> None:
+        """One round of pieces took ``seconds``; with no stream left open it costs nothing."""
+        if streams == 0:
+            self.round_seconds = 0.0
+        else:
+            self.round_seconds += WEIGHT * (seconds - self.round_seconds)
+
+    @property
+    def measured(self) -> bool:
+        return self.batch_seconds > 0.0
+
+    def wait(self, depth: int, now: float) -> float:
+        """Seconds a request arriving at ``now`` behind ``depth`` queued requests can expect to
+        wait before its own batch starts (0 before the first measure)."""
+        running = self.running_since
+        left = 0.0 if running is None else max(0.0, running + self.batch_seconds - now)
+        return left + depth / self.batch_size * (self.batch_seconds + self.round_seconds)
+
+    def service(self) -> float:
+        """Seconds from a request's batch forming to its answer: the delay, then the batch."""
+        return self.delay + self.batch_seconds + self.round_seconds
+
+    def excess(self, depth: int, now: float, timeout: float) -> float:
+        """How far the expected wait plus the request's own service overruns ``timeout``
+        (seconds; 0 or less: it fits). Unmeasured: 0, it fits."""
+        if self.batch_seconds == 0.0:
+            return 0.0
+        return self.wait(depth, now) + self.service() - timeout
+
+    def drain(self, requests: int) -> float:
+        """Seconds until ``requests`` queued requests have left the queue (at least one batch;
+        one second when nothing is measured yet)."""
+        if self.batch_seconds == 0.0:
+            return 1.0
+        per_batch = self.batch_seconds + self.round_seconds
+        return max(per_batch, requests / self.batch_size * per_batch)
