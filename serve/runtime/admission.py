@@ -7,8 +7,10 @@ open, how long one round of their pieces takes between batches (:meth:`Admission
 A request that finds ``depth`` requests queued ahead of it waits for the rest of the batch
 running now, then for ``depth / size`` batches (each a batch's time plus a round of pieces); then
 its own batch runs. It is queued while that wait plus its own batch (and the batch delay) fits
-its timeout, and refused beyond it, told to come back once the excess has drained. Before the
-first batch is measured there is nothing to go by: every request is queued.
+its timeout, less a tenth kept as slack for the estimate's error (the last request admitted is
+answered a tenth before its timeout, not at it), and refused beyond it, told to come back once
+the excess has drained. Before the first batch is measured there is nothing to go by: every
+request is queued.
 
 The arithmetic is a handful of float operations on plain attributes: it runs under the queue's
 lock on every request, and the inference thread writes the measures without a lock (a reader
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WEIGHT = 0.2  # of the newest measure in the running means: a few batches follow a change of load
+SLACK = 0.1  # of the timeout, kept for the estimate's error
 
 
 @dataclass(slots=True)
@@ -75,11 +78,11 @@ class Admission:
         return self.delay + self.batch_seconds + self.round_seconds
 
     def excess(self, depth: int, now: float, timeout: float) -> float:
-        """How far the expected wait plus the request's own service overruns ``timeout``
-        (seconds; 0 or less: it fits). Unmeasured: 0, it fits."""
+        """How far the expected wait plus the request's own service overruns ``timeout`` less
+        its slack (seconds; 0 or less: it fits). Unmeasured: 0, it fits."""
         if self.batch_seconds == 0.0:
             return 0.0
-        return self.wait(depth, now) + self.service() - timeout
+        return self.wait(depth, now) + self.service() - timeout / (1.0 + SLACK)
 
     def drain(self, requests: int) -> float:
         """Seconds until ``requests`` queued requests have left the queue (at least one batch;
