@@ -10,7 +10,10 @@ its own batch runs. It is queued while that wait plus its own batch (and the bat
 its timeout, less a tenth kept as slack for the estimate's error (the last request admitted is
 answered a tenth before its timeout, not at it), and refused beyond it, told to come back once
 the excess has drained. Before the first batch is measured there is nothing to go by: every
-request is queued.
+request is queued. A model with nothing queued and nothing running takes the request too,
+whatever its means say: it is served at once, as soon as anyone could serve it, and its batch
+is measured (means taken under a heavier load, or on a busier machine, would otherwise refuse
+every request and never be measured again).
 
 The arithmetic is a handful of float operations on plain attributes: it runs under the queue's
 lock on every request, and the inference thread writes the measures without a lock (a reader
@@ -79,8 +82,9 @@ class Admission:
 
     def excess(self, depth: int, now: float, timeout: float) -> float:
         """How far the expected wait plus the request's own service overruns ``timeout`` less
-        its slack (seconds; 0 or less: it fits). Unmeasured: 0, it fits."""
-        if self.batch_seconds == 0.0:
+        its slack (seconds; 0 or less: it fits). Unmeasured, or with the model idle: 0, it
+        fits."""
+        if self.batch_seconds == 0.0 or (depth == 0 and self.running_since is None):
             return 0.0
         return self.wait(depth, now) + self.service() - timeout / (1.0 + SLACK)
 

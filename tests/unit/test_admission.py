@@ -39,6 +39,15 @@ def test_the_wait_is_the_batches_ahead_after_the_running_one() -> None:
     assert admission.excess(16, 100.03, 0.3 * (1 + SLACK)) == pytest.approx(0.08)
 
 
+def test_an_idle_model_takes_a_request_whatever_its_means_say() -> None:
+    admission = Admission()
+    admission.batch_done(8, 5.0)  # measured on a busy machine: a batch takes 5 s
+    assert admission.excess(0, 0.0, 1.0) == 0.0  # nothing queued or running: served at once
+    admission.batch_started(0.0)
+    assert admission.excess(0, 0.0, 1.0) > 0.0
+    assert admission.excess(1, 10.0, 1.0) > 0.0
+
+
 def test_the_means_follow_the_batches() -> None:
     admission = Admission()
     admission.batch_done(1, 0.01)
