@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 WEIGHT = 0.2  # of the newest measure in the running means: a few batches follow a change of load
 SLACK = 0.1  # of the timeout, kept for the estimate's error
+_FIT = 1.0 + SLACK
 
 
 @dataclass(slots=True)
@@ -84,9 +85,13 @@ class Admission:
         """How far the expected wait plus the request's own service overruns ``timeout`` less
         its slack (seconds; 0 or less: it fits). Unmeasured, or with the model idle: 0, it
         fits."""
-        if self.batch_seconds == 0.0 or (depth == 0 and self.running_since is None):
+        # wait() + service() written out: this runs under the queue's lock on every request
+        seconds, running = self.batch_seconds, self.running_since
+        if seconds == 0.0 or (depth == 0 and running is None):
             return 0.0
-        return self.wait(depth, now) + self.service() - timeout / (1.0 + SLACK)
+        per_batch = seconds + self.round_seconds
+        left = 0.0 if running is None else max(0.0, running + seconds - now)
+        return left + (depth / self.batch_size + 1.0) * per_batch + self.delay - timeout / _FIT
 
     def drain(self, requests: int) -> float:
         """Seconds until ``requests`` queued requests have left the queue (at least one batch;
