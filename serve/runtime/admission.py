@@ -10,7 +10,7 @@ its own batch runs. It is queued while that wait plus its own batch (and the bat
 its timeout, less a tenth kept as slack for the estimate's error (the last request admitted is
 answered a tenth before its timeout, not at it), and refused beyond it, told to come back once
 the excess has drained. Before the first batch is measured there is nothing to go by: every
-request is queued. A model with nothing queued and nothing running takes the request too,
+request is queued. A model with nothing queued, forming or running takes the request too,
 whatever its means say: it is served at once, as soon as anyone could serve it, and its batch
 is measured (means taken under a heavier load, or on a busier machine, would otherwise refuse
 every request and never be measured again).
@@ -39,6 +39,7 @@ class Admission:
         batch_size: the mean requests per batch.
         round_seconds: the mean time of one round of the open streams' pieces; 0 without streams.
         running_since: when the batch now running began (monotonic), or None.
+        forming: a batch has its first request and waits (the batch delay) for more.
     """
 
     delay: float = 0.0
@@ -46,9 +47,10 @@ class Admission:
     batch_size: float = 1.0
     round_seconds: float = 0.0
     running_since: float | None = None
+    forming: bool = False
 
     def batch_started(self, now: float) -> None:
-        self.running_since = now
+        self.running_since, self.forming = now, False
 
     def batch_done(self, size: int, seconds: float) -> None:
         """A batch of ``size`` requests took ``seconds``; the first measure sets the means."""
@@ -87,7 +89,7 @@ class Admission:
         fits."""
         # wait() + service() written out: this runs under the queue's lock on every request
         seconds, running = self.batch_seconds, self.running_since
-        if seconds == 0.0 or (depth == 0 and running is None):
+        if seconds == 0.0 or (depth == 0 and running is None and not self.forming):
             return 0.0
         per_batch = seconds + self.round_seconds
         left = 0.0 if running is None else max(0.0, running + seconds - now)

@@ -233,6 +233,7 @@ class BatchQueue:
                     return batch
             if isinstance(item, Pending) and self._claim(item):
                 batch.append(item)
+        self.admission.forming = True  # not idle while it waits for more
         if wait is not None:
             max_delay = 0.0  # streams are waiting for their next pieces
         deadline = batch[0].arrived + max_delay

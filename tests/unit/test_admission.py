@@ -43,6 +43,8 @@ def test_an_idle_model_takes_a_request_whatever_its_means_say() -> None:
     admission = Admission()
     admission.batch_done(8, 5.0)  # measured on a busy machine: a batch takes 5 s
     assert admission.excess(0, 0.0, 1.0) == 0.0  # nothing queued or running: served at once
+    admission.forming = True  # a batch waits for more: its requests' estimate holds
+    assert admission.excess(0, 0.0, 1.0) > 0.0
     admission.batch_started(0.0)
     assert admission.excess(0, 0.0, 1.0) > 0.0
     assert admission.excess(1, 10.0, 1.0) > 0.0
