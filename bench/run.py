@@ -551,23 +551,24 @@ def load_rows(workloads: dict[str, Workload], settings: Settings, scratch: Path)
 
 def load_main(settings: Settings) -> int:
     """BENCH_ONLY=load: the load rows alone (bench/load.py), about five minutes."""
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()
     require_wrk()
     with tempfile.TemporaryDirectory(prefix="byoserve-bench-") as tmp:
         scratch = Path(tmp)
         loaded = load_rows(build_workloads(scratch / "models"), settings, scratch)
     load_average = os.getloadavg()
     result = {
-        "machine": {**machine(settings, False), "load_average": load_average}, **loaded,
-        "elapsed_s": time.monotonic() - started,
+        "machine": {**machine(settings, False), "load_average_before": load_before,
+                    "load_average": load_average},
+        **loaded, "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
     print_load_tables(loaded["rows"], loaded["overload"])
     for name, verdict in loaded["verdicts"].items():
         print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
-    print(f"load average at the end: {load_average[0]:.1f} {load_average[1]:.1f} "
-          f"{load_average[2]:.1f}")  # fmt: skip
+    print(f"load average at the start: {load_before[0]:.1f}, at the end: "
+          f"{load_average[0]:.1f} {load_average[1]:.1f} {load_average[2]:.1f}")  # fmt: skip
     print(f"\nwrote {RESULTS / 'load.json'}")
     return 0
 

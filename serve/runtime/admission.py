@@ -4,16 +4,20 @@ it can expect, for one model in one worker.
 The inference thread measures every batch it runs (:meth:`Admission.batch_done`): its wall time
 and how many requests it carried, each as an exponentially weighted mean, and, while streams are
 open, how long one round of their pieces takes between batches (:meth:`Admission.round_done`).
+From them comes the time of a request in a batch (mean time / mean size), and so of a full batch
+(the batch size times that, plus a round of pieces).
+
 A request that finds ``depth`` requests queued ahead of it waits for the rest of the batch
-running now, then for ``depth / size`` batches (each a batch's time plus a round of pieces); then
-its own batch runs. It is queued while that wait plus its own batch (and the batch delay) fits
-its timeout, less a tenth kept as slack for the estimate's error (the last request admitted is
-answered a tenth before its timeout, not at it), and refused beyond it, told to come back once
-the excess has drained. Before the first batch is measured there is nothing to go by: every
-request is queued. A model with nothing queued, forming or running takes the request too,
-whatever its means say: it is served at once, as soon as anyone could serve it, and its batch
-is measured (means taken under a heavier load, or on a busier machine, would otherwise refuse
-every request and never be measured again).
+running now, then for the ``depth // batch size`` full batches ahead of it; then its own batch
+runs, counted as full too: requests admitted after it may join it and make it longer, so every
+member's estimate is that of the full batch. It is queued while that wait plus its own batch
+(and the batch delay) fits its timeout, less a tenth kept as slack for the estimate's error (the
+last request admitted is answered a tenth before its timeout, not at it), and refused beyond it,
+told to come back once the excess has drained. Before the first batch is measured there is
+nothing to go by: every request is queued. A model with nothing queued, forming or running takes
+the request too, whatever its means say: it is served at once, as soon as anyone could serve it,
+and its batch is measured (means taken under a heavier load, or on a busier machine, would
+otherwise refuse every request and never be measured again).
 
 The arithmetic is a handful of float operations on plain attributes: it runs under the queue's
 lock on every request, and the inference thread writes the measures without a lock (a reader
@@ -34,23 +38,27 @@ class Admission:
     """The measured service of one model in one worker, and the admission rule drawn from it.
 
     Attributes:
+        max_batch: the most requests a batch carries (the model's batch size).
         delay: the batch delay (seconds) a request may wait for its batch to fill.
         batch_seconds: the mean wall time of a batch; 0 until one is measured.
         batch_size: the mean requests per batch.
         round_seconds: the mean time of one round of the open streams' pieces; 0 without streams.
         running_since: when the batch now running began (monotonic), or None.
+        running_size: how many requests the batch now running carries.
         forming: a batch has its first request and waits (the batch delay) for more.
     """
 
+    max_batch: int = 1
     delay: float = 0.0
     batch_seconds: float = 0.0
     batch_size: float = 1.0
     round_seconds: float = 0.0
     running_since: float | None = None
+    running_size: int = 0
     forming: bool = False
 
-    def batch_started(self, now: float) -> None:
-        self.running_since, self.forming = now, False
+    def batch_started(self, now: float, size: int) -> None:
+        self.running_since, self.running_size, self.forming = now, size, False
 
     def batch_done(self, size: int, seconds: float) -> None:
         """A batch of ``size`` requests took ``seconds``; the first measure sets the means."""
@@ -72,33 +80,35 @@ class Admission:
     def measured(self) -> bool:
         return self.batch_seconds > 0.0
 
+    def full_batch(self) -> float:
+        """Seconds of a full batch (and a round of pieces)."""
+        return self.max_batch * self.batch_seconds / self.batch_size + self.round_seconds
+
     def wait(self, depth: int, now: float) -> float:
         """Seconds a request arriving at ``now`` behind ``depth`` queued requests can expect to
         wait before its own batch starts (0 before the first measure)."""
-        running = self.running_since
-        left = 0.0 if running is None else max(0.0, running + self.batch_seconds - now)
-        return left + depth / self.batch_size * (self.batch_seconds + self.round_seconds)
+        return self._left(now) + depth // self.max_batch * self.full_batch()
 
-    def service(self) -> float:
-        """Seconds from a request's batch forming to its answer: the delay, then the batch."""
-        return self.delay + self.batch_seconds + self.round_seconds
+    def _left(self, now: float) -> float:
+        running = self.running_since
+        if running is None:
+            return 0.0
+        per_request = self.batch_seconds / self.batch_size
+        return max(0.0, running + self.running_size * per_request - now)
 
     def excess(self, depth: int, now: float, timeout: float) -> float:
-        """How far the expected wait plus the request's own service overruns ``timeout`` less
-        its slack (seconds; 0 or less: it fits). Unmeasured, or with the model idle: 0, it
-        fits."""
-        # wait() + service() written out: this runs under the queue's lock on every request
+        """How far the expected wait plus the request's own batch overruns ``timeout`` less its
+        slack (seconds; 0 or less: it fits). Unmeasured, or with the model idle: 0, it fits."""
         seconds, running = self.batch_seconds, self.running_since
         if seconds == 0.0 or (depth == 0 and running is None and not self.forming):
             return 0.0
-        per_batch = seconds + self.round_seconds
-        left = 0.0 if running is None else max(0.0, running + seconds - now)
-        return left + (depth / self.batch_size + 1.0) * per_batch + self.delay - timeout / _FIT
+        batches = depth // self.max_batch + 1
+        return self._left(now) + batches * self.full_batch() + self.delay - timeout / _FIT
 
     def drain(self, requests: int) -> float:
         """Seconds until ``requests`` queued requests have left the queue (at least one batch;
         one second when nothing is measured yet)."""
         if self.batch_seconds == 0.0:
             return 1.0
-        per_batch = self.batch_seconds + self.round_seconds
-        return max(per_batch, requests / self.batch_size * per_batch)
+        full = self.full_batch()
+        return max(full, requests / self.max_batch * full)

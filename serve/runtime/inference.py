@@ -297,7 +297,7 @@ class ModelRuntime:
         assert handler is not None and namespace is not None
         settings = self.settings
         admission = self._queue.admission
-        admission.delay = settings.max_batch_delay
+        admission.delay, admission.max_batch = settings.max_batch_delay, settings.max_batch_size
         self._queue.max_requests = settings.queue_size  # the handler's own settings are known
         closed = False
         while not closed or self._streams:
@@ -477,7 +477,7 @@ class ModelRuntime:
     def _execute(self, handler: Handler, batch: list[Pending]) -> None:
         admission = self._queue.admission
         started = time.monotonic()
-        admission.batch_started(started)
+        admission.batch_started(started, len(batch))
         results = self._call_handler(handler, batch)
         elapsed = time.monotonic() - started
         admission.batch_done(len(batch), elapsed)

@@ -19,33 +19,36 @@ def request(size: int = 1) -> InferenceRequest:
 
 
 def test_before_the_first_batch_everything_fits() -> None:
-    admission = Admission()
+    admission = Admission(max_batch=8)
     assert not admission.measured
     assert admission.excess(10_000, 0.0, 0.001) == 0.0
     assert admission.wait(10_000, 0.0) == 0.0
     assert admission.drain(5) == 1.0
 
 
-def test_the_wait_is_the_batches_ahead_after_the_running_one() -> None:
-    admission = Admission(delay=0.01)
-    admission.batch_done(8, 0.1)  # the first measure sets the means
-    assert (admission.batch_seconds, admission.batch_size) == (0.1, 8.0)
-    assert admission.wait(16, 100.0) == pytest.approx(0.2)  # two batches of 8 ahead
-    admission.batch_started(100.0)
-    assert admission.wait(16, 100.03) == pytest.approx(0.07 + 0.2)  # the rest of the running one
-    assert admission.wait(0, 100.5) == 0.0  # overrunning its mean: no rest counted
-    # its own service: the delay and one batch; the timeout less its slack
-    assert admission.excess(16, 100.03, 1.0 * (1 + SLACK)) == pytest.approx(0.27 + 0.11 - 1.0)
-    assert admission.excess(16, 100.03, 0.3 * (1 + SLACK)) == pytest.approx(0.08)
+def test_the_wait_is_the_full_batches_ahead_after_the_running_one() -> None:
+    admission = Admission(max_batch=8, delay=0.01)
+    admission.batch_done(4, 0.1)  # the first measure sets the means: 25 ms a request
+    assert (admission.batch_seconds, admission.batch_size) == (0.1, 4.0)
+    assert admission.full_batch() == pytest.approx(0.2)
+    assert admission.wait(16, 100.0) == pytest.approx(0.4)  # two full batches ahead
+    assert admission.wait(15, 100.0) == pytest.approx(0.2)  # it joins the second
+    admission.batch_started(100.0, 2)  # 50 ms of work
+    assert admission.wait(16, 100.03) == pytest.approx(0.02 + 0.4)  # the rest of the running one
+    assert admission.wait(0, 100.5) == 0.0  # overrunning its estimate: no rest counted
+    # its own batch, counted full, and the delay; the timeout less its slack
+    fits = 1.0 * (1 + SLACK)
+    assert admission.excess(16, 100.03, fits) == pytest.approx(0.42 + 0.2 + 0.01 - 1.0)
+    assert admission.excess(16, 100.03, 0.6 * (1 + SLACK)) == pytest.approx(0.03)
 
 
 def test_an_idle_model_takes_a_request_whatever_its_means_say() -> None:
-    admission = Admission()
+    admission = Admission(max_batch=8)
     admission.batch_done(8, 5.0)  # measured on a busy machine: a batch takes 5 s
     assert admission.excess(0, 0.0, 1.0) == 0.0  # nothing queued or running: served at once
     admission.forming = True  # a batch waits for more: its requests' estimate holds
     assert admission.excess(0, 0.0, 1.0) > 0.0
-    admission.batch_started(0.0)
+    admission.batch_started(0.0, 8)
     assert admission.excess(0, 0.0, 1.0) > 0.0
     assert admission.excess(1, 10.0, 1.0) > 0.0
 
@@ -60,7 +63,7 @@ def test_the_means_follow_the_batches() -> None:
 
 
 def test_open_streams_add_their_round_of_pieces_to_every_batch() -> None:
-    admission = Admission()
+    admission = Admission(max_batch=4)
     admission.batch_done(4, 0.1)
     admission.round_done(0.5, streams=2)
     assert admission.wait(8, 0.0) == pytest.approx(2 * (0.1 + WEIGHT * 0.5))
@@ -69,7 +72,7 @@ def test_open_streams_add_their_round_of_pieces_to_every_batch() -> None:
 
 
 def test_drain_is_at_least_one_batch() -> None:
-    admission = Admission()
+    admission = Admission(max_batch=4)
     admission.batch_done(4, 0.1)
     assert admission.drain(1) == pytest.approx(0.1)
     assert admission.drain(12) == pytest.approx(0.3)
@@ -77,18 +80,20 @@ def test_drain_is_at_least_one_batch() -> None:
 
 def test_the_queue_admits_while_the_wait_fits_and_refuses_beyond() -> None:
     queue = BatchQueue(max_requests=1000)
-    queue.admission.batch_done(2, 0.1)  # 0.05 s a request
+    queue.admission.max_batch = 2
+    queue.admission.batch_done(2, 0.1)  # 0.1 s a full batch of 2
+    queue.admission.forming = True  # busy: the estimate holds from the first request
     admitted = 0
     with pytest.raises(QueueFullError) as refused:
         while True:
             queue.put(request(), timeout=1.0)
             admitted += 1
-    # depth d waits d / 2 * 0.1 s, then 0.1 s of its own: it fits 1 s less its slack (a tenth:
-    # 1 / 1.1 s) while d <= 16
-    assert admitted == 17
+    # depth d waits d // 2 full batches, then its own: it fits 1 s less its slack (a tenth:
+    # 1 / 1.1 s) while d // 2 + 1 <= 9, so d <= 17
+    assert admitted == 18
     assert refused.value.cause == WAIT
-    assert refused.value.retry_after == pytest.approx(0.95 - 1 / (1 + SLACK), abs=0.01)
-    assert queue.expected_wait() == pytest.approx(0.85, abs=0.01)
+    assert refused.value.retry_after == pytest.approx(1.0 - 1 / (1 + SLACK), abs=0.01)
+    assert queue.expected_wait() == pytest.approx(0.9, abs=0.01)
 
 
 def test_the_hard_bound_counts_requests_and_open_streams() -> None:
