@@ -99,11 +99,15 @@ class Admission:
     def excess(self, depth: int, now: float, timeout: float) -> float:
         """How far the expected wait plus the request's own batch overruns ``timeout`` less its
         slack (seconds; 0 or less: it fits). Unmeasured, or with the model idle: 0, it fits."""
+        # written out (no calls): this runs under the queue's lock on every request
         seconds, running = self.batch_seconds, self.running_since
         if seconds == 0.0 or (depth == 0 and running is None and not self.forming):
             return 0.0
-        batches = depth // self.max_batch + 1
-        return self._left(now) + batches * self.full_batch() + self.delay - timeout / _FIT
+        per_request = seconds / self.batch_size
+        size = self.max_batch
+        left = 0.0 if running is None else max(0.0, running + self.running_size * per_request - now)
+        full = size * per_request + self.round_seconds
+        return left + (depth // size + 1) * full + self.delay - timeout / _FIT
 
     def drain(self, requests: int) -> float:
         """Seconds until ``requests`` queued requests have left the queue (at least one batch;
