@@ -14,6 +14,7 @@ exhausting the worker's memory and request threads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 import time
@@ -156,12 +157,13 @@ class BatchQueue:
     def put(
         self,
         request: InferenceRequest,
-        timeout: float,
         open_channel: Callable[[], Channel] = _no_channel,
         streaming: int = 0,
+        timeout: float = math.inf,
     ) -> tuple[Pending, int]:
         """Queue a request (as its own sink, streams opened with ``open_channel``) if it can be
-        answered within ``timeout`` seconds; returns it with the depth it found.
+        answered within ``timeout`` seconds (by default it always can); returns it with the depth
+        it found.
 
         Raises:
             QueueFullError: the wait it can expect does not fit ``timeout`` (:data:`WAIT`), or

@@ -229,7 +229,7 @@ class ModelRuntime:
         timeout = self.settings.timeout
         try:
             pending, depth = self._queue.put(
-                request, timeout, self._open_channel, self._open_streams
+                request, self._open_channel, self._open_streams, timeout
             )
         except QueueFullError as full:
             self.observer.rejected(self.name, full.cause)

@@ -99,7 +99,7 @@ def test_the_queue_admits_while_the_wait_fits_and_refuses_beyond() -> None:
 def test_the_hard_bound_counts_requests_and_open_streams() -> None:
     queue = BatchQueue(max_requests=3)
     queue.put(request(), timeout=60.0)
-    queue.put(request(), timeout=60.0, streaming=1)
+    queue.put(request(), streaming=1, timeout=60.0)
     with pytest.raises(QueueFullError) as refused:
         queue.put(request(), timeout=60.0, streaming=1)
     assert refused.value.cause == MEMORY
