@@ -24,11 +24,11 @@ from serve.errors import StartupError
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
-# Every request waiting in a model's queue holds a request thread; enough that a burst of a few
-# hundred connections waits in the queue, where its wait is counted (serve/runtime/admission.py),
-# not in the HTTP engine's own backlog, where it is not. Idle threads cost little: both engines
-# start them as requests come.
-DEFAULT_THREADS = 256
+# Every request waiting in a model's queue holds a request thread; requests past the threads wait
+# in the HTTP engine's own queue, unseen by the admission (serve/runtime/admission.py). More threads
+# bring them in sight but cost tail latency on granian: at 256 connections over 2 workers, p99 was
+# 2.2 to 2.7x connections / throughput with 256 threads, 1.4 to 1.6x with 64 (docs/benchmarks.md).
+DEFAULT_THREADS = 64
 DEFAULT_QUEUE_MAX_BYTES = 1024 * MIB
 # SageMaker's batch transform: its default InvocationsTimeoutInSeconds, and the most it sends in
 # one request (MaxPayloadInMB); with MaxPayloadInMB=0 it sends whole objects, chunked, unbounded,

@@ -140,12 +140,12 @@ def test_model_settings_registration_then_environment_then_archive() -> None:
     registered = ModelOverrides(2, 0, 5, 7)
     assert Registration(registered).settings(config, archive, 64) == ModelSettings(2, 0.0, 5.0, 7)
     plain = ServingConfig.from_env({}, timeout=30.0)
-    assert Registration().settings(plain, {}, 64) == ModelSettings(1, 0.0, 30.0, 256)
+    assert Registration().settings(plain, {}, 64) == ModelSettings(1, 0.0, 30.0, 64)
     assert Registration().settings(plain, archive, 8).max_batch_size == 8
     snake = {"batch_size": 16, "max_batch_delay": 50, "response_timeout": 90}
     assert choose_settings(
         plain, archive=ModelOverrides.from_archive_options(snake), capacity=64
-    ) == ModelSettings(16, 0.05, 90.0, 256)
+    ) == ModelSettings(16, 0.05, 90.0, 64)
 
 
 def test_an_archive_setting_of_the_wrong_kind_does_not_apply(
@@ -254,7 +254,7 @@ def test_max_concurrent_transforms_fit_in_every_workers_threads_and_queue() -> N
     assert config.queue_size >= 100 and config.threads >= 100
     assert config.queue_size <= config.threads
     small = ServingConfig.from_env({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4"})
-    assert (small.threads, small.queue_size) == (256, 256)
+    assert (small.threads, small.queue_size) == (64, 64)
     set_threads = ServingConfig.from_env(
         {"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "40", "BYOSERVE_WORKER_THREADS": "16"}
     )
