@@ -22,7 +22,7 @@ export BUILDAH_FORMAT := docker
 export TORCH_WHEELS
 BUILD_FLAGS ?= $(if $(wildcard $(TORCH_WHEELS)/torch-*.whl),--volume $(TORCH_WHEELS):/wheels:ro --build-arg TORCH_FIND_LINKS=/wheels)
 
-.PHONY: help install serve test test-quick lint docs-reference model clean containers build push deploy run-local test-compat test-peers bench bench-gpu bench-transform soak
+.PHONY: help install serve test test-quick lint docs-reference model clean containers build push deploy run-local test-compat test-peers bench bench-gpu bench-transform bench-load soak
 
 help:
 	@echo "make install     create .venv with the pinned dependencies"
@@ -39,6 +39,7 @@ help:
 	@echo "make bench       serve the benchmark models under wrk and compare with the in-process limit"
 	@echo "make bench-gpu   on a machine with CUDA: served at batch 32 against the bare forward, both engines"
 	@echo "make bench-transform  deploy transform --local against wrk on the same server and requests"
+	@echo "make bench-load  64 and 256 connections beside TorchServe, and 10x overload (also in make bench)"
 	@echo "make soak        the digits example at saturation for SOAK_SECONDS=$(SOAK_SECONDS) per engine: errors, memory growth"
 	@echo "make run-local   run the image on :$(PORT) with build/$(MODEL) mounted read-only"
 
@@ -137,6 +138,12 @@ bench-gpu: $(GPU_VENV)/.installed
 bench-transform: build/sentiment.tar.gz
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	BENCH_ONLY=transform $(PY) bench/run.py
+
+# More connections than the server answers at once (docs/benchmarks.md): resnet18 under 64 and digit
+# under 256 beside TorchServe, and the overload row; bench/results/load.json. Part of `make bench`.
+bench-load: $(STAMP) java
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	BENCH_ONLY=load $(PY) bench/run.py
 
 # Saturation for a while on each HTTP engine: requests, errors and RSS growth; fails on any error
 # or >10% growth.

@@ -9,7 +9,9 @@ BENCH_GPU_ONLY=1 (`make bench-gpu`: only the GPU rows, on a machine with CUDA, w
 bench/results/gpu.json; no TorchServe, no Java, a few minutes), and BENCH_ONLY=stream (only the
 streaming rows, bench/streaming.py, written to bench/results/stream.json; a minute and a half), or
 BENCH_ONLY=transform (only the batch transform row, bench/transform.py, written to
-bench/results/transform.json; a few minutes; needs build/sentiment.tar.gz, `make model`).
+bench/results/transform.json; a few minutes; needs build/sentiment.tar.gz, `make model`), or
+BENCH_ONLY=load (only the load rows, bench/load.py: 64 and 256 connections beside TorchServe, and
+the overload row; written to bench/results/load.json; about five minutes).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 
 from bench.chart import draw_chart
 from bench.limit import cpu_limit, gpu_forward_limit
+from bench.load import (
+    OVERLOAD_MODEL,
+    load_verdicts,
+    measure_overload,
+    measure_served,
+    print_load_tables,
+)
 from bench.peers import torchserve_loads
 from bench.servers import byoserve_command, plain_command, running
 from bench.streaming import measure_streaming, print_stream_table, stream_verdicts
@@ -418,7 +427,9 @@ def main() -> int:
 
     settings = Settings.from_env()
     if settings.only:
-        only = {"stream": stream_main, "transform": transform_main}.get(settings.only)
+        only = {"stream": stream_main, "transform": transform_main, "load": load_main}.get(
+            settings.only
+        )
         return only(settings) if only else _unknown_only(settings)
     require_wrk()
     gpu = torch.cuda.is_available()
@@ -444,13 +455,16 @@ def main() -> int:
         cost_rows, cost = server_cost(noop, settings, scratch, digit_limit)
         swept = sweep(workloads["digit"], settings, scratch, digit_limit) if settings.sweep else []
         streaming, stream_rows = measure_streaming(scratch, ENGINES, settings.quick)
+        loaded = load_rows(workloads, settings, scratch)
     result = {
         "machine": machine(settings, gpu), "limits": limits, "rows": rows, "sweep": swept,
         "server_cost": {"rows": cost_rows, **cost},
         "cold_start_s": cold, "cold_start_by_engine_s": colds, "import_torch_s": torch_s,
         "streaming": {**streaming, "rows": [r.as_dict() for r in stream_rows]},
-        "targets": TARGETS,
-        "verdicts": {**verdicts(rows, cold, torch_s), **stream_verdicts(stream_rows)},
+        "load": loaded, "targets": TARGETS,
+        "verdicts": {
+            **verdicts(rows, cold, torch_s), **stream_verdicts(stream_rows), **loaded["verdicts"],
+        },
         "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -470,6 +484,7 @@ def main() -> int:
         + f"; python -c 'import torch': {torch_s:.2f} s"
     )
     print_stream_table(stream_rows, streaming)
+    print_load_tables(loaded["rows"], loaded["overload"])
     for name, verdict in result["verdicts"].items():
         print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
     print(f"\nwrote {RESULTS / 'results.json'} and {RESULTS / 'chart.png'}")
@@ -520,6 +535,44 @@ def stream_main(settings: Settings) -> int:
     return 0
 
 
+def load_rows(workloads: dict[str, Workload], settings: Settings, scratch: Path) -> dict[str, Any]:
+    """The load rows (bench/load.py): each model under its connections beside TorchServe, then
+    the overload row."""
+    served = [
+        row
+        for name in ("resnet18", "digit")
+        for row in measure_served(workloads[name], scratch, settings.warmup, settings.duration)
+    ]
+    overloaded = measure_overload(
+        workloads[OVERLOAD_MODEL], scratch, settings.warmup, settings.duration
+    )
+    return {"rows": served, "overload": overloaded, "verdicts": load_verdicts(served, overloaded)}
+
+
+def load_main(settings: Settings) -> int:
+    """BENCH_ONLY=load: the load rows alone (bench/load.py), about five minutes."""
+    started, load_before = time.monotonic(), os.getloadavg()
+    require_wrk()
+    with tempfile.TemporaryDirectory(prefix="byoserve-bench-") as tmp:
+        scratch = Path(tmp)
+        loaded = load_rows(build_workloads(scratch / "models"), settings, scratch)
+    load_average = os.getloadavg()
+    result = {
+        "machine": {**machine(settings, False), "load_average_before": load_before,
+                    "load_average": load_average},
+        **loaded, "elapsed_s": time.monotonic() - started,
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
+    print_load_tables(loaded["rows"], loaded["overload"])
+    for name, verdict in loaded["verdicts"].items():
+        print(f"target {name}: {'met' if verdict['met'] else 'NOT met'} {verdict}")
+    print(f"load average at the start: {load_before[0]:.1f}, at the end: "
+          f"{load_average[0]:.1f} {load_average[1]:.1f} {load_average[2]:.1f}")  # fmt: skip
+    print(f"\nwrote {RESULTS / 'load.json'}")
+    return 0
+
+
 def transform_main(settings: Settings) -> int:
     """BENCH_ONLY=transform: the batch transform row alone (bench/transform.py), a few minutes."""
     started = time.monotonic()
@@ -538,7 +591,10 @@ def transform_main(settings: Settings) -> int:
 
 
 def _unknown_only(settings: Settings) -> int:
-    print(f"bench: BENCH_ONLY={settings.only!r}: the rows that run alone are 'stream', 'transform'")
+    print(
+        f"bench: BENCH_ONLY={settings.only!r}: the rows that run alone are 'stream', "
+        "'transform', 'load'"
+    )
     return 2
 
 

@@ -24,7 +24,12 @@ from serve.errors import StartupError
 
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_SIZE = 6 * MIB
+# Every request waiting in a model's queue holds a request thread; requests past the threads wait
+# in the HTTP engine's own queue, unseen by the admission (serve/runtime/admission.py). More threads
+# bring them in sight but cost tail latency on granian: at 256 connections over 2 workers, p99 was
+# 2.2 to 2.7x connections / throughput with 256 threads, 1.4 to 1.6x with 64 (docs/benchmarks.md).
 DEFAULT_THREADS = 64
+DEFAULT_QUEUE_MAX_BYTES = 1024 * MIB
 # SageMaker's batch transform: its default InvocationsTimeoutInSeconds, and the most it sends in
 # one request (MaxPayloadInMB); with MaxPayloadInMB=0 it sends whole objects, chunked, unbounded,
 # and the server takes as much as an asynchronous endpoint's body (1 GiB).
@@ -373,8 +378,17 @@ class ServingConfig:
         0,
         "BYOSERVE_QUEUE_SIZE",
         parse=_positive_int,
-        help="requests waiting per model in a worker before 503 + Retry-After "
-        "(default: half the request threads, and at least SAGEMAKER_MAX_CONCURRENT_TRANSFORMS)",
+        help="the hard bound of a model's queue in a worker, in requests waiting or streaming: "
+        "beyond it 503 + Retry-After whatever the wait (default: the request threads, and at "
+        "least SAGEMAKER_MAX_CONCURRENT_TRANSFORMS); below it a request is queued while the "
+        "wait it can expect fits its timeout",
+    )
+    queue_max_bytes: int = setting(
+        DEFAULT_QUEUE_MAX_BYTES,
+        "BYOSERVE_QUEUE_MAX_BYTES",
+        parse=_positive_int,
+        help="the hard bound of a model's queue in a worker, in request body bytes waiting: "
+        "beyond it 503 + Retry-After whatever the wait (default 1 GiB)",
     )
     batch: bool = setting(
         False,
@@ -580,10 +594,10 @@ class ServingConfig:
         if self.threads == 0:
             object.__setattr__(self, "threads", max(DEFAULT_THREADS, 2 * transforms))
         if self.queue_size == 0:
-            # Below the request threads, so this bound (503 + Retry-After) is reached before
-            # gthread's own unbounded wait for a free thread; but never below the requests a
-            # transform job keeps in flight (they may all reach one worker).
-            object.__setattr__(self, "queue_size", max(1, self.threads // 2, transforms))
+            # Every request that waits holds a request thread: more could never wait here; but
+            # never below the requests a transform job keeps in flight (they may all reach one
+            # worker).
+            object.__setattr__(self, "queue_size", max(1, self.threads, transforms))
         elif self.queue_size < transforms:
             raise ConfigError(
                 f"BYOSERVE_QUEUE_SIZE={self.queue_size} is below "

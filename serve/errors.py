@@ -7,6 +7,7 @@ one line starts with).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 MAX_REASON = 200  # longest exception text repeated back to a client
@@ -51,6 +52,7 @@ class ServingError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.fields: dict[str, object] = {}  # more members of the JSON error object
 
 
 class BadRequestError(ServingError):
@@ -177,10 +179,22 @@ class NotReadyError(ServingError):
 
 
 class OverloadedError(ServingError):
-    """The worker's queue is full: come back later (sent with Retry-After)."""
+    """The model's queue in this worker cannot take the request: the wait ahead of it does not
+    fit its timeout, or the queue's hard bound is reached. ``retry_after`` (seconds) is when it
+    would be taken, the load being as now: sent as ``Retry-After`` (HTTP's whole seconds, rounded
+    up, at least 1), ``Retry-After-Ms`` and the JSON error's ``retry_after_ms`` (milliseconds,
+    rounded up, at least 1)."""
 
     status_code = 503
     code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        milliseconds = max(1, math.ceil(retry_after * 1000))
+        seconds = max(1, math.ceil(milliseconds / 1000))
+        headers = {"Retry-After": str(seconds), "Retry-After-Ms": str(milliseconds)}
+        super().__init__(message, headers=headers)
+        self.retry_after = retry_after
+        self.fields = {"retry_after_ms": milliseconds}
 
 
 class InferenceTimeoutError(ServingError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 from serve.errors import ModelError, ServingError
 
@@ -54,17 +55,23 @@ def public_message(exc: ServingError, error_details: bool) -> str:
 
 
 def error_body(
-    status: int, code: str, message: str, request_id: str, torchserve: bool = False
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    torchserve: bool = False,
+    fields: Mapping[str, object] | None = None,
 ) -> bytes:
     """The JSON body of an error: ``{"error": {"code", "message", "request_id"}}``, or with
     ``torchserve`` as TorchServe answers (``{"code": 404, "type": "ModelNotFoundException",
-    "message": ...}``)."""
+    "message": ...}``); ``fields`` (an error's own, e.g. ``retry_after_ms``) go beside them."""
     body: dict[str, object]
     if torchserve:
         kind = TORCHSERVE_TYPES.get(code) or (
             "InternalServerException" if status >= 500 else "BadRequestException"
         )
-        body = {"code": status, "type": kind, "message": message}
+        body = {"code": status, "type": kind, "message": message, **(fields or {})}
     else:
-        body = {"error": {"code": code, "message": message, "request_id": request_id}}
+        body = {"error": {"code": code, "message": message, "request_id": request_id,
+                          **(fields or {})}}  # fmt: skip
     return (json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n").encode()

@@ -228,7 +228,7 @@ class Invocations:
             error = exc.code
             status, content_type, headers = exc.status_code, JSON, list(exc.headers.items())
             message = public_message(exc, self.config.error_details)
-            body = error_body(status, exc.code, message, rid, torchserve)
+            body = error_body(status, exc.code, message, rid, torchserve, exc.fields)
         except Exception as exc:
             logger.error("request %s: unexpected error", rid, exc_info=exc)
             error = "internal_error"

@@ -98,8 +98,17 @@ class PrometheusObserver(Observer):
         )
         self.rejections = Counter(
             f"{PREFIX}_rejected",
-            "Requests turned away with 503 because the model's queue was full.",
+            "Requests turned away with 503 by the model's queue, by model and cause (wait: the "
+            "wait ahead did not fit the timeout; memory: the queue's hard bound was reached).",
+            ["model", "cause"],
+            registry=registry,
+        )
+        self.wait = Gauge(
+            f"{PREFIX}_expected_wait_seconds",
+            "The wait a request arriving now can expect in the model's queue (the longest over "
+            "live workers), as each batch starts.",
             ["model"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.batch_size = Histogram(
@@ -198,7 +207,7 @@ class PrometheusObserver(Observer):
             registry=registry,
         )
         self._children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
-        self._per_model: dict[str, tuple[Any, Any, Any]] = {}
+        self._per_model: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._connections: Collector | None = None
 
     @classmethod
@@ -221,6 +230,7 @@ class PrometheusObserver(Observer):
         self.model_workers.labels(model).set(0)
         self.model_memory.labels(model).set(0)
         self.queue.labels(model).set(0)
+        self.wait.labels(model).set(0)
         self.model_events.labels(model, "unloaded").inc()
         self._per_model.pop(model, None)
         for key in [key for key in self._children if key[2] == model]:
@@ -230,26 +240,30 @@ class PrometheusObserver(Observer):
         self.ready_workers.set(1)
 
     def batch_done(self, model: str, size: int, seconds: float) -> None:
-        _, sizes, latency = self._model_children(model)
+        _, sizes, latency, _ = self._model_children(model)
         sizes.observe(size)
         latency.observe(seconds)
 
     def queue_depth(self, model: str, depth: int) -> None:
         self._model_children(model)[0].set(depth)
 
-    def _model_children(self, model: str) -> tuple[Any, Any, Any]:
+    def _model_children(self, model: str) -> tuple[Any, Any, Any, Any]:
         children = self._per_model.get(model)
         if children is None:
             children = (
                 self.queue.labels(model),
                 self.batch_size.labels(model),
                 self.batch_latency.labels(model),
+                self.wait.labels(model),
             )
             self._per_model[model] = children
         return children
 
-    def rejected(self, model: str) -> None:
-        self.rejections.labels(model).inc()
+    def rejected(self, model: str, cause: str) -> None:
+        self.rejections.labels(model, cause).inc()
+
+    def expected_wait(self, model: str, seconds: float) -> None:
+        self._model_children(model)[3].set(seconds)
 
     def request_done(
         self, route: str, status: int, seconds: float, error: str | None, model: str = ""

@@ -29,8 +29,13 @@ class Observer:
     def queue_depth(self, model: str, depth: int) -> None:
         """Requests waiting in this worker's queue for the model, after an enqueue or dequeue."""
 
-    def rejected(self, model: str) -> None:
-        """A request was turned away because the model's queue was full."""
+    def rejected(self, model: str, cause: str) -> None:
+        """A request was turned away with 503: ``cause`` ``wait`` (the wait ahead did not fit its
+        timeout) or ``memory`` (the queue's hard bound was reached)."""
+
+    def expected_wait(self, model: str, seconds: float) -> None:
+        """The wait a request arriving now can expect in this worker's queue for the model
+        (reported by the inference thread as each batch starts)."""
 
     def request_done(
         self, route: str, status: int, seconds: float, error: str | None, model: str = ""

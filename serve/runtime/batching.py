@@ -5,11 +5,16 @@ Request threads :meth:`BatchQueue.put` a request and wait on its lock; the infer
 ``max_delay`` has passed since that first request arrived. The hand-offs use the C-level
 ``SimpleQueue`` and a lock per request, not ``queue.Queue`` and futures: on a model that answers
 in under a millisecond, their Python-level locking is a visible share of each request.
+
+:meth:`BatchQueue.put` admits a request while the wait it can expect fits its timeout
+(serve/runtime/admission.py), under a hard bound in requests and bytes that keeps a burst from
+exhausting the worker's memory and request threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 import time
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from serve.contract import InferenceRequest, InferenceResponse
+from serve.runtime.admission import Admission
 from serve.runtime.streams import Channel
 
 _STOP = object()
@@ -104,8 +110,22 @@ class Pending:
         return True
 
 
+WAIT = "wait"  # refused: the wait ahead does not fit the request's timeout
+MEMORY = "memory"  # refused: the hard bound in requests or bytes is reached
+
+
 class QueueFullError(Exception):
-    """The queue holds its capacity already."""
+    """The queue refuses a request.
+
+    Attributes:
+        cause: :data:`WAIT` or :data:`MEMORY`.
+        retry_after: seconds after which the request would be admitted, the load being as now.
+    """
+
+    def __init__(self, cause: str, retry_after: float) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.retry_after = retry_after
 
 
 class QueueClosedError(Exception):
@@ -113,18 +133,23 @@ class QueueClosedError(Exception):
 
 
 class BatchQueue:
-    """A bounded queue of pending requests for one model in one worker.
+    """The queue of pending requests for one model in one worker, admitting by expected wait.
 
     Args:
-        capacity: the most requests that may wait (beyond it, :meth:`put` refuses).
+        max_requests: the most requests that may wait or stream at once (beyond it,
+            :meth:`put` refuses, whatever the wait).
+        max_bytes: the most request body bytes that may wait at once (0: no bound).
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+    def __init__(self, max_requests: int, max_bytes: int = 0) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.admission = Admission()  # measured by the inference thread
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
-        self._state = threading.Lock()  # guards the bound, closing, and each request's state
+        self._state = threading.Lock()  # guards the bounds, closing, and each request's state
         self._closed = False
         self._wake_queued = False  # at most one wake marker waits in the queue
+        self._bytes = 0  # the bodies of the requests queued
 
     def qsize(self) -> int:
         return self._queue.qsize()
@@ -134,25 +159,41 @@ class BatchQueue:
         request: InferenceRequest,
         open_channel: Callable[[], Channel] = _no_channel,
         streaming: int = 0,
+        timeout: float = math.inf,
     ) -> tuple[Pending, int]:
-        """Queue a request (as its own sink, streams opened with ``open_channel``); returns it
-        with the depth it found.
+        """Queue a request (as its own sink, streams opened with ``open_channel``) if it can be
+        answered within ``timeout`` seconds (by default it always can); returns it with the depth
+        it found.
 
         Raises:
-            QueueFullError: ``capacity`` requests are waiting or streaming (``streaming``: the
-                streams open) already.
+            QueueFullError: the wait it can expect does not fit ``timeout`` (:data:`WAIT`), or
+                ``max_requests`` requests are waiting or streaming (``streaming``: the streams
+                open) already, or its body would take the bytes waiting past ``max_bytes``
+                (:data:`MEMORY`).
             QueueClosedError: :meth:`close` was called.
         """
-        pending = Pending(request, time.monotonic(), open_channel=open_channel)
+        now = time.monotonic()
+        size = len(request.body)
+        pending = Pending(request, now, open_channel=open_channel)
         request.sink = pending
+        admission = self.admission
         with self._state:
             if self._closed:
                 raise QueueClosedError
             depth = self._queue.qsize() - self._wake_queued  # the marker is no request
-            if depth + streaming >= self.capacity:
-                raise QueueFullError
+            over = depth + streaming + 1 - self.max_requests
+            if over > 0 or (self.max_bytes and self._bytes + size > self.max_bytes):
+                raise QueueFullError(MEMORY, admission.drain(max(1, over)))
+            excess = admission.excess(depth, now, timeout)
+            if excess > 0.0:
+                raise QueueFullError(WAIT, excess)
+            self._bytes += size
             self._queue.put(pending)
         return pending, depth
+
+    def expected_wait(self) -> float:
+        """Seconds a request arriving now can expect to wait before its batch starts."""
+        return self.admission.wait(self.qsize(), time.monotonic())
 
     def cancel(self, pending: Pending) -> None:
         """Its caller gave up: if it has not started, the inference thread skips it."""
@@ -214,6 +255,7 @@ class BatchQueue:
                     return batch
             if isinstance(item, Pending) and self._claim(item):
                 batch.append(item)
+        self.admission.forming = True  # not idle while it waits for more
         if wait is not None:
             max_delay = 0.0  # streams are waiting for their next pieces
         deadline = batch[0].arrived + max_delay
@@ -238,6 +280,7 @@ class BatchQueue:
     def _claim(self, pending: Pending) -> bool:
         """Mark a queued request as running, unless its caller has given up on it."""
         with self._state:
+            self._bytes -= len(pending.request.body)  # out of the queue either way
             if pending.state != _WAITING:
                 return False
             pending.state = _RUNNING

@@ -37,7 +37,14 @@ from serve.model.namespace import ModelNamespace
 from serve.model.settings import Registration
 from serve.observe.logs import log_model
 from serve.observe.observer import Observer
-from serve.runtime.batching import BatchQueue, Pending, QueueClosedError, QueueFullError
+from serve.runtime.batching import (
+    MEMORY,
+    WAIT,
+    BatchQueue,
+    Pending,
+    QueueClosedError,
+    QueueFullError,
+)
 from serve.runtime.devices import configure_torch, gpu_for_worker
 from serve.runtime.memory import release_memory, rss_bytes
 from serve.runtime.streams import Channel, PulledStream
@@ -122,7 +129,7 @@ class ModelRuntime:
         self._opener = opener
         self._on_loaded = on_loaded
         self._on_failed = on_failed
-        self._queue = BatchQueue(self.settings.queue_size)
+        self._queue = BatchQueue(self.settings.queue_size, config.queue_max_bytes)
         self._streams: list[PulledStream] = []  # the inference thread's own
         self._open_streams = 0  # every stream whose client has not finished with it
         self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
@@ -235,22 +242,23 @@ class ModelRuntime:
 
         Raises:
             ModelNotFoundError: the model is being unloaded.
-            OverloadedError: the queue is full (answered 503 with Retry-After).
+            OverloadedError: the wait ahead does not fit the timeout, or the queue's hard
+                bound is reached (serve/runtime/batching.py; answered 503 with Retry-After).
             InferenceTimeoutError: no answer within the timeout.
             ServingError: whatever the handler failed this request with.
         """
         self.last_used = time.monotonic()
+        timeout = self.settings.timeout
         try:
-            pending, depth = self._queue.put(request, self._open_channel, self._open_streams)
-        except QueueFullError:
-            self.observer.rejected(self.name)
-            raise OverloadedError(
-                "the server is at capacity; retry shortly", headers={"Retry-After": "1"}
-            ) from None
+            pending, depth = self._queue.put(
+                request, self._open_channel, self._open_streams, timeout
+            )
+        except QueueFullError as full:
+            self.observer.rejected(self.name, full.cause)
+            raise OverloadedError(_REFUSALS[full.cause], full.retry_after) from None
         except QueueClosedError:
             raise ModelNotFoundError(f"model {self.name!r} is being unloaded") from None
         self.observer.queue_depth(self.name, depth + 1)
-        timeout = self.settings.timeout
         if not pending.done.acquire(timeout=timeout) and pending.abandon():
             self._queue.cancel(pending)  # not started: skipped; started: its stream is dropped
             raise InferenceTimeoutError(
@@ -317,6 +325,9 @@ class ModelRuntime:
         handler, namespace = self.handler, self.namespace
         assert handler is not None and namespace is not None
         settings = self.settings
+        admission = self._queue.admission
+        admission.delay, admission.max_batch = settings.max_batch_delay, settings.max_batch_size
+        self._queue.max_requests = settings.queue_size  # the handler's own settings are known
         closed = False
         while not closed or self._streams:
             wait = None if not self._streams else 0.0 if self._advanceable() else THROTTLED_POLL
@@ -330,10 +341,13 @@ class ModelRuntime:
                 continue
             if batch:
                 self.observer.queue_depth(self.name, self._queue.qsize())
+                self.observer.expected_wait(self.name, self._queue.expected_wait())
                 self._run_batch(handler, batch)
                 del batch  # not kept while the next is awaited: a large body would stay held
             if self._streams:
+                started = time.monotonic()
                 self._advance()
+                admission.round_done(time.monotonic() - started, len(self._streams))
                 if closed and not self._advanceable():
                     time.sleep(THROTTLED_POLL)
             namespace.settle()
@@ -490,9 +504,13 @@ class ModelRuntime:
                    exc_info=exc)  # fmt: skip
 
     def _execute(self, handler: Handler, batch: list[Pending]) -> None:
+        admission = self._queue.admission
         started = time.monotonic()
+        admission.batch_started(started, len(batch))
         results = self._call_handler(handler, batch)
-        self.observer.batch_done(self.name, len(batch), time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        admission.batch_done(len(batch), elapsed)
+        self.observer.batch_done(self.name, len(batch), elapsed)
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._log_failure(pending.request, result)
@@ -541,6 +559,13 @@ class ModelRuntime:
             logger.info("request %s rejected: %s", request.request_id, exc)
         else:
             logger.error("request %s failed: %s", request.request_id, exc, exc_info=cause)
+
+
+_REFUSALS = {
+    WAIT: "the model's queue holds more than it can answer within the timeout; retry later",
+    MEMORY: "the model's queue is at its bound (BYOSERVE_QUEUE_SIZE, BYOSERVE_QUEUE_MAX_BYTES); "
+    "retry later",
+}
 
 
 def _released() -> OpenedModel:

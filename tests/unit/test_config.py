@@ -29,8 +29,8 @@ def test_defaults_follow_the_sagemaker_contract() -> None:
     assert config.log_level == logging.INFO
     assert config.workers == available_cpus()
     assert config.torch_threads == max(1, available_cpus() // config.workers)
-    # the queue bound must be reachable: fewer queue slots than request threads
-    assert config.queue_size < config.threads
+    # every request waiting in the queue holds a request thread: the hard bound is the threads
+    assert config.queue_size == config.threads
 
 
 def test_sagemaker_variables_are_read() -> None:
@@ -136,16 +136,16 @@ def test_multi_model_settings() -> None:
 def test_model_settings_registration_then_environment_then_archive() -> None:
     config = ServingConfig.from_env({"BYOSERVE_MAX_BATCH_SIZE": "4"}, timeout=30.0, threads=8)
     archive = {"batchSize": 16, "maxBatchDelay": 50, "responseTimeout": 90}
-    assert Registration().settings(config, archive, 64) == ModelSettings(4, 0.05, 90.0, 4)
+    assert Registration().settings(config, archive, 64) == ModelSettings(4, 0.05, 90.0, 8)
     registered = ModelOverrides(2, 0, 5, 7)
     assert Registration(registered).settings(config, archive, 64) == ModelSettings(2, 0.0, 5.0, 7)
     plain = ServingConfig.from_env({}, timeout=30.0)
-    assert Registration().settings(plain, {}, 64) == ModelSettings(1, 0.0, 30.0, 32)
+    assert Registration().settings(plain, {}, 64) == ModelSettings(1, 0.0, 30.0, 64)
     assert Registration().settings(plain, archive, 8).max_batch_size == 8
     snake = {"batch_size": 16, "max_batch_delay": 50, "response_timeout": 90}
     assert choose_settings(
         plain, archive=ModelOverrides.from_archive_options(snake), capacity=64
-    ) == ModelSettings(16, 0.05, 90.0, 32)
+    ) == ModelSettings(16, 0.05, 90.0, 64)
 
 
 def test_an_archive_setting_of_the_wrong_kind_does_not_apply(
@@ -252,9 +252,9 @@ def test_batch_strategy_takes_both_spellings(value: str, strategy: str) -> None:
 def test_max_concurrent_transforms_fit_in_every_workers_threads_and_queue() -> None:
     config = ServingConfig.from_env({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "100"})
     assert config.queue_size >= 100 and config.threads >= 100
-    assert config.queue_size < config.threads
+    assert config.queue_size <= config.threads
     small = ServingConfig.from_env({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4"})
-    assert (small.threads, small.queue_size) == (64, 32)
+    assert (small.threads, small.queue_size) == (64, 64)
     set_threads = ServingConfig.from_env(
         {"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "40", "BYOSERVE_WORKER_THREADS": "16"}
     )
