@@ -252,9 +252,22 @@ def test_a_first_piece_too_late_is_a_timeout_and_leaves_nothing_open(
     )
     marker = tmp_path / "ended.json"
     late = {"n": 3, "stall_after": 0, "stall": 2, "marker": str(marker)}
-    for _ in range(2):
+    answers: list[requests.Response] = []
+
+    def answered_late() -> bool:
+        """A late stream's answer; while the one before it still runs past the timeout, the
+        model is stuck and a request is refused at once (serve/runtime/health.py)."""
         answer = requests.post(f"{server.url}/invocations", json=late, timeout=10)
-        assert answer.status_code == 504, answer.text
+        if answer.status_code == 503:
+            assert "is stuck" in answer.json()["error"]["message"], answer.text
+            assert answer.headers["Retry-After"] == "1"
+            return False
+        answers.append(answer)
+        return True
+
+    for _ in range(2):
+        wait_until(answered_late, 20, "a late stream's answer")
+        assert answers[-1].status_code == 504, answers[-1].text
     # the late streams were dropped (their generator closed), not left counting as open
     assert _wait_for(marker)["how"] == "GeneratorExit"
     deadline = time.monotonic() + 20
